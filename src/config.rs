@@ -1,0 +1,246 @@
+//! The YAML configuration file: its schema, defaults and validation.
+//!
+//! Unknown keys are rejected so that a typo never silently disables a setting. The sections
+//! later features define (`keys`, `tables`, `sidecar`) are accepted and kept opaque for now,
+//! so a complete file still starts the relay. Every error names the file and the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A configuration error, always naming the file it came from.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read the config file: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// serde_yaml's message names the key (`unknown field `lisen``) and the line.
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: `{key}`: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        message: String,
+    },
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the proxy listens on, e.g. "127.0.0.1:6432".
+    pub listen: String,
+    pub upstream: UpstreamConfig,
+    /// Client connections beyond this many are refused with SQLSTATE 53300.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// On SIGTERM/SIGINT, how long open sessions may run before the proxy exits anyway.
+    #[serde(default = "default_shutdown_grace_seconds")]
+    pub shutdown_grace_seconds: u64,
+    /// A client message larger than this closes that client with a protocol error.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: u32,
+    /// Defined by the encryption feature; accepted but not yet used.
+    #[serde(default)]
+    pub keys: Option<serde_yaml::Value>,
+    /// Defined by the encryption feature; accepted but not yet used.
+    #[serde(default)]
+    pub tables: Option<serde_yaml::Value>,
+    /// Defined by the JWE sidecar feature; accepted but not yet used.
+    #[serde(default)]
+    pub sidecar: Option<serde_yaml::Value>,
+}
+
+/// Where the real PostgreSQL server is.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub host: String,
+    #[serde(default = "default_upstream_port")]
+    pub port: u16,
+    /// Connecting upstream longer than this fails the client with SQLSTATE 08001.
+    #[serde(default = "default_connect_timeout_seconds")]
+    pub connect_timeout_seconds: u64,
+}
+
+fn default_max_connections() -> usize {
+    1000
+}
+fn default_shutdown_grace_seconds() -> u64 {
+    30
+}
+fn default_max_message_bytes() -> u32 {
+    // Postgres itself accepts messages up to 1 GiB; most deployments never come near it.
+    256 * 1024 * 1024
+}
+fn default_upstream_port() -> u16 {
+    5432
+}
+fn default_connect_timeout_seconds() -> u64 {
+    10
+}
+
+/// Validated, typed settings the proxy runs with.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub listen: SocketAddr,
+    pub upstream_host: String,
+    pub upstream_port: u16,
+    pub connect_timeout: Duration,
+    pub max_connections: usize,
+    pub shutdown_grace: Duration,
+    pub max_message_bytes: u32,
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        config.settings(path)?;
+        Ok(config)
+    }
+
+    /// The typed settings, or an error naming the first invalid key.
+    pub fn settings(&self, path: &Path) -> Result<ProxySettings, ConfigError> {
+        let invalid = |key: &'static str, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key,
+            message,
+        };
+        let listen: SocketAddr = self.listen.parse().map_err(|_| {
+            invalid(
+                "listen",
+                format!(
+                    "{:?} is not an address:port such as \"127.0.0.1:6432\"",
+                    self.listen
+                ),
+            )
+        })?;
+        if self.upstream.host.trim().is_empty() {
+            return Err(invalid("upstream.host", "must not be empty".into()));
+        }
+        if self.upstream.port == 0 {
+            return Err(invalid(
+                "upstream.port",
+                "must be between 1 and 65535".into(),
+            ));
+        }
+        if self.upstream.connect_timeout_seconds == 0 {
+            return Err(invalid(
+                "upstream.connect_timeout_seconds",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(invalid("max_connections", "must be at least 1".into()));
+        }
+        if self.max_message_bytes < 64 * 1024 {
+            return Err(invalid(
+                "max_message_bytes",
+                "must be at least 65536 (64 KiB)".into(),
+            ));
+        }
+        Ok(ProxySettings {
+            listen,
+            upstream_host: self.upstream.host.clone(),
+            upstream_port: self.upstream.port,
+            connect_timeout: Duration::from_secs(self.upstream.connect_timeout_seconds),
+            max_connections: self.max_connections,
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
+            max_message_bytes: self.max_message_bytes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("pgcloak.yaml"))
+    }
+
+    const MINIMAL: &str =
+        "listen: \"127.0.0.1:6432\"\nupstream:\n  host: 127.0.0.1\n  port: 5432\n";
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let config = parse(MINIMAL).unwrap();
+        let settings = config.settings(Path::new("x")).unwrap();
+        assert_eq!(settings.listen.port(), 6432);
+        assert_eq!(settings.upstream_port, 5432);
+        assert_eq!(settings.max_connections, 1000);
+    }
+
+    #[test]
+    fn unknown_top_level_key_names_key_and_file() {
+        let err = parse("lisen: \"127.0.0.1:6432\"\nupstream: {host: h}\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("pgcloak.yaml: "), "{msg}");
+        assert!(msg.contains("unknown field `lisen`"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_nested_key_is_rejected() {
+        let err = parse("listen: \"127.0.0.1:1\"\nupstream: {host: h, prot: 1}\n").unwrap_err();
+        assert!(err.to_string().contains("unknown field `prot`"), "{err}");
+    }
+
+    #[test]
+    fn missing_key_is_named() {
+        let err = parse("listen: \"127.0.0.1:1\"\n").unwrap_err();
+        assert!(
+            err.to_string().contains("missing field `upstream`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn later_sections_are_accepted() {
+        let text = format!(
+            "{MINIMAL}keys:\n  master_key_env: K\ntables:\n  users:\n    email: deterministic\nsidecar:\n  listen: \"127.0.0.1:8080\"\n"
+        );
+        let config = parse(&text).unwrap();
+        assert!(config.tables.is_some() && config.keys.is_some() && config.sidecar.is_some());
+    }
+
+    #[test]
+    fn bad_listen_address_names_the_key() {
+        let err = parse("listen: localhost\nupstream: {host: h}\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "pgcloak.yaml: `listen`: \"localhost\" is not an address:port such as \"127.0.0.1:6432\""
+        );
+    }
+
+    #[test]
+    fn zero_max_connections_is_invalid() {
+        let err = parse(&format!("{MINIMAL}max_connections: 0\n")).unwrap_err();
+        assert!(err.to_string().contains("`max_connections`"), "{err}");
+    }
+
+    #[test]
+    fn shipped_example_configs_are_valid() {
+        for file in ["config/pgcloak.example.yaml", "config/demo.yaml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+            Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+}

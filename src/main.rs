@@ -1,0 +1,114 @@
+//! The `pgcloak` command: parse the CLI, load the config, run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use pgcloak::config::Config;
+use pgcloak::proxy::Proxy;
+use tokio_util::sync::CancellationToken;
+
+mod demo;
+
+#[derive(Parser)]
+#[command(
+    name = "pgcloak",
+    version,
+    about = "A transparent PostgreSQL proxy that encrypts PII columns"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Serve {
+        /// The YAML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a config file; exits non-zero with a message naming the bad key.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Start a throwaway local Postgres and pgcloak in front of it, until Ctrl-C.
+    Demo {
+        /// The demo's config; its upstream is replaced by the throwaway Postgres.
+        #[arg(long, short, default_value = "config/demo.yaml")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Serve { config } => serve(config),
+        Command::Check { config } => check(config),
+        Command::Demo { config } => demo::run(config),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("pgcloak: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr; RUST_LOG picks the level (default info), PGCLOAK_LOG_FORMAT=json
+/// switches to one JSON object per line.
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("PGCLOAK_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn check(path: PathBuf) -> Result<(), String> {
+    Config::load(&path).map_err(|e| e.to_string())?;
+    println!("{}: OK", path.display());
+    Ok(())
+}
+
+fn serve(path: PathBuf) -> Result<(), String> {
+    let config = Config::load(&path).map_err(|e| e.to_string())?;
+    let settings = config.settings(&path).map_err(|e| e.to_string())?;
+    let runtime =
+        tokio::runtime::Runtime::new().map_err(|e| format!("cannot start runtime: {e}"))?;
+    runtime.block_on(async {
+        let proxy = Proxy::bind(settings.clone())
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+        let shutdown = CancellationToken::new();
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
+        proxy.run(shutdown).await;
+        Ok(())
+    })
+}
+
+/// Cancels `token` on the first SIGTERM or SIGINT.
+pub(crate) async fn cancel_on_signal(token: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    token.cancel();
+}

@@ -1,0 +1,10 @@
+//! Everything with a socket: the listener and its limits, the startup handshake, and one
+//! task per client relaying frames in both directions.
+
+mod handshake;
+mod observe;
+mod pump;
+mod server;
+mod session;
+
+pub use server::{Proxy, ProxyHandle};

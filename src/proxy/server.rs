@@ -1,0 +1,114 @@
+//! The accept loop: one task per client, a connection limit, and graceful shutdown
+//! (stop accepting, let sessions finish for a bounded time).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use super::session;
+use crate::config::ProxySettings;
+
+/// A bound, not yet running proxy.
+pub struct Proxy {
+    listener: TcpListener,
+    settings: Arc<ProxySettings>,
+}
+
+/// A proxy running in the background (tests and the demo use this).
+pub struct ProxyHandle {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Proxy {
+    pub async fn bind(settings: ProxySettings) -> std::io::Result<Proxy> {
+        let listener = TcpListener::bind(settings.listen).await?;
+        Ok(Proxy {
+            listener,
+            settings: Arc::new(settings),
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves clients until `shutdown` is cancelled, then waits up to the configured grace
+    /// period for open sessions to end.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let Proxy { listener, settings } = self;
+        let limit = Arc::new(Semaphore::new(settings.max_connections));
+        let sessions = TaskTracker::new();
+        let next_conn = AtomicU64::new(1);
+        info!(listen = %settings.listen, upstream_host = %settings.upstream_host, upstream_port = settings.upstream_port, "pgcloak listening");
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    let conn = next_conn.fetch_add(1, Ordering::Relaxed);
+                    info!(conn, %peer, "client connected");
+                    let permit = limit.clone().try_acquire_owned().ok();
+                    sessions.spawn(session::serve(stream, conn, settings.clone(), permit));
+                }
+                Err(e) => {
+                    // Usually EMFILE: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        drop(listener);
+        sessions.close();
+        info!(
+            open_sessions = sessions.len(),
+            grace_seconds = settings.shutdown_grace.as_secs(),
+            "shutting down: no longer accepting, waiting for sessions"
+        );
+        if tokio::time::timeout(settings.shutdown_grace, sessions.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                open_sessions = sessions.len(),
+                "grace period over; closing remaining sessions"
+            );
+        }
+        info!("pgcloak stopped");
+    }
+
+    /// Runs the proxy on the current runtime in the background.
+    pub fn spawn(self) -> std::io::Result<ProxyHandle> {
+        let addr = self.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(self.run(shutdown.clone()));
+        Ok(ProxyHandle {
+            addr,
+            shutdown,
+            task,
+        })
+    }
+}
+
+impl ProxyHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting and waits for the proxy to finish its graceful shutdown.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+}

@@ -1,0 +1,236 @@
+//! One client connection from accept to close: the startup handshake, the upstream
+//! connection, and the two pumps running concurrently until either side ends.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::{debug, info, warn};
+
+use super::handshake::{read_startup, HandshakeError};
+use super::observe::{ClientFrames, ServerFrames};
+use super::pump::{Pump, PumpError};
+use crate::config::ProxySettings;
+use crate::protocol::error::{error_response, sqlstate, Severity};
+use crate::protocol::startup::{cancel_request, StartupPacket};
+
+/// A client that has not finished its startup packet by then is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long we try to deliver our own last error to a client before giving up.
+const FAREWELL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Read sizes: clients mostly send small messages; result sets come the other way.
+const CLIENT_READ_SIZE: usize = 8 * 1024;
+const UPSTREAM_READ_SIZE: usize = 32 * 1024;
+/// Postgres never sends a message longer than this; the length field is an i32.
+const MAX_UPSTREAM_FRAME: u32 = i32::MAX as u32;
+
+/// Serves one accepted client. `permit` is `None` when the proxy is at max_connections:
+/// such a client is answered with SQLSTATE 53300 once it has sent its startup packet.
+pub async fn serve(
+    mut client: TcpStream,
+    conn: u64,
+    settings: Arc<ProxySettings>,
+    permit: Option<OwnedSemaphorePermit>,
+) {
+    let _ = client.set_nodelay(true);
+    let packet = match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_startup(&mut client)).await {
+        Ok(Ok(packet)) => packet,
+        Ok(Err(HandshakeError::Closed)) => {
+            debug!(conn, "client closed during startup");
+            return;
+        }
+        Ok(Err(HandshakeError::Protocol(e))) => {
+            warn!(conn, error = %e, "invalid startup packet; closing client");
+            let frame = error_response(
+                Severity::Fatal,
+                sqlstate::PROTOCOL_VIOLATION,
+                &e.to_string(),
+            );
+            let _ = client.write_all(&frame).await;
+            return;
+        }
+        Ok(Err(e)) => {
+            warn!(conn, error = %e, "startup failed; closing client");
+            return;
+        }
+        Err(_) => {
+            warn!(
+                conn,
+                "client sent no startup packet within {HANDSHAKE_TIMEOUT:?}; closing"
+            );
+            return;
+        }
+    };
+    match packet {
+        // Cancels are honoured even at the connection limit, as Postgres does.
+        StartupPacket::CancelRequest { raw } => forward_cancel(&raw, conn, &settings).await,
+        StartupPacket::Startup { .. } if permit.is_none() => {
+            warn!(
+                conn,
+                max_connections = settings.max_connections,
+                "connection limit reached; refusing client"
+            );
+            let message = format!(
+                "sorry, too many clients already (pgcloak max_connections is {})",
+                settings.max_connections
+            );
+            let frame = error_response(Severity::Fatal, sqlstate::TOO_MANY_CONNECTIONS, &message);
+            let _ = client.write_all(&frame).await;
+        }
+        StartupPacket::Startup { ref raw, .. } => {
+            info!(
+                conn,
+                user = packet.param("user").unwrap_or(""),
+                database = packet.param("database").unwrap_or(""),
+                "session starting"
+            );
+            relay(client, raw, conn, &settings).await;
+        }
+        // read_startup answers encryption requests itself and never returns them.
+        StartupPacket::SslRequest | StartupPacket::GssEncRequest => {}
+    }
+    drop(permit);
+}
+
+async fn connect_upstream(settings: &ProxySettings) -> std::io::Result<TcpStream> {
+    let addr = (settings.upstream_host.as_str(), settings.upstream_port);
+    let stream = tokio::time::timeout(settings.connect_timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// A CancelRequest goes to the upstream on a connection of its own, bytes unchanged.
+async fn forward_cancel(raw: &[u8], conn: u64, settings: &ProxySettings) {
+    match connect_upstream(settings).await {
+        Ok(mut upstream) => {
+            if let Err(e) = upstream.write_all(raw).await {
+                warn!(conn, error = %e, "could not forward cancel request");
+            } else {
+                debug!(conn, "cancel request forwarded");
+            }
+        }
+        Err(e) => warn!(conn, error = %e, "could not reach upstream to forward cancel request"),
+    }
+}
+
+/// Connects upstream, forwards the startup packet, and relays until either side ends.
+async fn relay(mut client: TcpStream, startup: &[u8], conn: u64, settings: &ProxySettings) {
+    let started = Instant::now();
+    let upstream_addr = format!("{}:{}", settings.upstream_host, settings.upstream_port);
+    let mut upstream = match connect_upstream(settings).await {
+        Ok(upstream) => upstream,
+        Err(e) => {
+            warn!(conn, upstream = %upstream_addr, error = %e, "cannot connect to upstream");
+            let message =
+                format!("pgcloak: cannot connect to the upstream server {upstream_addr}: {e}");
+            let frame = error_response(
+                Severity::Fatal,
+                sqlstate::CLIENT_UNABLE_TO_ESTABLISH_CONNECTION,
+                &message,
+            );
+            let _ = client.write_all(&frame).await;
+            return;
+        }
+    };
+    if let Err(e) = upstream.write_all(startup).await {
+        warn!(conn, error = %e, "upstream closed during startup");
+        let frame = error_response(
+            Severity::Fatal,
+            sqlstate::CONNECTION_FAILURE,
+            "pgcloak: upstream server closed the connection during startup",
+        );
+        let _ = client.write_all(&frame).await;
+        return;
+    }
+
+    let (client_read, client_write) = client.into_split();
+    let (upstream_read, upstream_write) = upstream.into_split();
+    let mut to_upstream = Pump::new(
+        client_read,
+        upstream_write,
+        ClientFrames::default(),
+        settings.max_message_bytes,
+        CLIENT_READ_SIZE,
+    );
+    let mut to_client = Pump::new(
+        upstream_read,
+        client_write,
+        ServerFrames::default(),
+        MAX_UPSTREAM_FRAME,
+        UPSTREAM_READ_SIZE,
+    );
+
+    let reason = tokio::select! {
+        result = to_upstream.run() => match result {
+            Ok(()) | Err(PumpError::Read(_)) => {
+                if !to_upstream.observer().saw_terminate {
+                    cancel_vanished_client_query(&to_client, conn, settings).await;
+                }
+                "client closed"
+            }
+            Err(PumpError::Write(e)) => {
+                warn!(conn, error = %e, "upstream write failed");
+                farewell(&mut to_client, sqlstate::CONNECTION_FAILURE, "pgcloak: lost the connection to the upstream server").await;
+                "upstream lost"
+            }
+            Err(PumpError::Frame(e)) => {
+                // Only the header is described; the message body is never logged.
+                warn!(conn, error = %e, "malformed message from client; closing it");
+                farewell(&mut to_client, sqlstate::PROTOCOL_VIOLATION, &format!("pgcloak: {e}")).await;
+                "malformed client message"
+            }
+        },
+        result = to_client.run() => match result {
+            Err(PumpError::Write(_)) => {
+                cancel_vanished_client_query(&to_client, conn, settings).await;
+                "client closed"
+            }
+            Ok(()) | Err(PumpError::Read(_)) | Err(PumpError::Frame(_)) => {
+                // After the server's own FATAL, or after the client said goodbye, stay quiet.
+                if to_client.observer().last_tag != Some(b'E') && !to_upstream.observer().saw_terminate {
+                    farewell(&mut to_client, sqlstate::CONNECTION_FAILURE, "pgcloak: the upstream server closed the connection unexpectedly").await;
+                }
+                "upstream closed"
+            }
+        },
+    };
+    // Dropping both pumps closes both sockets: the upstream backend ends with the client.
+    info!(
+        conn,
+        reason,
+        bytes_from_client = to_upstream.forwarded(),
+        bytes_to_client = to_client.forwarded(),
+        duration_ms = started.elapsed().as_millis() as u64,
+        "session closed"
+    );
+}
+
+/// A client that vanished without Terminate may have left a query running, and a busy
+/// backend does not notice its closed socket until the query ends: cancel it. (An idle
+/// backend ignores a cancel.) Closing the upstream socket afterwards ends the backend.
+async fn cancel_vanished_client_query<R, W>(
+    to_client: &Pump<R, W, ServerFrames>,
+    conn: u64,
+    settings: &ProxySettings,
+) where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    if let Some(key) = &to_client.observer().backend_key {
+        forward_cancel(&cancel_request(key), conn, settings).await;
+    }
+}
+
+/// Sends the client a FATAL error of ours after whatever the upstream already sent.
+async fn farewell<R, W>(to_client: &mut Pump<R, W, ServerFrames>, code: &str, message: &str)
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let frame = error_response(Severity::Fatal, code, message);
+    let _ = tokio::time::timeout(FAREWELL_TIMEOUT, to_client.finish_with(&frame)).await;
+}

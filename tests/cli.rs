@@ -1,0 +1,244 @@
+//! The `pgcloak` binary: `check`, `serve` with graceful shutdown and content-free logs, and
+//! `demo`.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{eventually, pgcloak_bin, try_connect, PASSWORD};
+use pgcloak::pgtemp::PgTemp;
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("pgcloak-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: kill(2) on our own child's pid.
+    let rc = unsafe { libc::kill(child.id() as i32, sig) };
+    assert_eq!(rc, 0);
+}
+
+async fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn check_accepts_good_and_names_the_bad_key() {
+    let dir = scratch_dir("check");
+    let good = dir.join("good.yaml");
+    std::fs::write(
+        &good,
+        "listen: \"127.0.0.1:6432\"\nupstream:\n  host: db\n  port: 5432\n",
+    )
+    .unwrap();
+    let out = Command::new(pgcloak_bin())
+        .args(["check", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "listen: \"127.0.0.1:6432\"\nupstream:\n  host: db\n  prot: 5432\n",
+    )
+    .unwrap();
+    let out = Command::new(pgcloak_bin())
+        .args(["check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bad.yaml") && stderr.contains("unknown field `prot`"),
+        "{stderr}"
+    );
+
+    let out = Command::new(pgcloak_bin())
+        .args(["check", "--config"])
+        .arg(dir.join("missing.yaml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("missing.yaml: cannot read the config file")
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_shuts_down_gracefully_and_logs_no_content() {
+    let pg = PgTemp::builder()
+        .superuser_password(PASSWORD)
+        .start()
+        .unwrap();
+    let dir = scratch_dir("serve");
+    let port = free_port();
+    let config = dir.join("pgcloak.yaml");
+    std::fs::write(
+        &config,
+        format!("listen: \"127.0.0.1:{port}\"\nupstream:\n  host: 127.0.0.1\n  port: {}\nshutdown_grace_seconds: 20\n", pg.port()),
+    )
+    .unwrap();
+    let log = dir.join("pgcloak.log");
+    let mut child = Command::new(pgcloak_bin())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "trace")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let url = format!("postgresql://postgres:{PASSWORD}@127.0.0.1:{port}/postgres");
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            try_connect(&url).await.is_ok()
+        })
+        .await,
+        "pgcloak did not start"
+    );
+
+    let client = try_connect(&url).await.unwrap();
+    let secret = "zebra-crossing-4242";
+    let row = client
+        .query_one(
+            &format!("SELECT '{secret}'::text, $1::text"),
+            &[&"param-value-9876"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, &str>(0), secret);
+
+    signal(&child, libc::SIGTERM);
+    // New connections are refused at once; the open session keeps working.
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            try_connect(&url).await.is_err()
+        })
+        .await
+    );
+    assert_eq!(
+        client
+            .query_one("SELECT 2", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        2
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "exited while a session was open"
+    );
+    drop(client);
+    let status = wait_exit(&mut child, Duration::from_secs(15))
+        .await
+        .expect("pgcloak exits after its last session");
+    assert!(status.success(), "exit status {status}");
+
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log.contains("session closed") && log.contains("SIGTERM"),
+        "{log}"
+    );
+    assert!(
+        !log.contains(secret) && !log.contains("param-value-9876"),
+        "query content leaked into the log"
+    );
+    assert!(!log.contains(PASSWORD), "password leaked into the log");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serves_until_interrupted_and_cleans_up() {
+    let dir = scratch_dir("demo");
+    let port = free_port();
+    let config = dir.join("demo.yaml");
+    std::fs::write(
+        &config,
+        format!("listen: \"127.0.0.1:{port}\"\nupstream:\n  host: 127.0.0.1\n"),
+    )
+    .unwrap();
+    let mut child = Command::new(pgcloak_bin())
+        .args(["demo", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut seen = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let done = line.contains("Ctrl-C");
+            seen.push(line);
+            if done {
+                break;
+            }
+        }
+        seen
+    });
+    let lines = tokio::time::timeout(Duration::from_secs(60), lines)
+        .await
+        .expect("demo prints its banner")
+        .unwrap();
+    let psql_line = lines
+        .iter()
+        .find(|l| l.trim_start().starts_with("psql "))
+        .expect("a psql command");
+    let url = psql_line
+        .trim()
+        .trim_start_matches("psql ")
+        .trim_matches('"')
+        .to_owned();
+    assert!(url.contains(&format!("127.0.0.1:{port}")), "{url}");
+    let data_dir = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("PostgreSQL data directory: "))
+        .map(PathBuf::from)
+        .expect("the demo names its data directory");
+    assert!(data_dir.exists());
+
+    let out = common::psql(&url, &["-At", "-c", "SELECT 'through the demo'"]);
+    assert_eq!(common::stdout(&out).trim(), "through the demo");
+
+    signal(&child, libc::SIGINT);
+    let status = wait_exit(&mut child, Duration::from_secs(30))
+        .await
+        .expect("demo exits on Ctrl-C");
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        !data_dir.exists(),
+        "demo left {} behind",
+        data_dir.display()
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
