@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::crypto::MasterKey;
+use crate::policy::Policy;
+
 /// A configuration error, always naming the file it came from.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -24,7 +27,7 @@ pub enum ConfigError {
     #[error("{path}: `{key}`: {message}")]
     Invalid {
         path: PathBuf,
-        key: &'static str,
+        key: String,
         message: String,
     },
 }
@@ -45,15 +48,23 @@ pub struct Config {
     /// A client message larger than this closes that client with a protocol error.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: u32,
-    /// Defined by the encryption feature; accepted but not yet used.
+    /// Where the master key comes from; required when `tables` is present.
     #[serde(default)]
-    pub keys: Option<serde_yaml::Value>,
-    /// Defined by the encryption feature; accepted but not yet used.
+    pub keys: Option<KeysConfig>,
+    /// The PII columns: table → column → mode. Validated by [`Policy::from_yaml`].
     #[serde(default)]
     pub tables: Option<serde_yaml::Value>,
     /// Defined by the JWE sidecar feature; accepted but not yet used.
     #[serde(default)]
     pub sidecar: Option<serde_yaml::Value>,
+}
+
+/// The master key: base64 of 32 bytes, from an environment variable or a file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysConfig {
+    pub master_key_env: Option<String>,
+    pub master_key_file: Option<PathBuf>,
 }
 
 /// Where the real PostgreSQL server is.
@@ -107,6 +118,67 @@ impl Config {
         Config::parse(&text, path)
     }
 
+    /// The column policy (empty when there is no `tables` section).
+    pub fn policy(&self, path: &Path) -> Result<Policy, ConfigError> {
+        let Some(tables) = &self.tables else {
+            return Ok(Policy::default());
+        };
+        Policy::from_yaml(tables).map_err(|e| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: e.key,
+            message: e.message,
+        })
+    }
+
+    /// Loads the master key named by the `keys` section (reading the environment or the
+    /// key file). `None` when the file configures no PII tables.
+    pub fn master_key(&self, path: &Path) -> Result<Option<MasterKey>, ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: key.to_owned(),
+            message,
+        };
+        let Some(keys) = &self.keys else {
+            return match self.tables {
+                Some(_) => Err(invalid(
+                    "keys",
+                    "missing: `tables` names PII columns, so a master key is needed (keys: { master_key_env: PGCLOAK_MASTER_KEY }; make one with `pgcloak keygen`)".into(),
+                )),
+                None => Ok(None),
+            };
+        };
+        let (key, text) = match (&keys.master_key_env, &keys.master_key_file) {
+            (Some(var), None) => {
+                let text = std::env::var(var).map_err(|_| {
+                    invalid(
+                        "keys.master_key_env",
+                        format!("environment variable {var} is not set (make a key with `pgcloak keygen`)"),
+                    )
+                })?;
+                ("keys.master_key_env", text)
+            }
+            (None, Some(file)) => {
+                let file = path.parent().unwrap_or(Path::new(".")).join(file);
+                let text = std::fs::read_to_string(&file).map_err(|e| {
+                    invalid(
+                        "keys.master_key_file",
+                        format!("cannot read {}: {e}", file.display()),
+                    )
+                })?;
+                ("keys.master_key_file", text)
+            }
+            _ => {
+                return Err(invalid(
+                    "keys",
+                    "set exactly one of master_key_env and master_key_file".into(),
+                ))
+            }
+        };
+        MasterKey::from_base64(&text)
+            .map(Some)
+            .map_err(|e| invalid(key, e.to_string()))
+    }
+
     /// Parses and validates config text; `path` is only used in messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let config: Config = serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
@@ -114,14 +186,15 @@ impl Config {
             message: e.to_string(),
         })?;
         config.settings(path)?;
+        config.policy(path)?;
         Ok(config)
     }
 
     /// The typed settings, or an error naming the first invalid key.
     pub fn settings(&self, path: &Path) -> Result<ProxySettings, ConfigError> {
-        let invalid = |key: &'static str, message: String| ConfigError::Invalid {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
             path: path.to_path_buf(),
-            key,
+            key: key.to_owned(),
             message,
         };
         let listen: SocketAddr = self.listen.parse().map_err(|_| {
@@ -219,6 +292,40 @@ mod tests {
         );
         let config = parse(&text).unwrap();
         assert!(config.tables.is_some() && config.keys.is_some() && config.sidecar.is_some());
+    }
+
+    #[test]
+    fn policy_errors_name_the_column_key() {
+        let err = parse(&format!("{MINIMAL}tables:\n  users:\n    email: plain\n")).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("pgcloak.yaml: `tables.users.email`: unknown mode"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn master_key_comes_from_the_environment() {
+        let text = format!("{MINIMAL}keys:\n  master_key_env: PGCLOAK_TEST_KEY_UNSET_42\ntables:\n  users:\n    email: deterministic\n");
+        let config = parse(&text).unwrap();
+        let err = config.master_key(Path::new("pgcloak.yaml")).unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "`keys.master_key_env`: environment variable PGCLOAK_TEST_KEY_UNSET_42 is not set"
+            ),
+            "{err}"
+        );
+        let no_keys = parse(&format!(
+            "{MINIMAL}tables:\n  users:\n    email: deterministic\n"
+        ))
+        .unwrap();
+        let err = no_keys.master_key(Path::new("pgcloak.yaml")).unwrap_err();
+        assert!(err.to_string().contains("`keys`: missing"), "{err}");
+        assert!(parse(MINIMAL)
+            .unwrap()
+            .master_key(Path::new("x"))
+            .unwrap()
+            .is_none());
     }
 
     #[test]

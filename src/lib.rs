@@ -1,12 +1,21 @@
-//! pgcloak: a transparent PostgreSQL wire-protocol proxy that will encrypt PII columns.
+//! pgcloak: a transparent PostgreSQL wire-protocol proxy that encrypts PII columns.
 //!
-//! Module map (data flows one way: bytes → frames → proxy → bytes):
+//! Module map (data flows one way: bytes → frames → analysis → crypto → frames → bytes):
 //! - [`config`]: the YAML file, its validation and typed settings.
-//! - [`protocol`]: framing, startup packets and the messages pgcloak writes; no I/O.
+//! - [`protocol`]: framing, startup packets, the messages pgcloak decodes; no I/O.
 //! - [`proxy`]: the listener, one task per client, the startup relay and both pumps.
+//! - [`policy`]: which table.column is PII and in which mode.
+//! - [`sql`]: statement analysis: the literals and parameters bound for PII columns, and
+//!   what must be refused.
+//! - [`crypto`]: keys, the randomized and deterministic ciphers, the stored envelope.
+//! - [`cloak`]: applying analysis and crypto to one session's frames.
 //! - [`pgtemp`]: a throwaway PostgreSQL cluster for tests and `pgcloak demo`.
 
+pub mod cloak;
 pub mod config;
+pub mod crypto;
 pub mod pgtemp;
+pub mod policy;
 pub mod protocol;
 pub mod proxy;
+pub mod sql;

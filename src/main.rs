@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use pgcloak::cloak::Cloak;
 use pgcloak::config::Config;
+use pgcloak::crypto::MasterKey;
 use pgcloak::proxy::Proxy;
 use tokio_util::sync::CancellationToken;
 
@@ -34,6 +36,8 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Print a fresh random master key (base64 of 32 bytes) for `keys.master_key_env`.
+    Keygen,
     /// Start a throwaway local Postgres and pgcloak in front of it, until Ctrl-C.
     Demo {
         /// The demo's config; its upstream is replaced by the throwaway Postgres.
@@ -48,6 +52,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { config } => serve(config),
         Command::Check { config } => check(config),
+        Command::Keygen => {
+            println!("{}", MasterKey::generate().to_base64());
+            Ok(())
+        }
         Command::Demo { config } => demo::run(config),
     };
     match result {
@@ -75,7 +83,8 @@ fn init_logging() {
 }
 
 fn check(path: PathBuf) -> Result<(), String> {
-    Config::load(&path).map_err(|e| e.to_string())?;
+    let config = Config::load(&path).map_err(|e| e.to_string())?;
+    Cloak::from_config(&config, &path).map_err(|e| e.to_string())?;
     println!("{}: OK", path.display());
     Ok(())
 }
@@ -83,12 +92,16 @@ fn check(path: PathBuf) -> Result<(), String> {
 fn serve(path: PathBuf) -> Result<(), String> {
     let config = Config::load(&path).map_err(|e| e.to_string())?;
     let settings = config.settings(&path).map_err(|e| e.to_string())?;
+    let cloak = Cloak::from_config(&config, &path).map_err(|e| e.to_string())?;
     let runtime =
         tokio::runtime::Runtime::new().map_err(|e| format!("cannot start runtime: {e}"))?;
     runtime.block_on(async {
-        let proxy = Proxy::bind(settings.clone())
+        let mut proxy = Proxy::bind(settings.clone())
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+        if let Some(cloak) = cloak {
+            proxy = proxy.with_cloak(cloak);
+        }
         let shutdown = CancellationToken::new();
         tokio::spawn(cancel_on_signal(shutdown.clone()));
         proxy.run(shutdown).await;

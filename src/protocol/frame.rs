@@ -61,6 +61,21 @@ impl FrameScanner {
         buf: &[u8],
         mut on_header: impl FnMut(Header, &[u8]),
     ) -> Result<usize, FrameError> {
+        let (n, _) = self.scan_until(buf, |header, bytes| {
+            on_header(header, bytes);
+            false
+        })?;
+        Ok(n)
+    }
+
+    /// Like [`scan`](Self::scan), but stops in front of the first frame for which
+    /// `on_header` returns true and returns its header too: the caller takes that frame
+    /// whole (its `frame_size()` bytes from the returned offset) before scanning on.
+    pub fn scan_until(
+        &mut self,
+        buf: &[u8],
+        mut on_header: impl FnMut(Header, &[u8]) -> bool,
+    ) -> Result<(usize, Option<Header>), FrameError> {
         let mut pos = 0;
         loop {
             if self.remaining > 0 {
@@ -68,11 +83,11 @@ impl FrameScanner {
                 pos += take;
                 self.remaining -= take;
                 if self.remaining > 0 {
-                    return Ok(pos);
+                    return Ok((pos, None));
                 }
             }
             let Some(header) = parse_header(&buf[pos..]) else {
-                return Ok(pos);
+                return Ok((pos, None));
             };
             if header.len < 4 || header.len > i32::MAX as u32 {
                 return Err(FrameError::InvalidLength {
@@ -87,7 +102,9 @@ impl FrameScanner {
                     max: self.max_len,
                 });
             }
-            on_header(header, &buf[pos..]);
+            if on_header(header, &buf[pos..]) {
+                return Ok((pos, Some(header)));
+            }
             pos += Header::SIZE;
             self.remaining = header.len as usize - 4;
         }
@@ -170,6 +187,22 @@ mod tests {
         }
         assert_eq!(tags, b"PBDES");
         assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn scan_until_stops_in_front_of_held_frames() {
+        let mut stream = frame(b'T', b"t");
+        let held_at = stream.len();
+        stream.extend(frame(b'D', b"row"));
+        stream.extend(frame(b'C', b"done"));
+        let mut scanner = FrameScanner::new(1 << 20);
+        let (n, held) = scanner.scan_until(&stream, |h, _| h.tag == b'D').unwrap();
+        assert_eq!(n, held_at);
+        assert_eq!(held, Some(Header { tag: b'D', len: 7 }));
+        assert!(scanner.at_boundary());
+        let rest = &stream[held_at + 8..];
+        let (n, held) = scanner.scan_until(rest, |h, _| h.tag == b'D').unwrap();
+        assert_eq!((n, held), (rest.len(), None));
     }
 
     #[test]

@@ -3,5 +3,7 @@
 //! tested on bytes.
 
 pub mod error;
+pub mod filter;
 pub mod frame;
+pub mod messages;
 pub mod startup;

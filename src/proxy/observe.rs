@@ -4,8 +4,35 @@
 
 use bytes::Bytes;
 
-use super::pump::Observer;
+use crate::protocol::filter::{Filter, FilterError};
 use crate::protocol::frame::Header;
+
+/// A direction's observer plus, in sessions with a column policy, the filter that
+/// rewrites its frames.
+pub struct Observed<O, F> {
+    pub observer: O,
+    pub filter: Option<F>,
+}
+
+impl<O: Filter, F: Filter> Filter for Observed<O, F> {
+    fn on_frame(&mut self, header: Header, bytes: &[u8]) {
+        self.observer.on_frame(header, bytes);
+        if let Some(filter) = &mut self.filter {
+            filter.on_frame(header, bytes);
+        }
+    }
+
+    fn holds(&self, tag: u8) -> bool {
+        self.filter.as_ref().is_some_and(|filter| filter.holds(tag))
+    }
+
+    fn rewrite(&mut self, frame: Bytes) -> Result<Bytes, FilterError> {
+        match &mut self.filter {
+            Some(filter) => filter.rewrite(frame),
+            None => Ok(frame),
+        }
+    }
+}
 
 /// Frames from the client.
 #[derive(Debug, Default)]
@@ -14,7 +41,7 @@ pub struct ClientFrames {
     pub saw_terminate: bool,
 }
 
-impl Observer for ClientFrames {
+impl Filter for ClientFrames {
     fn on_frame(&mut self, header: Header, _bytes: &[u8]) {
         self.saw_terminate |= header.tag == b'X';
     }
@@ -28,7 +55,7 @@ pub struct ServerFrames {
     pub backend_key: Option<Bytes>,
 }
 
-impl Observer for ServerFrames {
+impl Filter for ServerFrames {
     fn on_frame(&mut self, header: Header, bytes: &[u8]) {
         self.last_tag = Some(header.tag);
         // Postgres sends BackendKeyData in one flush with the rest of the startup

@@ -2,18 +2,18 @@
 //! and forward the bytes. Writing once per read means the relay flushes exactly when the
 //! sender did (Postgres flushes at ReadyForQuery, CopyIn/OutResponse and Flush), holds at
 //! most one read buffer per direction, and never waits for bytes that are not coming.
+//!
+//! A [`Filter`] may ask to see whole frames of some types and replace them (to encrypt or
+//! decrypt values); all other bytes pass through without being copied.
 
-use bytes::{Buf, BytesMut};
+use std::collections::VecDeque;
+use std::io::IoSlice;
+
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::protocol::filter::{Filter, FilterError};
 use crate::protocol::frame::{FrameError, FrameScanner, Header};
-
-/// What one direction needs to notice about the frames passing through it.
-pub trait Observer {
-    /// Called for every frame header. `bytes` starts at the header; the body may be cut
-    /// short when the frame spans several reads.
-    fn on_frame(&mut self, header: Header, bytes: &[u8]);
-}
 
 /// Why a pump stopped.
 #[derive(Debug, thiserror::Error)]
@@ -24,28 +24,33 @@ pub enum PumpError {
     Write(std::io::Error),
     #[error(transparent)]
     Frame(#[from] FrameError),
+    #[error(transparent)]
+    Filter(#[from] FilterError),
 }
 
-pub struct Pump<R, W, O> {
+pub struct Pump<R, W, F> {
     reader: R,
     writer: W,
-    observer: O,
-    /// `buf[..ready]` is scanned and waiting to be written; the rest is an incomplete header.
+    filter: F,
+    /// Bytes read and not yet scanned. When `held` is set, a held frame starts at buf[0].
     buf: BytesMut,
-    ready: usize,
+    held: Option<Header>,
+    /// Scanned bytes waiting to be written, in order.
+    queue: VecDeque<Bytes>,
     read_size: usize,
     scanner: FrameScanner,
     forwarded: u64,
 }
 
-impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin, O: Observer> Pump<R, W, O> {
-    pub fn new(reader: R, writer: W, observer: O, max_frame_len: u32, read_size: usize) -> Self {
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin, F: Filter> Pump<R, W, F> {
+    pub fn new(reader: R, writer: W, filter: F, max_frame_len: u32, read_size: usize) -> Self {
         Pump {
             reader,
             writer,
-            observer,
+            filter,
             buf: BytesMut::new(),
-            ready: 0,
+            held: None,
+            queue: VecDeque::new(),
             read_size,
             scanner: FrameScanner::new(max_frame_len),
             forwarded: 0,
@@ -56,7 +61,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin, O: Observer> Pump<R, W, O> {
     /// if the future is dropped, the pump's state says exactly what was forwarded.
     pub async fn run(&mut self) -> Result<(), PumpError> {
         loop {
-            self.write_ready().await?;
+            self.write_queue().await?;
             if self.buf.capacity() - self.buf.len() < self.read_size / 4 {
                 self.buf.reserve(self.read_size);
             }
@@ -68,29 +73,70 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin, O: Observer> Pump<R, W, O> {
             if n == 0 {
                 return Ok(());
             }
-            let observer = &mut self.observer;
-            self.ready += self
-                .scanner
-                .scan(&self.buf[self.ready..], |header, bytes| {
-                    observer.on_frame(header, bytes)
-                })?;
+            self.process()?;
         }
     }
 
-    /// Writes the scanned bytes; each `write` is cancel-safe, so progress is never lost.
-    async fn write_ready(&mut self) -> Result<(), PumpError> {
-        while self.ready > 0 {
-            let n = self
+    /// Moves every complete piece of `buf` to the write queue, through the filter.
+    fn process(&mut self) -> Result<(), PumpError> {
+        loop {
+            if let Some(header) = self.held {
+                if self.buf.len() < header.frame_size() {
+                    return Ok(()); // the rest of the held frame is still to come
+                }
+                self.held = None;
+                let frame = self.buf.split_to(header.frame_size()).freeze();
+                let replacement = self.filter.rewrite(frame)?;
+                if !replacement.is_empty() {
+                    self.queue.push_back(replacement);
+                }
+                continue;
+            }
+            let filter = &mut self.filter;
+            let (n, held) = self.scanner.scan_until(&self.buf, |header, bytes| {
+                filter.on_frame(header, bytes);
+                filter.holds(header.tag)
+            })?;
+            if n > 0 {
+                self.queue.push_back(self.buf.split_to(n).freeze());
+            }
+            match held {
+                Some(header) => self.held = Some(header),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Writes the queue with vectored writes; each write is cancel-safe.
+    async fn write_queue(&mut self) -> Result<(), PumpError> {
+        while !self.queue.is_empty() {
+            let slices: Vec<IoSlice<'_>> = self
+                .queue
+                .iter()
+                .take(64)
+                .map(|chunk| IoSlice::new(chunk))
+                .collect();
+            let mut n = self
                 .writer
-                .write(&self.buf[..self.ready])
+                .write_vectored(&slices)
                 .await
                 .map_err(PumpError::Write)?;
             if n == 0 {
                 return Err(PumpError::Write(std::io::ErrorKind::WriteZero.into()));
             }
-            self.buf.advance(n);
-            self.ready -= n;
             self.forwarded += n as u64;
+            while n > 0 {
+                let Some(front) = self.queue.front_mut() else {
+                    break;
+                };
+                if n >= front.len() {
+                    n -= front.len();
+                    self.queue.pop_front();
+                } else {
+                    front.advance(n);
+                    n = 0;
+                }
+            }
         }
         Ok(())
     }
@@ -98,7 +144,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin, O: Observer> Pump<R, W, O> {
     /// Finishes forwarding what was read, then sends `frame` of our own if the stream is at
     /// a frame boundary (a frame cannot be inserted into the middle of another).
     pub async fn finish_with(&mut self, frame: &[u8]) -> Result<(), PumpError> {
-        self.write_ready().await?;
+        self.write_queue().await?;
         if self.scanner.at_boundary() {
             self.writer
                 .write_all(frame)
@@ -109,8 +155,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin, O: Observer> Pump<R, W, O> {
         Ok(())
     }
 
-    pub fn observer(&self) -> &O {
-        &self.observer
+    pub fn filter(&self) -> &F {
+        &self.filter
     }
 
     /// Bytes forwarded so far.
@@ -126,24 +172,43 @@ mod tests {
     #[derive(Default)]
     struct Tags(Vec<u8>);
 
-    impl Observer for Tags {
+    impl Filter for Tags {
         fn on_frame(&mut self, header: Header, _bytes: &[u8]) {
             self.0.push(header.tag);
         }
     }
 
-    #[tokio::test]
-    async fn forwards_frames_split_across_reads() {
+    /// Replaces every 'D' frame body with its upper-case version.
+    struct Upper;
+
+    impl Filter for Upper {
+        fn holds(&self, tag: u8) -> bool {
+            tag == b'D'
+        }
+
+        fn rewrite(&mut self, frame: Bytes) -> Result<Bytes, FilterError> {
+            Ok(Bytes::from(frame.to_ascii_uppercase()))
+        }
+    }
+
+    fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        out.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    async fn relay<F: Filter + Send + 'static>(
+        filter: F,
+        input: Vec<u8>,
+        chunk: usize,
+    ) -> (Vec<u8>, F) {
         let (mut src, reader) = tokio::io::duplex(64);
         let (writer, mut dst) = tokio::io::duplex(1 << 16);
-        let mut pump = Pump::new(reader, writer, Tags::default(), 1 << 20, 16);
-        let mut stream = vec![b'Q', 0, 0, 0, 13];
-        stream.extend_from_slice(b"SELECT 1\0");
-        stream.extend_from_slice(&[b'X', 0, 0, 0, 4]);
-        let sent = stream.clone();
+        let mut pump = Pump::new(reader, writer, filter, 1 << 20, 16);
         let feeder = tokio::spawn(async move {
-            for chunk in stream.chunks(3) {
-                src.write_all(chunk).await.unwrap();
+            for piece in input.chunks(chunk) {
+                src.write_all(piece).await.unwrap();
             }
         });
         let run = tokio::spawn(async move {
@@ -152,11 +217,34 @@ mod tests {
         });
         feeder.await.unwrap();
         let pump = run.await.unwrap();
-        assert_eq!(pump.observer().0, b"QX");
-        assert_eq!(pump.forwarded(), sent.len() as u64);
-        let mut got = vec![0; sent.len()];
-        dst.read_exact(&mut got).await.unwrap();
-        assert_eq!(got, sent);
+        let mut out = vec![0; pump.forwarded() as usize];
+        dst.read_exact(&mut out).await.unwrap();
+        (out, pump.filter)
+    }
+
+    #[tokio::test]
+    async fn forwards_frames_split_across_reads() {
+        let mut stream = frame(b'Q', b"SELECT 1\0");
+        stream.extend(frame(b'X', b""));
+        let (out, tags) = relay(Tags::default(), stream.clone(), 3).await;
+        assert_eq!(out, stream);
+        assert_eq!(tags.0, b"QX");
+    }
+
+    #[tokio::test]
+    async fn held_frames_are_replaced_in_order() {
+        for chunk in [1, 5, 64] {
+            let mut stream = frame(b'T', b"head");
+            stream.extend(frame(b'D', b"row one"));
+            stream.extend(frame(b'D', b"row two"));
+            stream.extend(frame(b'C', b"done"));
+            let mut expected = frame(b'T', b"head");
+            expected.extend(frame(b'D', b"ROW ONE"));
+            expected.extend(frame(b'D', b"ROW TWO"));
+            expected.extend(frame(b'C', b"done"));
+            let (out, _) = relay(Upper, stream, chunk).await;
+            assert_eq!(out, expected, "chunk size {chunk}");
+        }
     }
 
     #[tokio::test]

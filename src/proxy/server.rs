@@ -14,12 +14,14 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use super::session;
+use crate::cloak::Cloak;
 use crate::config::ProxySettings;
 
 /// A bound, not yet running proxy.
 pub struct Proxy {
     listener: TcpListener,
     settings: Arc<ProxySettings>,
+    cloak: Option<Arc<Cloak>>,
 }
 
 /// A proxy running in the background (tests and the demo use this).
@@ -35,7 +37,14 @@ impl Proxy {
         Ok(Proxy {
             listener,
             settings: Arc::new(settings),
+            cloak: None,
         })
+    }
+
+    /// Encrypts and decrypts PII columns in every session with this policy and keys.
+    pub fn with_cloak(mut self, cloak: Arc<Cloak>) -> Proxy {
+        self.cloak = Some(cloak);
+        self
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -45,7 +54,11 @@ impl Proxy {
     /// Serves clients until `shutdown` is cancelled, then waits up to the configured grace
     /// period for open sessions to end.
     pub async fn run(self, shutdown: CancellationToken) {
-        let Proxy { listener, settings } = self;
+        let Proxy {
+            listener,
+            settings,
+            cloak,
+        } = self;
         let limit = Arc::new(Semaphore::new(settings.max_connections));
         let sessions = TaskTracker::new();
         let next_conn = AtomicU64::new(1);
@@ -60,7 +73,13 @@ impl Proxy {
                     let conn = next_conn.fetch_add(1, Ordering::Relaxed);
                     info!(conn, %peer, "client connected");
                     let permit = limit.clone().try_acquire_owned().ok();
-                    sessions.spawn(session::serve(stream, conn, settings.clone(), permit));
+                    sessions.spawn(session::serve(
+                        stream,
+                        conn,
+                        settings.clone(),
+                        cloak.clone(),
+                        permit,
+                    ));
                 }
                 Err(e) => {
                     // Usually EMFILE: back off instead of spinning.

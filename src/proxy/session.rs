@@ -10,8 +10,9 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, info, warn};
 
 use super::handshake::{read_startup, HandshakeError};
-use super::observe::{ClientFrames, ServerFrames};
+use super::observe::{ClientFrames, Observed, ServerFrames};
 use super::pump::{Pump, PumpError};
+use crate::cloak::{Cloak, ServerCloak};
 use crate::config::ProxySettings;
 use crate::protocol::error::{error_response, sqlstate, Severity};
 use crate::protocol::startup::{cancel_request, StartupPacket};
@@ -32,6 +33,7 @@ pub async fn serve(
     mut client: TcpStream,
     conn: u64,
     settings: Arc<ProxySettings>,
+    cloak: Option<Arc<Cloak>>,
     permit: Option<OwnedSemaphorePermit>,
 ) {
     let _ = client.set_nodelay(true);
@@ -86,7 +88,7 @@ pub async fn serve(
                 database = packet.param("database").unwrap_or(""),
                 "session starting"
             );
-            relay(client, raw, conn, &settings).await;
+            relay(client, raw, conn, &settings, cloak.as_ref()).await;
         }
         // read_startup answers encryption requests itself and never returns them.
         StartupPacket::SslRequest | StartupPacket::GssEncRequest => {}
@@ -118,7 +120,13 @@ async fn forward_cancel(raw: &[u8], conn: u64, settings: &ProxySettings) {
 }
 
 /// Connects upstream, forwards the startup packet, and relays until either side ends.
-async fn relay(mut client: TcpStream, startup: &[u8], conn: u64, settings: &ProxySettings) {
+async fn relay(
+    mut client: TcpStream,
+    startup: &[u8],
+    conn: u64,
+    settings: &ProxySettings,
+    cloak: Option<&Arc<Cloak>>,
+) {
     let started = Instant::now();
     let upstream_addr = format!("{}:{}", settings.upstream_host, settings.upstream_port);
     let mut upstream = match connect_upstream(settings).await {
@@ -149,17 +157,30 @@ async fn relay(mut client: TcpStream, startup: &[u8], conn: u64, settings: &Prox
 
     let (client_read, client_write) = client.into_split();
     let (upstream_read, upstream_write) = upstream.into_split();
+    let (client_cloak, server_cloak) = match cloak {
+        Some(cloak) => {
+            let (client, server) = cloak.session();
+            (Some(client), Some(server))
+        }
+        None => (None, None),
+    };
     let mut to_upstream = Pump::new(
         client_read,
         upstream_write,
-        ClientFrames::default(),
+        Observed {
+            observer: ClientFrames::default(),
+            filter: client_cloak,
+        },
         settings.max_message_bytes,
         CLIENT_READ_SIZE,
     );
     let mut to_client = Pump::new(
         upstream_read,
         client_write,
-        ServerFrames::default(),
+        Observed {
+            observer: ServerFrames::default(),
+            filter: server_cloak,
+        },
         MAX_UPSTREAM_FRAME,
         UPSTREAM_READ_SIZE,
     );
@@ -167,7 +188,7 @@ async fn relay(mut client: TcpStream, startup: &[u8], conn: u64, settings: &Prox
     let reason = tokio::select! {
         result = to_upstream.run() => match result {
             Ok(()) | Err(PumpError::Read(_)) => {
-                if !to_upstream.observer().saw_terminate {
+                if !to_upstream.filter().observer.saw_terminate {
                     cancel_vanished_client_query(&to_client, conn, settings).await;
                 }
                 "client closed"
@@ -177,7 +198,7 @@ async fn relay(mut client: TcpStream, startup: &[u8], conn: u64, settings: &Prox
                 farewell(&mut to_client, sqlstate::CONNECTION_FAILURE, "pgcloak: lost the connection to the upstream server").await;
                 "upstream lost"
             }
-            Err(PumpError::Frame(e)) => {
+            Err(e @ (PumpError::Frame(_) | PumpError::Filter(_))) => {
                 // Only the header is described; the message body is never logged.
                 warn!(conn, error = %e, "malformed message from client; closing it");
                 farewell(&mut to_client, sqlstate::PROTOCOL_VIOLATION, &format!("pgcloak: {e}")).await;
@@ -189,9 +210,9 @@ async fn relay(mut client: TcpStream, startup: &[u8], conn: u64, settings: &Prox
                 cancel_vanished_client_query(&to_client, conn, settings).await;
                 "client closed"
             }
-            Ok(()) | Err(PumpError::Read(_)) | Err(PumpError::Frame(_)) => {
+            Ok(()) | Err(PumpError::Read(_) | PumpError::Frame(_) | PumpError::Filter(_)) => {
                 // After the server's own FATAL, or after the client said goodbye, stay quiet.
-                if to_client.observer().last_tag != Some(b'E') && !to_upstream.observer().saw_terminate {
+                if to_client.filter().observer.last_tag != Some(b'E') && !to_upstream.filter().observer.saw_terminate {
                     farewell(&mut to_client, sqlstate::CONNECTION_FAILURE, "pgcloak: the upstream server closed the connection unexpectedly").await;
                 }
                 "upstream closed"
@@ -209,24 +230,26 @@ async fn relay(mut client: TcpStream, startup: &[u8], conn: u64, settings: &Prox
     );
 }
 
+type ServerSide = Observed<ServerFrames, ServerCloak>;
+
 /// A client that vanished without Terminate may have left a query running, and a busy
 /// backend does not notice its closed socket until the query ends: cancel it. (An idle
 /// backend ignores a cancel.) Closing the upstream socket afterwards ends the backend.
 async fn cancel_vanished_client_query<R, W>(
-    to_client: &Pump<R, W, ServerFrames>,
+    to_client: &Pump<R, W, ServerSide>,
     conn: u64,
     settings: &ProxySettings,
 ) where
     R: tokio::io::AsyncRead + Unpin,
     W: tokio::io::AsyncWrite + Unpin,
 {
-    if let Some(key) = &to_client.observer().backend_key {
+    if let Some(key) = &to_client.filter().observer.backend_key {
         forward_cancel(&cancel_request(key), conn, settings).await;
     }
 }
 
 /// Sends the client a FATAL error of ours after whatever the upstream already sent.
-async fn farewell<R, W>(to_client: &mut Pump<R, W, ServerFrames>, code: &str, message: &str)
+async fn farewell<R, W>(to_client: &mut Pump<R, W, ServerSide>, code: &str, message: &str)
 where
     R: tokio::io::AsyncRead + Unpin,
     W: tokio::io::AsyncWrite + Unpin,

@@ -7,8 +7,13 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use pgcloak::cloak::Cloak;
 use pgcloak::config::ProxySettings;
+use pgcloak::crypto::MasterKey;
 use pgcloak::pgtemp::{PgTemp, PgTempBuilder};
+use pgcloak::policy::Policy;
 use pgcloak::proxy::{Proxy, ProxyHandle};
 use tokio_postgres::{Client, NoTls};
 
@@ -42,13 +47,33 @@ impl Stack {
         builder: PgTempBuilder,
         tweak: impl FnOnce(&mut ProxySettings),
     ) -> Stack {
+        Stack::start_full(builder, tweak, None).await
+    }
+
+    /// A stack whose proxy encrypts the columns of `policy_yaml` (the `tables` section)
+    /// with a fresh random master key.
+    pub async fn start_cloaked(policy_yaml: &str) -> Stack {
+        let policy = Policy::from_yaml(&serde_yaml::from_str(policy_yaml).unwrap()).unwrap();
+        let cloak = Arc::new(Cloak::with_key(policy, &MasterKey::generate()));
+        Stack::start_full(PgTemp::builder(), |_| {}, Some(cloak)).await
+    }
+
+    async fn start_full(
+        builder: PgTempBuilder,
+        tweak: impl FnOnce(&mut ProxySettings),
+        cloak: Option<Arc<Cloak>>,
+    ) -> Stack {
         let pg = builder
             .superuser_password(PASSWORD)
             .start()
             .expect("start postgres");
         let mut settings = settings_for(&pg);
         tweak(&mut settings);
-        let proxy = Proxy::bind(settings).await.unwrap().spawn().unwrap();
+        let mut proxy = Proxy::bind(settings).await.unwrap();
+        if let Some(cloak) = cloak {
+            proxy = proxy.with_cloak(cloak);
+        }
+        let proxy = proxy.spawn().unwrap();
         Stack { pg, proxy }
     }
 

@@ -1,0 +1,271 @@
+//! Client → server: encrypt the literals and bind parameters bound for PII columns, swap
+//! refused statements for a marker, and encrypt PII fields of COPY FROM STDIN data.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+
+use super::{lock, Cloak, SessionState};
+use crate::crypto::{is_envelope, CryptoError};
+use crate::policy::ColumnId;
+use crate::protocol::filter::{Filter, FilterError};
+use crate::protocol::frame::Header;
+use crate::protocol::messages::{Bind, MessageError, Parse, Query};
+use crate::sql::{splice, Analysis, Refusal, StatementPlan};
+
+/// Parameter type OIDs a PII parameter may be declared with: unspecified, text, varchar,
+/// unknown.
+const TEXT_OIDS: [u32; 4] = [0, 25, 1043, 705];
+
+pub struct ClientCloak {
+    cloak: Arc<Cloak>,
+    state: Arc<Mutex<SessionState>>,
+    /// Mirrors `state.copy_in.is_some()` so that `holds` needs no lock.
+    copying: bool,
+}
+
+impl ClientCloak {
+    pub(super) fn new(cloak: Arc<Cloak>, state: Arc<Mutex<SessionState>>) -> ClientCloak {
+        ClientCloak {
+            cloak,
+            state,
+            copying: false,
+        }
+    }
+
+    fn query(&mut self, body: &[u8], frame: Bytes) -> Result<Bytes, FilterError> {
+        let query = Query::decode(body).map_err(malformed)?;
+        self.end_copy();
+        let sql = match self.cloak.cache.analyze(&query.sql) {
+            Analysis::Plain => return Ok(frame),
+            Analysis::Refused(refusal) => lock(&self.state).refuse(refusal),
+            Analysis::Plan(plan) => match self.encrypt_literals(&query.sql, &plan) {
+                Ok(sql) => {
+                    self.start_copy(&plan);
+                    sql
+                }
+                Err(refusal) => lock(&self.state).refuse(refusal),
+            },
+        };
+        Ok(encode(|out| Query { sql }.encode(out)))
+    }
+
+    fn parse(&mut self, body: &[u8], frame: Bytes) -> Result<Bytes, FilterError> {
+        let mut parse = Parse::decode(body).map_err(malformed)?;
+        self.end_copy();
+        let outcome = match self.cloak.cache.analyze(&parse.sql) {
+            Analysis::Plain => {
+                lock(&self.state).statements.remove(&parse.name);
+                return Ok(frame);
+            }
+            Analysis::Refused(refusal) => Err(refusal),
+            Analysis::Plan(plan) => check_param_types(&parse, &plan)
+                .and_then(|()| self.encrypt_literals(&parse.sql, &plan))
+                .map(|sql| (sql, plan)),
+        };
+        let mut state = lock(&self.state);
+        match outcome {
+            Ok((sql, plan)) => {
+                parse.sql = sql;
+                if let Some(copy) = &plan.copy_in {
+                    state.start_copy(copy);
+                    self.copying = true;
+                }
+                if plan.params.is_empty() {
+                    state.statements.remove(&parse.name);
+                } else {
+                    state.statements.insert(parse.name.clone(), plan);
+                }
+            }
+            Err(refusal) => {
+                state.statements.remove(&parse.name);
+                parse.sql = state.refuse(refusal);
+                parse.param_types.clear();
+            }
+        }
+        Ok(encode(|out| parse.encode(out)))
+    }
+
+    fn bind(&mut self, body: &[u8], frame: Bytes) -> Result<Bytes, FilterError> {
+        if lock(&self.state).statements.is_empty() {
+            return Ok(frame);
+        }
+        let mut bind = Bind::decode(body).map_err(malformed)?;
+        let Some(plan) = lock(&self.state).statements.get(&bind.statement).cloned() else {
+            return Ok(frame);
+        };
+        for (&n, slot) in &plan.params {
+            let Some(Some(value)) = n.checked_sub(1).and_then(|i| bind.params.get(i)) else {
+                continue; // NULL stays NULL; a missing parameter is the server's error
+            };
+            match self.encrypt_value(&slot.column, value) {
+                Ok(ciphertext) => bind.params[n - 1] = Some(ciphertext),
+                Err(refusal) => {
+                    // Bind has no SQL: naming a statement that does not exist makes the
+                    // server fail this Bind, and the marker in its error brings ours back.
+                    bind.statement = lock(&self.state).refuse(refusal);
+                    bind.params.clear();
+                    bind.param_formats.clear();
+                    break;
+                }
+            }
+        }
+        Ok(encode(|out| bind.encode(out)))
+    }
+
+    fn close(&mut self, body: &[u8], frame: Bytes) -> Result<Bytes, FilterError> {
+        // Close: 'S' statement or 'P' portal, then the name.
+        if let [b'S', name @ .., 0] = body {
+            if let Ok(name) = std::str::from_utf8(name) {
+                lock(&self.state).statements.remove(name);
+            }
+        }
+        Ok(frame)
+    }
+
+    fn copy_data(&mut self, body: &[u8]) -> Result<Bytes, FilterError> {
+        let mut state = lock(&self.state);
+        let Some(copy) = state.copy_in.as_mut() else {
+            return Ok(encode(|out| super::copy::copy_data_frame(out, body)));
+        };
+        let rows = copy
+            .feed(body, &self.cloak.keyring)
+            .map_err(|e| FilterError(e.to_string()))?;
+        Ok(encode(|out| super::copy::copy_data_frame(out, &rows)))
+    }
+
+    fn copy_end(&mut self, frame: Bytes) -> Result<Bytes, FilterError> {
+        let mut state = lock(&self.state);
+        let rest = match state.copy_in.take() {
+            Some(copy) if frame[0] == b'c' => copy
+                .finish(&self.cloak.keyring)
+                .map_err(|e| FilterError(e.to_string()))?,
+            _ => Vec::new(),
+        };
+        self.copying = false;
+        if rest.is_empty() {
+            return Ok(frame);
+        }
+        let mut out = BytesMut::new();
+        super::copy::copy_data_frame(&mut out, &rest);
+        out.extend_from_slice(&frame);
+        Ok(out.freeze())
+    }
+
+    fn start_copy(&mut self, plan: &StatementPlan) {
+        if let Some(copy) = &plan.copy_in {
+            lock(&self.state).start_copy(copy);
+            self.copying = true;
+        }
+    }
+
+    fn end_copy(&mut self) {
+        if self.copying {
+            lock(&self.state).copy_in = None;
+            self.copying = false;
+        }
+    }
+
+    /// The SQL with each PII literal replaced by its ciphertext.
+    fn encrypt_literals(&self, sql: &str, plan: &StatementPlan) -> Result<String, Refusal> {
+        if plan.literals.is_empty() {
+            return Ok(sql.to_owned());
+        }
+        let mut replacements = Vec::with_capacity(plan.literals.len());
+        for slot in &plan.literals {
+            let ciphertext = self.encrypt_value(&slot.column, slot.value.as_bytes())?;
+            let text = String::from_utf8_lossy(&ciphertext);
+            replacements.push((slot.range.clone(), format!("'{text}'")));
+        }
+        Ok(splice(sql, &replacements))
+    }
+
+    /// Encrypts one value for `column`. A value that already is an envelope of this
+    /// column (a restored dump) is kept, never encrypted twice.
+    fn encrypt_value(&self, column: &ColumnId, value: &[u8]) -> Result<Bytes, Refusal> {
+        let column_name = column.to_string();
+        if is_envelope(value) {
+            return match self.cloak.keyring.decrypt(value, Some(&column_name)) {
+                Ok(_) => Ok(Bytes::copy_from_slice(value)),
+                Err(e) => Err(Refusal::unsupported(format!(
+                    "the value for {column} looks like a pgcloak ciphertext but is not a valid one for this column ({}); send the plaintext instead",
+                    describe(&e)
+                ))),
+            };
+        }
+        if std::str::from_utf8(value).is_err() {
+            return Err(Refusal {
+                code: "22021",
+                message: format!("the value for {column} is not valid UTF-8"),
+            });
+        }
+        self.cloak
+            .keyring
+            .encrypt(&column_name, value)
+            .map(Bytes::from)
+            .map_err(|e| Refusal {
+                code: "XX000",
+                message: format!(
+                    "pgcloak could not encrypt the value for {column}: {}",
+                    describe(&e)
+                ),
+            })
+    }
+}
+
+impl Filter for ClientCloak {
+    fn holds(&self, tag: u8) -> bool {
+        matches!(tag, b'Q' | b'P' | b'B' | b'C')
+            || (self.copying && matches!(tag, b'd' | b'c' | b'f'))
+    }
+
+    fn rewrite(&mut self, frame: Bytes) -> Result<Bytes, FilterError> {
+        let body = frame.slice(Header::SIZE..);
+        match frame[0] {
+            b'Q' => self.query(&body, frame),
+            b'P' => self.parse(&body, frame),
+            b'B' => self.bind(&body, frame),
+            b'C' => self.close(&body, frame),
+            b'd' => self.copy_data(&body),
+            b'c' | b'f' => self.copy_end(frame),
+            _ => Ok(frame),
+        }
+    }
+}
+
+/// Declared parameter types must be text for PII parameters: the ciphertext is text.
+fn check_param_types(parse: &Parse, plan: &StatementPlan) -> Result<(), Refusal> {
+    for (&n, slot) in &plan.params {
+        if slot.array {
+            return Err(Refusal::unsupported(format!(
+                "{} = ANY(${n}) is not supported by pgcloak yet; use IN ($1, $2, ...) with one parameter per value",
+                slot.column
+            )));
+        }
+        let oid = parse.param_types.get(n - 1).copied().unwrap_or(0);
+        if !TEXT_OIDS.contains(&oid) {
+            return Err(Refusal {
+                code: "42804",
+                message: format!(
+                    "parameter ${n} is bound for the encrypted column {} but declared with type OID {oid}; declare it as text (or leave its type unspecified)",
+                    slot.column
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn describe(error: &CryptoError) -> String {
+    error.to_string()
+}
+
+fn malformed(error: MessageError) -> FilterError {
+    FilterError(format!("malformed message from client: {error}"))
+}
+
+fn encode(f: impl FnOnce(&mut BytesMut)) -> Bytes {
+    let mut out = BytesMut::new();
+    f(&mut out);
+    out.freeze()
+}

@@ -1,0 +1,95 @@
+//! Applying the column policy to one session's frames: values bound for PII columns are
+//! encrypted on the way in (Query, Parse, Bind, COPY data) and envelopes are decrypted on
+//! the way out (DataRow). Refused statements are swapped for a marker the server rejects,
+//! and the server's error for it is swapped back for pgcloak's message, so the server
+//! itself keeps the protocol order and transaction state right.
+
+mod client;
+mod copy;
+mod server;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use crate::crypto::Keyring;
+use crate::policy::Policy;
+use crate::sql::{AnalysisCache, CopyInPlan, Refusal, StatementPlan};
+
+pub use client::ClientCloak;
+pub use server::ServerCloak;
+
+/// Shared by all sessions: the policy, its analysis cache and the keys.
+pub struct Cloak {
+    cache: AnalysisCache,
+    keyring: Keyring,
+}
+
+impl Cloak {
+    pub fn new(policy: Arc<Policy>, keyring: Keyring) -> Cloak {
+        Cloak {
+            cache: AnalysisCache::new(policy, 10_000),
+            keyring,
+        }
+    }
+
+    /// The cloak a config asks for: `None` when it names no PII tables.
+    pub fn from_config(
+        config: &crate::config::Config,
+        path: &std::path::Path,
+    ) -> Result<Option<Arc<Cloak>>, crate::config::ConfigError> {
+        let policy = config.policy(path)?;
+        let Some(master) = config.master_key(path)? else {
+            return Ok(None);
+        };
+        Ok(Some(Arc::new(Cloak::with_key(policy, &master))))
+    }
+
+    /// A cloak for `policy`, with column keys derived from `master`.
+    pub fn with_key(policy: Policy, master: &crate::crypto::MasterKey) -> Cloak {
+        let columns: Vec<_> = policy
+            .columns()
+            .map(|(id, mode)| (id.to_string(), mode))
+            .collect();
+        Cloak::new(Arc::new(policy), Keyring::new(master, &columns))
+    }
+
+    /// The two filters of one session, sharing its statement state.
+    pub fn session(self: &Arc<Cloak>) -> (ClientCloak, ServerCloak) {
+        let state = Arc::new(Mutex::new(SessionState::default()));
+        (
+            ClientCloak::new(self.clone(), state.clone()),
+            ServerCloak::new(self.clone(), state),
+        )
+    }
+}
+
+/// What one session's two directions share.
+#[derive(Default)]
+struct SessionState {
+    /// Prepared statement name ("" is the unnamed one) → its plan, for Bind.
+    statements: HashMap<String, Arc<StatementPlan>>,
+    /// Marker sent in place of a refused statement → the refusal to report.
+    refusals: HashMap<String, Refusal>,
+    next_marker: u64,
+    /// COPY FROM STDIN into a PII table in progress.
+    copy_in: Option<copy::CopyIn>,
+}
+
+impl SessionState {
+    /// Registers a refusal and returns the SQL to send instead: a bare marker that the
+    /// server rejects as a syntax error, naming the marker in its message.
+    fn refuse(&mut self, refusal: Refusal) -> String {
+        self.next_marker += 1;
+        let marker = format!("pgcloak_refused_{}", self.next_marker);
+        self.refusals.insert(marker.clone(), refusal);
+        marker
+    }
+
+    fn start_copy(&mut self, plan: &CopyInPlan) {
+        self.copy_in = Some(copy::CopyIn::new(plan.clone()));
+    }
+}
+
+fn lock(state: &Mutex<SessionState>) -> MutexGuard<'_, SessionState> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}

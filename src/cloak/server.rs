@@ -1,0 +1,151 @@
+//! Server → client: decrypt envelopes in result rows, and put pgcloak's message back into
+//! the server's error for a refused statement's marker.
+//!
+//! Values are recognised by their envelope, so rows are decrypted whatever produced them
+//! (views, subqueries, UNION, RETURNING, text or binary format). A value that fails to
+//! decrypt fails the query: the client gets an error instead of the row, and the rest of
+//! the server's answer up to ReadyForQuery is dropped, as when a query fails mid-result.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+
+use super::{lock, Cloak, SessionState};
+use crate::crypto::{is_envelope, CryptoError};
+use crate::protocol::error::{error_response, Severity};
+use crate::protocol::filter::{Filter, FilterError};
+use crate::protocol::frame::Header;
+use crate::protocol::messages::{DataRow, ErrorFields};
+
+/// The envelope prefix, searched for in whole DataRows before decoding them.
+const ENVELOPE_PREFIX: &[u8] = b"pgc1$";
+const MARKER_PREFIX: &str = "pgcloak_refused_";
+
+pub struct ServerCloak {
+    cloak: Arc<Cloak>,
+    state: Arc<Mutex<SessionState>>,
+    finder: memchr::memmem::Finder<'static>,
+    /// After a failed decryption: drop everything until ReadyForQuery.
+    discarding: bool,
+}
+
+impl ServerCloak {
+    pub(super) fn new(cloak: Arc<Cloak>, state: Arc<Mutex<SessionState>>) -> ServerCloak {
+        ServerCloak {
+            cloak,
+            state,
+            finder: memchr::memmem::Finder::new(ENVELOPE_PREFIX),
+            discarding: false,
+        }
+    }
+
+    fn data_row(&mut self, frame: Bytes) -> Result<Bytes, FilterError> {
+        if self.finder.find(&frame[Header::SIZE..]).is_none() {
+            return Ok(frame);
+        }
+        let mut row = DataRow::decode(&frame.slice(Header::SIZE..))
+            .map_err(|e| FilterError(format!("malformed message from server: {e}")))?;
+        for field in row.fields.iter_mut().flatten() {
+            if !is_envelope(field) {
+                continue;
+            }
+            match self.cloak.keyring.decrypt(field, None) {
+                Ok(plaintext) => *field = Bytes::copy_from_slice(&plaintext),
+                // Not one of our keys: an envelope-looking value of someone else's.
+                Err(CryptoError::UnknownKey) => {}
+                Err(error) => {
+                    self.discarding = true;
+                    let message = format!(
+                        "pgcloak could not decrypt a value in this result: {error}. The stored ciphertext was altered, copied from another column, or written with another key; the row is not returned"
+                    );
+                    return Ok(error_response(Severity::Error, "XX001", &message).freeze());
+                }
+            }
+        }
+        let mut out = BytesMut::with_capacity(frame.len());
+        row.encode(&mut out);
+        Ok(out.freeze())
+    }
+
+    fn error(&mut self, frame: Bytes) -> Result<Bytes, FilterError> {
+        let Ok(fields) = ErrorFields::decode(&frame[Header::SIZE..]) else {
+            return Ok(frame);
+        };
+        let Some(message) = fields.get(b'M') else {
+            return Ok(frame);
+        };
+        let Some(marker) = marker_in(message) else {
+            return Ok(frame);
+        };
+        let Some(refusal) = lock(&self.state).refusals.remove(marker) else {
+            return Ok(frame);
+        };
+        let severity = match fields.get(b'V').or(fields.get(b'S')) {
+            Some("FATAL") | Some("PANIC") => Severity::Fatal,
+            _ => Severity::Error,
+        };
+        Ok(error_response(severity, refusal.code, &refusal.message).freeze())
+    }
+
+    /// ReadyForQuery after a failed decryption: the client saw an error, so a transaction
+    /// in progress is reported failed and must be rolled back, as after any error.
+    fn ready_after_discard(&mut self, frame: Bytes) -> Bytes {
+        self.discarding = false;
+        if frame.len() == Header::SIZE + 1 && frame[Header::SIZE] == b'T' {
+            let mut out = BytesMut::from(&frame[..]);
+            out[Header::SIZE] = b'E';
+            return out.freeze();
+        }
+        frame
+    }
+}
+
+/// The marker named in a server error message, if any.
+fn marker_in(message: &str) -> Option<&str> {
+    let start = message.find(MARKER_PREFIX)?;
+    let rest = &message[start..];
+    let end = rest
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(rest.len());
+    Some(&rest[..end])
+}
+
+impl Filter for ServerCloak {
+    fn holds(&self, tag: u8) -> bool {
+        self.discarding || matches!(tag, b'D' | b'E')
+    }
+
+    fn rewrite(&mut self, frame: Bytes) -> Result<Bytes, FilterError> {
+        if self.discarding {
+            return Ok(match frame[0] {
+                b'Z' => self.ready_after_discard(frame),
+                // Notices and notifications are not part of the failed answer.
+                b'N' | b'A' | b'S' => frame,
+                _ => Bytes::new(),
+            });
+        }
+        match frame[0] {
+            b'D' => self.data_row(frame),
+            b'E' => self.error(frame),
+            _ => Ok(frame),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marker_is_found_in_server_messages() {
+        assert_eq!(
+            marker_in("syntax error at or near \"pgcloak_refused_12\""),
+            Some("pgcloak_refused_12")
+        );
+        assert_eq!(
+            marker_in("prepared statement \"pgcloak_refused_3\" does not exist"),
+            Some("pgcloak_refused_3")
+        );
+        assert_eq!(marker_in("syntax error at or near \"SELEC\""), None);
+    }
+}

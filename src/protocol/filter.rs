@@ -1,0 +1,30 @@
+//! The seam between relaying and rewriting: what one direction of a session does with the
+//! frames passing through it. The proxy owns the I/O; a filter only sees frames.
+
+use bytes::Bytes;
+
+use super::frame::Header;
+
+/// What one direction does with the frames passing through it.
+pub trait Filter {
+    /// Called for every frame header. `bytes` starts at the header; the body may be cut
+    /// short when the frame spans several reads.
+    fn on_frame(&mut self, _header: Header, _bytes: &[u8]) {}
+
+    /// True when frames of this type must be passed whole to [`rewrite`](Self::rewrite).
+    fn holds(&self, _tag: u8) -> bool {
+        false
+    }
+
+    /// A whole held frame (header included); returns the bytes to send in its place
+    /// (the frame itself, other frames, or nothing).
+    fn rewrite(&mut self, frame: Bytes) -> Result<Bytes, FilterError> {
+        Ok(frame)
+    }
+}
+
+/// A frame the filter cannot handle: the session ends with this message. It must never
+/// contain a value from the frame.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct FilterError(pub String);

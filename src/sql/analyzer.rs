@@ -1,0 +1,891 @@
+//! The walk over one parsed statement. Uses of PII columns that work on ciphertext are
+//! recognised in the places they may occur (projections, `=`/`IN`/`IS NULL` predicates,
+//! GROUP BY on deterministic columns, INSERT/UPDATE values, COPY), and each recognised
+//! reference is recorded. Afterwards every PII reference anywhere in the statement must have
+//! been recognised: anything else (a function, LIKE, a range, ORDER BY, a construct this
+//! walk does not know) is refused. Unknown means refused, never passed on.
+
+use std::collections::HashSet;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use sqlparser::ast::Spanned;
+use sqlparser::ast::{
+    AssignmentTarget, BinaryOperator, CopyLegacyCsvOption, CopyLegacyOption, CopyOption,
+    CopySource, CopyTarget, Delete, Distinct, Expr, FromTable, FunctionArg, FunctionArgExpr,
+    FunctionArguments, GroupByExpr, InTarget, Insert, JoinConstraint, JoinOperator,
+    OnConflictAction, OnInsert, OrderByKind, Query, Select, SelectItem, SetExpr, Statement,
+    TableFactor, TableObject, TableWithJoins, Update, Value, Visit, Visitor,
+};
+use sqlparser::tokenizer::Span;
+
+use super::names::{configured_table, normalize, PiiColumn, Scope};
+use super::splice::LineIndex;
+use super::{Analysis, CopyFormat, CopyInPlan, LiteralSlot, ParamSlot, Refusal, StatementPlan};
+use crate::crypto::Mode;
+use crate::policy::{ColumnId, Policy};
+
+type Result<T = ()> = std::result::Result<T, Refusal>;
+
+/// Where a column reference stands in the SQL text: (line, column) of its start and end.
+type SpanKey = (u64, u64, u64, u64);
+
+fn span_key(expr: &Expr) -> SpanKey {
+    let span = expr.span();
+    (
+        span.start.line,
+        span.start.column,
+        span.end.line,
+        span.end.column,
+    )
+}
+
+pub(super) fn analyze_statements(sql: &str, statements: &[Statement], policy: &Policy) -> Analysis {
+    let index = LineIndex::new(sql);
+    let mut plan = StatementPlan::default();
+    let mut touched = false;
+    for statement in statements {
+        let scope = Scope::of(statement, policy);
+        if scope.is_empty() {
+            continue; // the table name occurred in the text, but not as a table
+        }
+        touched = true;
+        let mut walk = Walk {
+            policy,
+            index: &index,
+            scope,
+            plan: &mut plan,
+            recognised: HashSet::new(),
+        };
+        let outcome = walk
+            .statement(statement)
+            .and_then(|()| walk.check_all_recognised(statement));
+        if let Err(refusal) = outcome {
+            return Analysis::Refused(refusal);
+        }
+    }
+    if !touched {
+        return Analysis::Plain;
+    }
+    plan.literals.sort_by_key(|slot| slot.range.start);
+    Analysis::Plan(Arc::new(plan))
+}
+
+struct Walk<'a> {
+    policy: &'a Policy,
+    index: &'a LineIndex<'a>,
+    scope: Scope,
+    plan: &'a mut StatementPlan,
+    /// PII references seen in a place where they work on ciphertext, by their place in
+    /// the SQL text (which, unlike a node's address, survives cloning a subquery).
+    recognised: HashSet<SpanKey>,
+}
+
+/// What a value bound for a PII column is.
+enum Bound<'e> {
+    Literal(String, Span),
+    Param(usize),
+    Null,
+    Default,
+    Other(&'e Expr),
+}
+
+impl<'a> Walk<'a> {
+    fn statement(&mut self, statement: &Statement) -> Result {
+        match statement {
+            Statement::Query(query) => self.query(query),
+            Statement::Insert(insert) => self.insert(insert),
+            Statement::Update(update) => self.update(update),
+            Statement::Delete(delete) => self.delete(delete),
+            Statement::Copy {
+                source,
+                to,
+                target,
+                options,
+                legacy_options,
+                ..
+            } => self.copy(source, *to, target, options, legacy_options),
+            Statement::Explain { statement, .. } => self.statement(statement),
+            // Anything else (DDL, GRANT, ...) may name a PII table but not use its columns:
+            // any column reference in it is refused by the final check.
+            _ => Ok(()),
+        }
+    }
+
+    // ---- queries -------------------------------------------------------------------
+
+    fn query(&mut self, query: &Query) -> Result {
+        if let Some(with) = &query.with {
+            for cte in &with.cte_tables {
+                self.query(&cte.query)?;
+            }
+        }
+        self.set_expr(&query.body)?;
+        if let Some(order_by) = &query.order_by {
+            if let OrderByKind::Expressions(exprs) = &order_by.kind {
+                for item in exprs {
+                    if let Some(column) = self.pii(&item.expr) {
+                        return Err(Refusal::unsupported(format!(
+                            "ORDER BY {} cannot work: the column is encrypted by pgcloak and ciphertext order is meaningless; sort the rows in the application",
+                            column.id
+                        )));
+                    }
+                    self.other(&item.expr)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn set_expr(&mut self, body: &SetExpr) -> Result {
+        match body {
+            SetExpr::Select(select) => self.select(select),
+            SetExpr::Query(query) => self.query(query),
+            SetExpr::SetOperation { left, right, .. } => {
+                self.set_expr(left)?;
+                self.set_expr(right)
+            }
+            SetExpr::Values(values) => {
+                for row in &values.rows {
+                    for expr in &row.content {
+                        self.other(expr)?;
+                    }
+                }
+                Ok(())
+            }
+            SetExpr::Insert(statement)
+            | SetExpr::Update(statement)
+            | SetExpr::Delete(statement) => self.statement(statement),
+            _ => Ok(()),
+        }
+    }
+
+    fn select(&mut self, select: &Select) -> Result {
+        for from in &select.from {
+            self.from(from)?;
+        }
+        let distinct = matches!(select.distinct, Some(Distinct::Distinct | Distinct::On(_)));
+        for item in &select.projection {
+            let expr = match item {
+                SelectItem::UnnamedExpr(expr) => expr,
+                SelectItem::ExprWithAlias { expr, .. } => expr,
+                SelectItem::ExprWithAliases { expr, .. } => expr,
+                _ => continue, // wildcards: values are decrypted in the result rows
+            };
+            if distinct {
+                self.require_deterministic(expr, "SELECT DISTINCT")?;
+            }
+            self.projection(expr)?;
+        }
+        if let Some(selection) = &select.selection {
+            self.predicate(selection)?;
+        }
+        if let GroupByExpr::Expressions(exprs, _) = &select.group_by {
+            for expr in exprs {
+                self.require_deterministic(expr, "GROUP BY")?;
+                if !self.recognise(expr) {
+                    self.other(expr)?;
+                }
+            }
+        }
+        if let Some(having) = &select.having {
+            self.predicate(having)?;
+        }
+        Ok(())
+    }
+
+    fn from(&mut self, from: &TableWithJoins) -> Result {
+        self.table_factor(&from.relation)?;
+        for join in &from.joins {
+            self.table_factor(&join.relation)?;
+            if let Some(JoinConstraint::On(on)) = join_constraint(&join.join_operator) {
+                self.predicate(on)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn table_factor(&mut self, factor: &TableFactor) -> Result {
+        match factor {
+            TableFactor::Derived { subquery, .. } => self.query(subquery),
+            TableFactor::NestedJoin {
+                table_with_joins, ..
+            } => self.from(table_with_joins),
+            _ => Ok(()),
+        }
+    }
+
+    /// An output column: a PII column (possibly cast to text) is decrypted in the result;
+    /// count() of one reveals nothing but NULL-ness (and equality, for DISTINCT).
+    fn projection(&mut self, expr: &Expr) -> Result {
+        if self.recognise(expr) {
+            return Ok(());
+        }
+        if let Expr::Function(function) = expr {
+            let name = function.name.to_string().to_lowercase();
+            if let (true, FunctionArguments::List(list)) = (name == "count", &function.args) {
+                if let [FunctionArg::Unnamed(FunctionArgExpr::Expr(arg))] = list.args.as_slice() {
+                    if list.duplicate_treatment.is_some() {
+                        self.require_deterministic(arg, "count(DISTINCT ...)")?;
+                    }
+                    if self.recognise(arg) {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        self.other(expr)
+    }
+
+    // ---- predicates ----------------------------------------------------------------
+
+    fn predicate(&mut self, expr: &Expr) -> Result {
+        match expr {
+            Expr::Nested(inner) => self.predicate(inner),
+            Expr::UnaryOp { expr: inner, .. } => self.predicate(inner),
+            Expr::BinaryOp { left, op, right } => match op {
+                BinaryOperator::And | BinaryOperator::Or => {
+                    self.predicate(left)?;
+                    self.predicate(right)
+                }
+                BinaryOperator::Eq | BinaryOperator::NotEq => self.compare(left, right),
+                _ => self.other(expr),
+            },
+            Expr::IsDistinctFrom(left, right) | Expr::IsNotDistinctFrom(left, right) => {
+                self.compare(left, right)
+            }
+            Expr::IsNull(inner) | Expr::IsNotNull(inner) => {
+                if self.recognise(inner) {
+                    Ok(())
+                } else {
+                    self.other(inner)
+                }
+            }
+            Expr::In {
+                expr: left,
+                target: InTarget::List(list),
+                ..
+            } => match self.pii(left) {
+                Some(column) => {
+                    self.searchable(&column, "IN (...)")?;
+                    self.recognise(left);
+                    for item in list {
+                        self.bind_search_value(item, &column)?;
+                    }
+                    Ok(())
+                }
+                None => self.other(expr),
+            },
+            Expr::In {
+                expr: left,
+                target: InTarget::Subquery(subquery),
+                ..
+            } => {
+                if let Some(column) = self.pii(left) {
+                    self.searchable(&column, "IN (SELECT ...)")?;
+                    if single_projection(subquery)
+                        .and_then(|projected| self.pii(projected))
+                        .is_some_and(|projected| projected.id == column.id)
+                    {
+                        self.recognise(left);
+                    }
+                }
+                self.query(subquery)?;
+                if self.pii(left).is_none() {
+                    self.other(left)?;
+                }
+                Ok(())
+            }
+            Expr::AnyOp {
+                left,
+                compare_op: BinaryOperator::Eq,
+                right,
+                ..
+            } => match (self.pii(left), strip(right)) {
+                (Some(column), Expr::Value(v)) if placeholder(&v.value).is_some() => {
+                    self.searchable(&column, "= ANY(...)")?;
+                    self.recognise(left);
+                    let n = placeholder(&v.value).unwrap_or_default();
+                    self.bind_param(n, &column, true)
+                }
+                _ => self.other(expr),
+            },
+            Expr::Exists { subquery, .. } => self.query(subquery),
+            _ => self.other(expr),
+        }
+    }
+
+    /// `a = b`: a PII column compared with a value (encrypted deterministically) or with the
+    /// same column (equal ciphertexts mean equal values).
+    fn compare(&mut self, left: &Expr, right: &Expr) -> Result {
+        match (self.pii(left), self.pii(right)) {
+            (Some(l), Some(r)) => {
+                self.searchable(&l, "=")?;
+                self.searchable(&r, "=")?;
+                if l.id != r.id {
+                    return Err(Refusal::unsupported(format!(
+                        "comparing {} with {} cannot work: pgcloak encrypts each column with its own key, so equal values have different ciphertexts; compare in the application",
+                        l.id, r.id
+                    )));
+                }
+                self.recognise(left);
+                self.recognise(right);
+                Ok(())
+            }
+            (Some(column), None) => {
+                self.searchable(&column, "=")?;
+                self.recognise(left);
+                self.bind_search_value(right, &column)
+            }
+            (None, Some(column)) => {
+                self.searchable(&column, "=")?;
+                self.recognise(right);
+                self.bind_search_value(left, &column)
+            }
+            (None, None) => {
+                self.other(left)?;
+                self.other(right)
+            }
+        }
+    }
+
+    fn searchable(&self, column: &PiiColumn, operation: &str) -> Result {
+        match column.mode {
+            Mode::Deterministic => Ok(()),
+            Mode::Randomized => Err(Refusal::unsupported(format!(
+                "{operation} on {} cannot work: the column is encrypted in randomized mode, so equal values have different ciphertexts; make it `deterministic` in the pgcloak policy to search it by equality, or filter in the application",
+                column.id
+            ))),
+        }
+    }
+
+    fn require_deterministic(&self, expr: &Expr, operation: &str) -> Result {
+        match self.pii(expr) {
+            Some(column) => self.searchable(&column, operation),
+            None => Ok(()),
+        }
+    }
+
+    /// The value side of `pii_column = value`.
+    fn bind_search_value(&mut self, expr: &Expr, column: &PiiColumn) -> Result {
+        match bound(expr) {
+            Bound::Literal(value, span) => self.bind_literal(value, span, &column.id),
+            Bound::Param(n) => self.bind_param(n, column, false),
+            Bound::Null => Ok(()),
+            Bound::Default | Bound::Other(_) => Err(Refusal::unsupported(format!(
+                "{} is encrypted by pgcloak and can only be compared with a literal or a bind parameter, not an expression; compute the value in the application and pass it as a parameter",
+                column.id
+            ))),
+        }
+    }
+
+    // ---- writes --------------------------------------------------------------------
+
+    fn insert(&mut self, insert: &Insert) -> Result {
+        let target = match &insert.table {
+            TableObject::TableName(name) => configured_table(name, self.policy),
+            _ => None,
+        };
+        if let (Some(table), Some(alias)) = (&target, &insert.table_alias) {
+            self.scope.alias(&normalize(&alias.alias), table.clone());
+        }
+        let pii_targets: Vec<Option<PiiColumn>> = insert
+            .columns
+            .iter()
+            .map(|column| {
+                let name = column
+                    .0
+                    .last()
+                    .and_then(|part| part.as_ident())
+                    .map(normalize);
+                target
+                    .as_ref()
+                    .zip(name)
+                    .and_then(|(table, name)| self.column(table, &name))
+            })
+            .collect();
+        if let Some(table) = &target {
+            if insert.columns.is_empty() {
+                return Err(Refusal::unsupported(format!(
+                    "INSERT INTO {}.{} must name its columns, because pgcloak encrypts some of them and needs to know which value goes where: INSERT INTO {} (col, ...) VALUES (...)",
+                    table.0, table.1, table.1
+                )));
+            }
+            self.scope.alias("excluded", table.clone());
+        }
+        if let Some(source) = &insert.source {
+            if let Some(with) = &source.with {
+                for cte in &with.cte_tables {
+                    self.query(&cte.query)?;
+                }
+            }
+            match source.body.as_ref() {
+                SetExpr::Values(values) => {
+                    for row in &values.rows {
+                        for (i, expr) in row.content.iter().enumerate() {
+                            match pii_targets.get(i).cloned().flatten() {
+                                Some(column) => self.bind_write_value(expr, &column, false)?,
+                                None => self.other(expr)?,
+                            }
+                        }
+                    }
+                }
+                body => {
+                    if let Some(column) = pii_targets.iter().flatten().next() {
+                        return Err(Refusal::unsupported(format!(
+                            "INSERT ... SELECT into {} cannot be encrypted: pgcloak only sees values written as literals or bind parameters; insert the rows with VALUES and parameters from the application",
+                            column.id
+                        )));
+                    }
+                    self.set_expr(body)?;
+                }
+            }
+        }
+        if let Some(OnInsert::OnConflict(on_conflict)) = &insert.on {
+            if let OnConflictAction::DoUpdate(update) = &on_conflict.action {
+                for assignment in &update.assignments {
+                    self.assignment(&assignment.target, &assignment.value, target.as_ref())?;
+                }
+                if let Some(selection) = &update.selection {
+                    self.predicate(selection)?;
+                }
+            }
+        }
+        self.returning(insert.returning.as_deref())
+    }
+
+    fn update(&mut self, update: &Update) -> Result {
+        let target = match &update.table.relation {
+            TableFactor::Table { name, .. } => configured_table(name, self.policy),
+            _ => None,
+        };
+        self.from(&update.table)?;
+        for assignment in &update.assignments {
+            self.assignment(&assignment.target, &assignment.value, target.as_ref())?;
+        }
+        if let Some(from) = &update.from {
+            let tables = match from {
+                sqlparser::ast::UpdateTableFromKind::BeforeSet(tables)
+                | sqlparser::ast::UpdateTableFromKind::AfterSet(tables) => tables,
+            };
+            for table in tables {
+                self.from(table)?;
+            }
+        }
+        if let Some(selection) = &update.selection {
+            self.predicate(selection)?;
+        }
+        self.returning(update.returning.as_deref())
+    }
+
+    fn delete(&mut self, delete: &Delete) -> Result {
+        let (FromTable::WithFromKeyword(tables) | FromTable::WithoutKeyword(tables)) = &delete.from;
+        for table in tables.iter().chain(delete.using.iter().flatten()) {
+            self.from(table)?;
+        }
+        if let Some(selection) = &delete.selection {
+            self.predicate(selection)?;
+        }
+        self.returning(delete.returning.as_deref())
+    }
+
+    fn returning(&mut self, items: Option<&[SelectItem]>) -> Result {
+        for item in items.unwrap_or_default() {
+            match item {
+                SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } => {
+                    self.projection(expr)?
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// `SET column = value` in UPDATE or ON CONFLICT DO UPDATE.
+    fn assignment(
+        &mut self,
+        target: &AssignmentTarget,
+        value: &Expr,
+        table: Option<&(String, String)>,
+    ) -> Result {
+        let column = match (target, table) {
+            (AssignmentTarget::ColumnName(name), Some(table)) => name
+                .0
+                .last()
+                .and_then(|part| part.as_ident())
+                .and_then(|ident| self.column(table, &normalize(ident))),
+            (AssignmentTarget::Tuple(names), Some(table)) => {
+                let pii = names.iter().find_map(|name| {
+                    let ident = name.0.last()?.as_ident()?;
+                    self.column(table, &normalize(ident))
+                });
+                if let Some(column) = pii {
+                    return Err(Refusal::unsupported(format!(
+                        "SET (...) = (...) including {} cannot be encrypted; assign the column on its own: SET {} = $1",
+                        column.id, column.id.column
+                    )));
+                }
+                None
+            }
+            _ => None,
+        };
+        match column {
+            Some(column) => self.bind_write_value(value, &column, true),
+            None => self.other(value),
+        }
+    }
+
+    /// A value written into a PII column: a literal, a parameter, NULL or DEFAULT; in an
+    /// assignment also the column itself or `EXCLUDED.column`.
+    fn bind_write_value(&mut self, expr: &Expr, column: &PiiColumn, assignment: bool) -> Result {
+        match bound(expr) {
+            Bound::Literal(value, span) => self.bind_literal(value, span, &column.id),
+            Bound::Param(n) => self.bind_param(n, column, false),
+            Bound::Null | Bound::Default => Ok(()),
+            Bound::Other(inner) => {
+                let same_column = self.pii(inner).is_some_and(|c| c.id == column.id);
+                if assignment && same_column {
+                    self.recognise(inner);
+                    return Ok(());
+                }
+                Err(Refusal::unsupported(format!(
+                    "pgcloak cannot encrypt the value for {}: it is an expression, not a literal or bind parameter; compute the value in the application and bind it as a parameter",
+                    column.id
+                )))
+            }
+        }
+    }
+
+    fn copy(
+        &mut self,
+        source: &CopySource,
+        to: bool,
+        target: &CopyTarget,
+        options: &[CopyOption],
+        legacy: &[CopyLegacyOption],
+    ) -> Result {
+        let (table_name, columns) = match source {
+            CopySource::Query(query) => return self.query(query),
+            CopySource::Table {
+                table_name,
+                columns,
+            } => (table_name, columns),
+        };
+        let Some(table) = configured_table(table_name, self.policy) else {
+            return Ok(());
+        };
+        if to {
+            return Ok(()); // COPY TO: rows are decrypted on the way out
+        }
+        if !matches!(target, CopyTarget::Stdin) {
+            return Err(Refusal::unsupported(format!(
+                "COPY {}.{} FROM a server file or program cannot be encrypted by pgcloak; use COPY ... FROM STDIN (psql: \\copy)",
+                table.0, table.1
+            )));
+        }
+        if columns.is_empty() {
+            return Err(Refusal::unsupported(format!(
+                "COPY {}.{} FROM STDIN must name its columns, because pgcloak encrypts some of them and needs to know which field goes where: COPY {} (col, ...) FROM STDIN",
+                table.0, table.1, table.1
+            )));
+        }
+        let fields = columns
+            .iter()
+            .map(|ident| self.column(&table, &normalize(ident)).map(|c| c.id))
+            .collect();
+        let mut plan = CopyInPlan {
+            format: CopyFormat::Text,
+            fields,
+            delimiter: None,
+            null: None,
+            header: false,
+            quote: None,
+            escape: None,
+        };
+        let binary = |table: &(String, String)| {
+            Refusal::unsupported(format!(
+                "binary COPY into {}.{} cannot be encrypted by pgcloak; use FORMAT text or csv",
+                table.0, table.1
+            ))
+        };
+        for option in options {
+            match option {
+                CopyOption::Format(format) => match normalize(format).as_str() {
+                    "text" => plan.format = CopyFormat::Text,
+                    "csv" => plan.format = CopyFormat::Csv,
+                    _ => return Err(binary(&table)),
+                },
+                CopyOption::Delimiter(c) => plan.delimiter = Some(*c),
+                CopyOption::Null(null) => plan.null = Some(null.clone()),
+                CopyOption::Header(header) => plan.header = *header,
+                CopyOption::Quote(c) => plan.quote = Some(*c),
+                CopyOption::Escape(c) => plan.escape = Some(*c),
+                _ => {}
+            }
+        }
+        for option in legacy {
+            match option {
+                CopyLegacyOption::Binary => return Err(binary(&table)),
+                CopyLegacyOption::Delimiter(c) => plan.delimiter = Some(*c),
+                CopyLegacyOption::Null(null) => plan.null = Some(null.clone()),
+                CopyLegacyOption::Csv(csv) => {
+                    plan.format = CopyFormat::Csv;
+                    for option in csv {
+                        match option {
+                            CopyLegacyCsvOption::Header => plan.header = true,
+                            CopyLegacyCsvOption::Quote(c) => plan.quote = Some(*c),
+                            CopyLegacyCsvOption::Escape(c) => plan.escape = Some(*c),
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.plan.copy_in = Some(plan);
+        Ok(())
+    }
+
+    // ---- recording -----------------------------------------------------------------
+
+    fn bind_literal(&mut self, value: String, span: Span, column: &ColumnId) -> Result {
+        let range = self.index.range(span).ok_or_else(|| {
+            Refusal::unsupported(format!(
+                "pgcloak could not locate the value for {column} in the statement text; bind it as a parameter instead"
+            ))
+        })?;
+        self.plan.literals.push(LiteralSlot {
+            range,
+            value,
+            column: column.clone(),
+        });
+        Ok(())
+    }
+
+    fn bind_param(&mut self, n: usize, column: &PiiColumn, array: bool) -> Result {
+        let slot = ParamSlot {
+            column: column.id.clone(),
+            array,
+        };
+        match self.plan.params.get(&n) {
+            Some(existing) if *existing != slot => Err(Refusal::unsupported(format!(
+                "parameter ${n} is used for {} and elsewhere; pgcloak encrypts a parameter for one column only: pass the value as a separate parameter for each use",
+                column.id
+            ))),
+            _ => {
+                self.plan.params.insert(n, slot);
+                Ok(())
+            }
+        }
+    }
+
+    /// Records `expr` as a PII reference used where ciphertext works; false if it is none.
+    fn recognise(&mut self, expr: &Expr) -> bool {
+        let inner = strip(expr);
+        if self.pii(inner).is_some() {
+            self.recognised.insert(span_key(inner));
+            true
+        } else {
+            false
+        }
+    }
+
+    /// An expression not otherwise understood: its own PII references stay unrecognised
+    /// (and so are refused), but subqueries inside it are analysed in full.
+    fn other(&mut self, expr: &Expr) -> Result {
+        let mut finder = TopLevelQueries::default();
+        let _ = expr.visit(&mut finder);
+        for query in finder.found {
+            self.query(&query)?;
+        }
+        Ok(())
+    }
+
+    /// The PII column `expr` names (through casts to text and parentheses).
+    fn pii(&self, expr: &Expr) -> Option<PiiColumn> {
+        let mut found = self.scope.resolve(strip(expr), self.policy);
+        // Several configured tables with this column: treat it as the first; the final
+        // check still requires every reference to be recognised.
+        (!found.is_empty()).then(|| found.swap_remove(0))
+    }
+
+    fn column(&self, table: &(String, String), column: &str) -> Option<PiiColumn> {
+        let mode = *self
+            .policy
+            .table(Some(&table.0), &table.1)?
+            .columns
+            .get(column)?;
+        Some(PiiColumn {
+            id: ColumnId {
+                schema: table.0.clone(),
+                table: table.1.clone(),
+                column: column.to_owned(),
+            },
+            mode,
+        })
+    }
+
+    /// Every PII reference in the statement must have been recognised.
+    fn check_all_recognised(&self, statement: &Statement) -> Result {
+        let mut check = Unrecognised {
+            walk: self,
+            found: None,
+        };
+        let _ = statement.visit(&mut check);
+        match check.found {
+            None => Ok(()),
+            Some(Found::Column(id)) => Err(Refusal::unsupported(format!(
+                "{id} is encrypted by pgcloak: it can be selected, tested with IS NULL, and (in deterministic mode) compared with = or IN against literals or parameters, grouped and counted; functions, LIKE, ranges, sorting and arithmetic on it cannot work on ciphertext, so do them in the application"
+            ))),
+            Some(Found::WholeRow(name)) => Err(Refusal::unsupported(format!(
+                "a whole-row reference to {name} would carry its encrypted columns out as ciphertext; select the columns by name"
+            ))),
+        }
+    }
+}
+
+/// The configured column named by a reference that was not recognised, if any.
+struct Unrecognised<'w, 'a> {
+    walk: &'w Walk<'a>,
+    found: Option<Found>,
+}
+
+enum Found {
+    Column(ColumnId),
+    WholeRow(String),
+}
+
+impl Visitor for Unrecognised<'_, '_> {
+    type Break = ();
+
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+        // Only the references themselves: a cast or parentheses around one is not one.
+        let column = self
+            .walk
+            .scope
+            .resolve(expr, self.walk.policy)
+            .into_iter()
+            .next();
+        if let Some(column) = column {
+            if !self.walk.recognised.contains(&span_key(expr)) {
+                self.found = Some(Found::Column(column.id));
+                return ControlFlow::Break(());
+            }
+        } else if self.walk.scope.is_whole_row(expr) {
+            self.found = Some(Found::WholeRow(expr.to_string()));
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// Subqueries directly inside an expression (not those nested in other subqueries).
+#[derive(Default)]
+struct TopLevelQueries {
+    depth: usize,
+    found: Vec<Query>,
+}
+
+impl Visitor for TopLevelQueries {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+        if self.depth == 0 {
+            self.found.push(query.clone());
+        }
+        self.depth += 1;
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, _query: &Query) -> ControlFlow<()> {
+        self.depth -= 1;
+        ControlFlow::Continue(())
+    }
+}
+
+/// Parentheses and casts to text types are transparent for PII purposes.
+fn strip(expr: &Expr) -> &Expr {
+    match expr {
+        Expr::Nested(inner) => strip(inner),
+        Expr::Cast {
+            expr: inner,
+            data_type,
+            ..
+        } if is_text_type(&data_type.to_string()) => strip(inner),
+        _ => expr,
+    }
+}
+
+fn is_text_type(name: &str) -> bool {
+    let name = name.to_lowercase();
+    name == "text"
+        || name.starts_with("varchar")
+        || name.starts_with("character varying")
+        || name == "citext"
+}
+
+fn placeholder(value: &Value) -> Option<usize> {
+    match value {
+        Value::Placeholder(p) => p.strip_prefix('$')?.parse().ok(),
+        _ => None,
+    }
+}
+
+/// Classifies a value written to or compared with a PII column.
+fn bound(expr: &Expr) -> Bound<'_> {
+    let inner = strip(expr);
+    match inner {
+        Expr::Value(v) => match &v.value {
+            Value::Null => Bound::Null,
+            Value::SingleQuotedString(s) | Value::EscapedStringLiteral(s) => {
+                Bound::Literal(s.clone(), v.span)
+            }
+            // The literal's own span: a cast around it (`'x'::text`) stays in the text.
+            Value::DollarQuotedString(s) => Bound::Literal(s.value.clone(), v.span),
+            Value::Number(n, _) => Bound::Literal(n.to_string(), v.span),
+            Value::Placeholder(_) => match placeholder(&v.value) {
+                Some(n) => Bound::Param(n),
+                None => Bound::Other(inner),
+            },
+            _ => Bound::Other(inner),
+        },
+        Expr::Identifier(ident)
+            if ident.quote_style.is_none() && ident.value.eq_ignore_ascii_case("default") =>
+        {
+            Bound::Default
+        }
+        _ => Bound::Other(inner),
+    }
+}
+
+fn single_projection(query: &Query) -> Option<&Expr> {
+    match query.body.as_ref() {
+        SetExpr::Select(select) => match select.projection.as_slice() {
+            [SelectItem::UnnamedExpr(expr)] | [SelectItem::ExprWithAlias { expr, .. }] => {
+                Some(expr)
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn join_constraint(op: &JoinOperator) -> Option<&JoinConstraint> {
+    match op {
+        JoinOperator::Join(c)
+        | JoinOperator::Inner(c)
+        | JoinOperator::Left(c)
+        | JoinOperator::LeftOuter(c)
+        | JoinOperator::Right(c)
+        | JoinOperator::RightOuter(c)
+        | JoinOperator::FullOuter(c)
+        | JoinOperator::CrossJoin(c)
+        | JoinOperator::Semi(c)
+        | JoinOperator::LeftSemi(c)
+        | JoinOperator::RightSemi(c)
+        | JoinOperator::Anti(c)
+        | JoinOperator::LeftAnti(c)
+        | JoinOperator::RightAnti(c) => Some(c),
+        _ => None,
+    }
+}

@@ -1,0 +1,160 @@
+//! Statement analysis: which literals and bind parameters of a statement are bound for PII
+//! columns, and which uses of PII columns cannot work on ciphertext and must be refused.
+//!
+//! Knows nothing of sockets or keys: it turns SQL text plus the [`Policy`] into an
+//! [`Analysis`], which the proxy applies. Most statements name no configured table and
+//! return [`Analysis::Plain`] after a substring check, without being parsed.
+
+mod analyzer;
+mod names;
+mod splice;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+use crate::policy::{ColumnId, Policy};
+
+pub use splice::splice;
+
+/// What the proxy must do with one SQL string (one statement, or several in a simple Query).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Analysis {
+    /// Names no PII table: forward untouched.
+    Plain,
+    /// Touches a PII table: encrypt these values, decrypt results.
+    Plan(Arc<StatementPlan>),
+    /// Cannot be run safely on ciphertext: answer with this error instead.
+    Refused(Refusal),
+}
+
+/// The values to encrypt in a statement that touches a PII table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatementPlan {
+    /// SQL literals bound for PII columns, in text order.
+    pub literals: Vec<LiteralSlot>,
+    /// Bind parameters (`$n`, 1-based) bound for PII columns.
+    pub params: BTreeMap<usize, ParamSlot>,
+    /// `COPY table FROM STDIN` into a PII table.
+    pub copy_in: Option<CopyInPlan>,
+}
+
+/// A literal in the SQL text to replace by the ciphertext of its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiteralSlot {
+    /// Byte range of the literal (quotes and any `E` prefix included) in the SQL text.
+    pub range: std::ops::Range<usize>,
+    /// The literal's value, unescaped.
+    pub value: String,
+    pub column: ColumnId,
+}
+
+/// A bind parameter whose value must be encrypted for `column`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamSlot {
+    pub column: ColumnId,
+    /// `col = ANY($n)`: the parameter is an array whose elements are encrypted.
+    pub array: bool,
+}
+
+/// COPY FROM STDIN into a PII table: which fields of each row to encrypt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyInPlan {
+    pub format: CopyFormat,
+    /// For each field position of a row: the PII column it fills, if any.
+    pub fields: Vec<Option<ColumnId>>,
+    pub delimiter: Option<char>,
+    pub null: Option<String>,
+    pub header: bool,
+    pub quote: Option<char>,
+    pub escape: Option<char>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyFormat {
+    Text,
+    Csv,
+}
+
+/// A refused statement: the SQLSTATE and a message naming the column and the fix. The
+/// message never contains a value from the statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Refusal {
+    pub(crate) fn unsupported(message: String) -> Refusal {
+        Refusal {
+            code: "0A000",
+            message,
+        }
+    }
+}
+
+/// Analyses one SQL string.
+pub fn analyze(sql: &str, policy: &Policy) -> Analysis {
+    if !policy.may_touch(sql) {
+        return Analysis::Plain;
+    }
+    let statements = match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
+        Ok(statements) => statements,
+        Err(_) => {
+            // The parser's message quotes the SQL, which may hold PII: do not pass it on.
+            return Analysis::Refused(Refusal {
+                code: "0A000",
+                message: "pgcloak cannot parse this statement, and it names a table with encrypted columns, so it is refused rather than passed on unchecked; rewrite it in plain SQL (INSERT/UPDATE/DELETE/SELECT/COPY) or run it on a connection that bypasses pgcloak".into(),
+            });
+        }
+    };
+    analyzer::analyze_statements(sql, &statements, policy)
+}
+
+/// Analyses, remembered per SQL text: drivers repeat the same statements.
+pub struct AnalysisCache {
+    policy: Arc<Policy>,
+    entries: Mutex<HashMap<String, Analysis>>,
+    capacity: usize,
+}
+
+impl AnalysisCache {
+    pub fn new(policy: Arc<Policy>, capacity: usize) -> AnalysisCache {
+        AnalysisCache {
+            policy,
+            entries: Mutex::new(HashMap::new()),
+            capacity,
+        }
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    pub fn analyze(&self, sql: &str) -> Analysis {
+        if !self.policy.may_touch(sql) {
+            return Analysis::Plain;
+        }
+        if let Some(hit) = self.lock().get(sql) {
+            return hit.clone();
+        }
+        let analysis = analyze(sql, &self.policy);
+        let mut entries = self.lock();
+        if entries.len() >= self.capacity {
+            // Crude but bounded: applications have far fewer distinct statements than this.
+            entries.clear();
+        }
+        entries.insert(sql.to_owned(), analysis.clone());
+        analysis
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Analysis>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}

@@ -1,0 +1,179 @@
+//! Resolving names in a statement to configured tables and PII columns: which tables a
+//! statement mentions, under which aliases, and which column a reference means.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{
+    CopySource, Expr, Ident, ObjectName, ObjectNamePart, Statement, TableFactor, Visit, Visitor,
+};
+
+use crate::crypto::Mode;
+use crate::policy::{ColumnId, Policy};
+
+/// A configured table: (schema, table).
+pub(crate) type TableKey = (String, String);
+
+/// A PII column a reference resolved to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PiiColumn {
+    pub id: ColumnId,
+    pub mode: Mode,
+}
+
+/// Postgres folds unquoted identifiers to lower case.
+pub(crate) fn normalize(ident: &Ident) -> String {
+    match ident.quote_style {
+        Some(_) => ident.value.clone(),
+        None => ident.value.to_lowercase(),
+    }
+}
+
+/// The identifier parts of a name (`schema.table` → ["schema", "table"]), normalised.
+pub(crate) fn name_parts(name: &ObjectName) -> Vec<String> {
+    name.0
+        .iter()
+        .map(|part| match part {
+            ObjectNamePart::Identifier(ident) => normalize(ident),
+            // A computed name never matches a configured table.
+            ObjectNamePart::Function(_) => String::from("\0"),
+        })
+        .collect()
+}
+
+/// The configured tables a statement mentions, with the names it can refer to them by.
+#[derive(Debug, Default)]
+pub(crate) struct Scope {
+    /// Qualifier (table name or alias) → configured tables it may mean.
+    qualifiers: BTreeMap<String, BTreeSet<TableKey>>,
+    tables: BTreeSet<TableKey>,
+}
+
+impl Scope {
+    /// Collects every configured table in `statement` (subqueries and CTEs included).
+    /// Flattening all scopes into one is conservative: a name may be taken for a PII
+    /// column where Postgres would not, never the other way round.
+    pub(crate) fn of(statement: &Statement, policy: &Policy) -> Scope {
+        let mut collector = Collector {
+            policy,
+            scope: Scope::default(),
+        };
+        let _ = statement.visit(&mut collector);
+        // COPY's table is not visited as a relation.
+        if let Statement::Copy {
+            source: CopySource::Table { table_name, .. },
+            ..
+        } = statement
+        {
+            if let Some(table) = configured_table(table_name, policy) {
+                collector.scope.add(table, None);
+            }
+        }
+        collector.scope
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.tables.is_empty()
+    }
+
+    /// Adds `table` under `qualifier` (e.g. `excluded` in ON CONFLICT).
+    pub(crate) fn alias(&mut self, qualifier: &str, table: TableKey) {
+        self.qualifiers
+            .entry(qualifier.to_owned())
+            .or_default()
+            .insert(table);
+    }
+
+    fn add(&mut self, table: TableKey, alias: Option<String>) {
+        self.alias(&table.1.clone(), table.clone());
+        self.alias(&format!("{}.{}", table.0, table.1), table.clone());
+        if let Some(alias) = alias {
+            self.alias(&alias, table.clone());
+        }
+        self.tables.insert(table);
+    }
+
+    /// The PII column(s) an expression names, if it is a plain column reference.
+    /// More than one means the name is ambiguous between configured tables.
+    pub(crate) fn resolve(&self, expr: &Expr, policy: &Policy) -> Vec<PiiColumn> {
+        let (tables, column): (Vec<&TableKey>, String) = match expr {
+            Expr::Identifier(ident) => (self.tables.iter().collect(), normalize(ident)),
+            Expr::CompoundIdentifier(parts) if parts.len() >= 2 => {
+                let Some((column, qualifier)) = parts.split_last() else {
+                    return Vec::new();
+                };
+                let qualifier: Vec<String> = qualifier.iter().map(normalize).collect();
+                match self.qualifiers.get(&qualifier.join(".")) {
+                    Some(tables) => (tables.iter().collect(), normalize(column)),
+                    None => return Vec::new(),
+                }
+            }
+            _ => return Vec::new(),
+        };
+        tables
+            .into_iter()
+            .filter_map(|(schema, table)| {
+                let mode = *policy.table(Some(schema), table)?.columns.get(&column)?;
+                let id = ColumnId {
+                    schema: schema.clone(),
+                    table: table.clone(),
+                    column: column.clone(),
+                };
+                Some(PiiColumn { id, mode })
+            })
+            .collect()
+    }
+
+    /// True when `expr` is a bare name or alias of a configured table used as a value: a
+    /// whole-row reference, whose text would carry ciphertext out undecrypted.
+    pub(crate) fn is_whole_row(&self, expr: &Expr) -> bool {
+        match expr {
+            Expr::Identifier(ident) => self.qualifiers.contains_key(&normalize(ident)),
+            _ => false,
+        }
+    }
+}
+
+/// The configured table a name means, if any (`users` → public.users).
+pub(crate) fn configured_table(name: &ObjectName, policy: &Policy) -> Option<TableKey> {
+    let parts = name_parts(name);
+    let (schema, table) = match parts.as_slice() {
+        [table] => ("public".to_owned(), table.clone()),
+        [schema, table] => (schema.clone(), table.clone()),
+        // database.schema.table
+        [_, schema, table] => (schema.clone(), table.clone()),
+        _ => return None,
+    };
+    policy.table(Some(&schema), &table)?;
+    Some((schema, table))
+}
+
+struct Collector<'a> {
+    policy: &'a Policy,
+    scope: Scope,
+}
+
+impl Visitor for Collector<'_> {
+    type Break = ();
+
+    fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<()> {
+        if let Some(table) = configured_table(relation, self.policy) {
+            self.scope.add(table, None);
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
+        if let TableFactor::Table {
+            name,
+            alias: Some(alias),
+            ..
+        } = factor
+        {
+            if let Some(table) = configured_table(name, self.policy) {
+                self.scope.add(table, Some(normalize(&alias.name)));
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}

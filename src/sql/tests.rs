@@ -1,0 +1,295 @@
+//! Analysis of whole statements against a small policy.
+
+use super::*;
+use crate::crypto::Mode;
+
+fn policy() -> Policy {
+    let yaml = "
+users:
+  email: deterministic
+  first_name: randomized
+  last_name: randomized
+billing.cards:
+  holder: randomized
+";
+    Policy::from_yaml(&serde_yaml::from_str(yaml).unwrap()).unwrap()
+}
+
+fn plan(sql: &str) -> Arc<StatementPlan> {
+    match analyze(sql, &policy()) {
+        Analysis::Plan(plan) => plan,
+        other => panic!("{sql}: expected a plan, got {other:?}"),
+    }
+}
+
+fn refused(sql: &str) -> String {
+    match analyze(sql, &policy()) {
+        Analysis::Refused(refusal) => {
+            assert_eq!(refusal.code, "0A000");
+            refusal.message
+        }
+        other => panic!("{sql}: expected a refusal, got {other:?}"),
+    }
+}
+
+/// (literal text in the SQL, its value, its column) for each literal slot.
+fn literals(sql: &str) -> Vec<(String, String, String)> {
+    plan(sql)
+        .literals
+        .iter()
+        .map(|s| {
+            (
+                sql[s.range.clone()].to_owned(),
+                s.value.clone(),
+                s.column.to_string(),
+            )
+        })
+        .collect()
+}
+
+fn params(sql: &str) -> Vec<(usize, String, bool)> {
+    plan(sql)
+        .params
+        .iter()
+        .map(|(n, slot)| (*n, slot.column.to_string(), slot.array))
+        .collect()
+}
+
+fn lit(text: &str, value: &str, column: &str) -> (String, String, String) {
+    (text.into(), value.into(), column.into())
+}
+
+#[test]
+fn statements_without_pii_tables_are_plain() {
+    for sql in [
+        "SELECT 1",
+        "INSERT INTO orders (email) VALUES ('a@b')",
+        "SELECT * FROM users_archive WHERE email LIKE 'a%'",
+        "SELECT 'users' AS label",
+        "VACUUM ANALYZE orders",
+    ] {
+        assert_eq!(analyze(sql, &policy()), Analysis::Plain, "{sql}");
+    }
+}
+
+#[test]
+fn insert_literals_and_params_are_found() {
+    let sql = "INSERT INTO users (id, email, first_name, nick) VALUES (1, 'a@b.c', E'J\\'o', 'x'), (2, $1, NULL, $2)";
+    assert_eq!(
+        literals(sql),
+        [
+            lit("'a@b.c'", "a@b.c", "public.users.email"),
+            lit("E'J\\'o'", "J'o", "public.users.first_name"),
+        ]
+    );
+    assert_eq!(params(sql), [(1, "public.users.email".into(), false)]);
+}
+
+#[test]
+fn insert_with_schema_alias_quotes_casts_and_returning() {
+    let sql = "insert into public.\"users\" as u (\"email\", last_name) values ($1::text, 'Ünïcødé'::varchar) returning u.email, last_name as ln";
+    assert_eq!(
+        literals(sql),
+        [lit("'Ünïcødé'", "Ünïcødé", "public.users.last_name")]
+    );
+    assert_eq!(params(sql), [(1, "public.users.email".into(), false)]);
+    let sql = "INSERT INTO billing.cards (holder) VALUES ($$Dollar$$) RETURNING *";
+    assert_eq!(
+        literals(sql),
+        [lit("$$Dollar$$", "Dollar", "billing.cards.holder")]
+    );
+}
+
+#[test]
+fn on_conflict_do_update() {
+    let sql = "INSERT INTO users (email, first_name) VALUES ($1, $2) ON CONFLICT (email) DO UPDATE SET first_name = EXCLUDED.first_name, last_name = 'L'";
+    assert_eq!(literals(sql), [lit("'L'", "L", "public.users.last_name")]);
+    assert_eq!(params(sql).len(), 2);
+    plan("INSERT INTO users (email) VALUES ('x') ON CONFLICT DO NOTHING");
+    let msg = refused("INSERT INTO users (email, first_name) VALUES ($1, $2) ON CONFLICT (email) DO UPDATE SET first_name = EXCLUDED.last_name");
+    assert!(msg.contains("public.users.first_name"), "{msg}");
+}
+
+#[test]
+fn update_assignments_and_where() {
+    let sql = "UPDATE users SET first_name = 'Ann', last_name = $1 WHERE email = 'a@b' AND id = 3";
+    assert_eq!(
+        literals(sql),
+        [
+            lit("'Ann'", "Ann", "public.users.first_name"),
+            lit("'a@b'", "a@b", "public.users.email"),
+        ]
+    );
+    assert_eq!(params(sql), [(1, "public.users.last_name".into(), false)]);
+    plan("UPDATE users SET first_name = NULL, last_name = DEFAULT WHERE id = 1");
+}
+
+#[test]
+fn equality_search_on_deterministic_columns() {
+    let sql = "SELECT id FROM users WHERE email = 'a' OR email IN ('b', $1) OR (email::text = $2)";
+    assert_eq!(
+        literals(sql),
+        [
+            lit("'a'", "a", "public.users.email"),
+            lit("'b'", "b", "public.users.email")
+        ]
+    );
+    assert_eq!(params(sql).len(), 2);
+    assert_eq!(
+        params("SELECT * FROM users WHERE email = ANY($1)"),
+        [(1, "public.users.email".into(), true)]
+    );
+    plan("SELECT * FROM users WHERE email IS NULL AND first_name IS NOT NULL");
+    plan("SELECT a.id FROM users a JOIN users b ON a.email = b.email");
+    plan("SELECT email, count(*) FROM users GROUP BY email");
+    plan("SELECT count(DISTINCT email), count(first_name) FROM users");
+    plan("DELETE FROM users WHERE email = 'gone' RETURNING first_name");
+    plan("SELECT * FROM orders WHERE user_id IN (SELECT id FROM users WHERE email = 'a')");
+}
+
+#[test]
+fn projections_of_any_shape_are_decrypted_in_results() {
+    for sql in [
+        "SELECT * FROM users",
+        "SELECT u.email AS e, u.first_name FROM users u",
+        "WITH x AS (SELECT email FROM users) SELECT * FROM x",
+        "SELECT email FROM users UNION SELECT email FROM users",
+        "SELECT (SELECT first_name FROM users LIMIT 1)",
+    ] {
+        let plan = plan(sql);
+        assert!(plan.literals.is_empty() && plan.params.is_empty(), "{sql}");
+    }
+}
+
+#[test]
+fn randomized_columns_are_not_searchable() {
+    let msg = refused("SELECT * FROM users WHERE first_name = 'Ann'");
+    assert!(
+        msg.contains("public.users.first_name") && msg.contains("deterministic"),
+        "{msg}"
+    );
+    refused("SELECT * FROM users WHERE last_name IN ('a')");
+    refused("SELECT first_name FROM users GROUP BY first_name");
+    refused("SELECT DISTINCT first_name FROM users");
+}
+
+#[test]
+fn operations_that_need_plaintext_are_refused() {
+    for (sql, column) in [
+        (
+            "SELECT * FROM users WHERE email LIKE 'a%'",
+            "public.users.email",
+        ),
+        (
+            "SELECT * FROM users WHERE email > 'm'",
+            "public.users.email",
+        ),
+        ("SELECT lower(email) FROM users", "public.users.email"),
+        (
+            "SELECT length(first_name) FROM users",
+            "public.users.first_name",
+        ),
+        ("SELECT * FROM users ORDER BY email", "public.users.email"),
+        ("SELECT email || 'x' FROM users", "public.users.email"),
+        ("SELECT max(email) FROM users", "public.users.email"),
+        (
+            "SELECT * FROM users WHERE lower(email) = 'a'",
+            "public.users.email",
+        ),
+        (
+            "SELECT * FROM users u, billing.cards c WHERE u.email = c.holder",
+            "billing.cards.holder",
+        ),
+    ] {
+        let msg = refused(sql);
+        assert!(msg.contains(column), "{sql}: {msg}");
+    }
+    let msg = refused("SELECT users FROM users");
+    assert!(msg.contains("whole-row"), "{msg}");
+}
+
+#[test]
+fn values_that_cannot_be_encrypted_are_refused() {
+    for sql in [
+        "INSERT INTO users (email) VALUES (lower('X'))",
+        "INSERT INTO users (email) VALUES ('a' || 'b')",
+        "INSERT INTO users (email) SELECT email FROM staging",
+        "WITH v AS (SELECT 'x' AS e) INSERT INTO users (email) SELECT e FROM v",
+        "UPDATE users SET email = upper(email)",
+        "UPDATE users SET email = first_name",
+        "SELECT * FROM users WHERE email = lower($1)",
+    ] {
+        let msg = refused(sql);
+        assert!(msg.contains("public.users."), "{sql}: {msg}");
+    }
+    let msg = refused("INSERT INTO users VALUES (1, 'a@b')");
+    assert!(msg.contains("must name its columns"), "{msg}");
+}
+
+#[test]
+fn unparseable_sql_naming_a_pii_table_is_refused_without_echoing_it() {
+    let msg = refused("DO $$ BEGIN INSERT INTO users (email) VALUES ('secret@x'); END $$");
+    assert!(!msg.contains("secret"), "{msg}");
+    assert_eq!(
+        analyze("DO $$ BEGIN PERFORM 1; END $$", &policy()),
+        Analysis::Plain
+    );
+}
+
+#[test]
+fn a_parameter_bound_for_two_columns_is_refused() {
+    refused("UPDATE users SET first_name = $1 WHERE email = $1");
+}
+
+#[test]
+fn multi_statement_literals_are_all_found() {
+    let sql = "INSERT INTO users (email) VALUES ('a');\nSELECT 1;\nUPDATE users SET last_name = 'b' WHERE email = 'c'";
+    let found: Vec<String> = literals(sql).into_iter().map(|(text, ..)| text).collect();
+    assert_eq!(found, ["'a'", "'b'", "'c'"]);
+}
+
+#[test]
+fn copy_from_stdin_plans_the_fields() {
+    let plan = plan("COPY users (id, email, nick) FROM STDIN WITH (FORMAT csv, HEADER true)");
+    let copy = plan.copy_in.clone().unwrap();
+    assert_eq!(copy.format, CopyFormat::Csv);
+    assert!(copy.header);
+    let fields: Vec<Option<String>> = copy
+        .fields
+        .iter()
+        .map(|f| f.as_ref().map(|c| c.to_string()))
+        .collect();
+    assert_eq!(fields, [None, Some("public.users.email".into()), None]);
+    assert!(refused("COPY users (email) FROM STDIN WITH (FORMAT binary)").contains("binary"));
+    assert!(refused("COPY users FROM STDIN").contains("must name its columns"));
+    assert!(plan_of("COPY users TO STDOUT").copy_in.is_none());
+}
+
+fn plan_of(sql: &str) -> Arc<StatementPlan> {
+    plan(sql)
+}
+
+#[test]
+fn splicing_literals_keeps_the_rest_of_the_text() {
+    let sql = "INSERT INTO users (email, nick) /* c */ VALUES ('é@x', 'n')";
+    let plan = plan(sql);
+    let replacements: Vec<_> = plan
+        .literals
+        .iter()
+        .map(|slot| (slot.range.clone(), "'CIPHER'".to_owned()))
+        .collect();
+    assert_eq!(
+        splice(sql, &replacements),
+        "INSERT INTO users (email, nick) /* c */ VALUES ('CIPHER', 'n')"
+    );
+}
+
+#[test]
+fn cache_returns_the_same_analysis() {
+    let cache = AnalysisCache::new(Arc::new(policy()), 2);
+    let sql = "SELECT * FROM users WHERE email = $1";
+    assert_eq!(cache.analyze(sql), analyze(sql, cache.policy()));
+    assert_eq!(cache.analyze(sql), cache.analyze(sql));
+    assert_eq!(cache.analyze("SELECT 1"), Analysis::Plain);
+    let _ = Mode::Deterministic;
+}

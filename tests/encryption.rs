@@ -1,0 +1,394 @@
+//! PII columns through the proxy: every write reaches Postgres as ciphertext, every read
+//! through pgcloak comes back as plaintext, and what cannot work on ciphertext is refused.
+//! Each test checks both sides: through the proxy, and directly in Postgres.
+
+mod common;
+
+use bytes::Bytes;
+use common::Stack;
+use futures::{SinkExt, TryStreamExt};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+const POLICY: &str = "
+users:
+  email: deterministic
+  first_name: randomized
+  last_name: { mode: randomized }
+billing.cards:
+  holder: randomized
+";
+
+const SCHEMA: &str = "
+CREATE TABLE users (id serial PRIMARY KEY, email text UNIQUE, first_name text, last_name text, nick text);
+CREATE SCHEMA billing;
+CREATE TABLE billing.cards (id serial PRIMARY KEY, user_id int, holder text);
+CREATE VIEW user_names AS SELECT id, first_name, email FROM users;
+";
+
+async fn stack() -> (Stack, Client, Client) {
+    let stack = Stack::start_cloaked(POLICY).await;
+    let direct = stack.connect_direct().await;
+    direct.batch_execute(SCHEMA).await.unwrap();
+    let client = stack.connect().await;
+    (stack, client, direct)
+}
+
+/// The stored value of `column` for user `id`, read directly from Postgres.
+async fn stored(direct: &Client, column: &str, id: i32) -> Option<String> {
+    let sql = format!("SELECT {column} FROM users WHERE id = $1");
+    direct.query_one(&sql, &[&id]).await.unwrap().get(0)
+}
+
+/// Asserts a stored value is an envelope that does not contain the plaintext.
+fn assert_ciphertext(stored: Option<String>, plaintext: &str) {
+    let stored = stored.expect("a stored value, not NULL");
+    assert!(stored.starts_with("pgc1$"), "not an envelope: {stored}");
+    assert!(!stored.contains(plaintext), "plaintext visible in {stored}");
+}
+
+fn rows(messages: &[SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(row) => Some(
+                (0..row.len())
+                    .map(|i| row.get(i).map(str::to_owned))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simple_query_writes_are_encrypted_and_read_back() {
+    let (_stack, client, direct) = stack().await;
+    client
+        .batch_execute(
+            "INSERT INTO users (email, first_name, last_name, nick) VALUES ('ann@example.com', 'Ann', E'O\\'Neil', 'annie'), ('bob@example.com', 'Bob', NULL, 'bobby');
+             UPDATE users SET last_name = 'Builder' WHERE email = 'bob@example.com';",
+        )
+        .await
+        .unwrap();
+    assert_ciphertext(stored(&direct, "email", 1).await, "ann@example.com");
+    assert_ciphertext(stored(&direct, "first_name", 1).await, "Ann");
+    assert_ciphertext(stored(&direct, "last_name", 2).await, "Builder");
+    assert_eq!(stored(&direct, "nick", 1).await.as_deref(), Some("annie"));
+
+    let got = rows(
+        &client
+            .simple_query("SELECT email, first_name, last_name, nick FROM users ORDER BY id")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        got,
+        [
+            vec![
+                Some("ann@example.com".into()),
+                Some("Ann".into()),
+                Some("O'Neil".into()),
+                Some("annie".into())
+            ],
+            vec![
+                Some("bob@example.com".into()),
+                Some("Bob".into()),
+                Some("Builder".into()),
+                Some("bobby".into())
+            ],
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_protocol_parameters_are_encrypted() {
+    let (_stack, client, direct) = stack().await;
+    let insert = client
+        .prepare("INSERT INTO users (email, first_name, last_name) VALUES ($1, $2, $3) RETURNING id, email, first_name")
+        .await
+        .unwrap();
+    for (i, name) in ["Cleo", "Dan", "Éva"].iter().enumerate() {
+        let email = format!("{}@example.com", name.to_lowercase());
+        let row = client
+            .query_one(&insert, &[&email, name, &None::<String>])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, i32>(0), i as i32 + 1);
+        assert_eq!(row.get::<_, &str>(1), email);
+        assert_eq!(row.get::<_, &str>(2), *name);
+    }
+    assert_ciphertext(stored(&direct, "first_name", 3).await, "Éva");
+    assert_eq!(
+        stored(&direct, "last_name", 3).await,
+        None,
+        "NULL stays NULL"
+    );
+
+    // Equality on the deterministic column, by parameter and by literal, many times.
+    let by_email = client
+        .prepare("SELECT id, first_name FROM users WHERE email = $1")
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let row = client
+            .query_one(&by_email, &[&"dan@example.com"])
+            .await
+            .unwrap();
+        assert_eq!((row.get::<_, i32>(0), row.get::<_, &str>(1)), (2, "Dan"));
+    }
+    let rows = client
+        .query(
+            "SELECT first_name FROM users WHERE email IN ('cleo@example.com', $1) ORDER BY id",
+            &[&"éva@example.com"],
+        )
+        .await
+        .unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(names, ["Cleo", "Éva"]);
+    let count: i64 = client
+        .query_one(
+            "SELECT count(*) FROM users WHERE email = $1",
+            &[&"nobody@example.com"],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_through_joins_views_ctes_and_unions_are_decrypted() {
+    let (_stack, client, _direct) = stack().await;
+    client
+        .batch_execute(
+            "INSERT INTO users (email, first_name) VALUES ('eve@example.com', 'Eve');
+             INSERT INTO billing.cards (user_id, holder) VALUES (1, 'EVE E');",
+        )
+        .await
+        .unwrap();
+    for sql in [
+        "SELECT u.first_name, c.holder FROM users u JOIN billing.cards c ON c.user_id = u.id",
+        "WITH x AS (SELECT first_name, id FROM users) SELECT x.first_name, c.holder FROM x, billing.cards c",
+        "SELECT (SELECT first_name FROM users), (SELECT holder FROM billing.cards)",
+        "SELECT first_name, holder FROM user_names, billing.cards",
+    ] {
+        let row = client.query_one(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert_eq!((row.get::<_, &str>(0), row.get::<_, &str>(1)), ("Eve", "EVE E"), "{sql}");
+    }
+    let got = rows(
+        &client
+            .simple_query("SELECT first_name FROM users UNION ALL SELECT holder FROM billing.cards")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(got, [vec![Some("Eve".into())], vec![Some("EVE E".into())]]);
+    // UNIQUE and ON CONFLICT work on the deterministic column.
+    let err = client
+        .execute(
+            "INSERT INTO users (email) VALUES ($1)",
+            &[&"eve@example.com"],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(&SqlState::UNIQUE_VIOLATION));
+    client
+        .execute(
+            "INSERT INTO users (email, first_name) VALUES ($1, $2) ON CONFLICT (email) DO UPDATE SET first_name = EXCLUDED.first_name",
+            &[&"eve@example.com", &"Evelyn"],
+        )
+        .await
+        .unwrap();
+    let row = client
+        .query_one(
+            "SELECT first_name FROM users WHERE email = 'eve@example.com'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, &str>(0), "Evelyn");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_in_encrypts_and_copy_out_decrypts() {
+    let (_stack, client, direct) = stack().await;
+    let sink = client
+        .copy_in("COPY users (email, first_name, nick) FROM STDIN")
+        .await
+        .unwrap();
+    futures::pin_mut!(sink);
+    // Rows split across CopyData frames at awkward places, with escapes and NULL.
+    let data = "fay@example.com\tF\\tay\tf\ngus@example.com\t\\N\tg\n";
+    for chunk in data.as_bytes().chunks(7) {
+        sink.send(Bytes::copy_from_slice(chunk)).await.unwrap();
+    }
+    assert_eq!(sink.finish().await.unwrap(), 2);
+    assert_ciphertext(stored(&direct, "email", 1).await, "fay@example.com");
+    assert_eq!(stored(&direct, "first_name", 2).await, None);
+
+    let sink = client
+        .copy_in("COPY users (email, first_name) FROM STDIN WITH (FORMAT csv)")
+        .await
+        .unwrap();
+    futures::pin_mut!(sink);
+    sink.send(Bytes::from_static(
+        b"hal@example.com,\"Hal, \"\"the\"\" 9000\"\n",
+    ))
+    .await
+    .unwrap();
+    sink.finish().await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT first_name FROM users WHERE email = 'hal@example.com'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, &str>(0), "Hal, \"the\" 9000");
+
+    let row = client
+        .query_one(
+            "SELECT first_name FROM users WHERE email = $1",
+            &[&"fay@example.com"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, &str>(0), "F\tay");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsafe_statements_are_refused_and_the_session_goes_on() {
+    let (_stack, mut client, direct) = stack().await;
+    client
+        .batch_execute("INSERT INTO users (email, first_name) VALUES ('ivy@example.com', 'Ivy')")
+        .await
+        .unwrap();
+    for (sql, column) in [
+        (
+            "SELECT * FROM users WHERE first_name = 'Ivy'",
+            "public.users.first_name",
+        ),
+        (
+            "SELECT * FROM users WHERE email LIKE 'ivy%'",
+            "public.users.email",
+        ),
+        ("SELECT * FROM users ORDER BY email", "public.users.email"),
+        ("SELECT lower(email) FROM users", "public.users.email"),
+        (
+            "INSERT INTO users (email) VALUES (lower('X@Y'))",
+            "public.users.email",
+        ),
+        (
+            "INSERT INTO users (email) SELECT nick FROM users",
+            "public.users.email",
+        ),
+    ] {
+        // Simple protocol and extended protocol alike.
+        let err = client.simple_query(sql).await.unwrap_err();
+        assert_eq!(err.code(), Some(&SqlState::FEATURE_NOT_SUPPORTED), "{sql}");
+        assert!(
+            err.as_db_error().unwrap().message().contains(column),
+            "{sql}: {err}"
+        );
+        let err = client.prepare(sql).await.unwrap_err();
+        assert_eq!(err.code(), Some(&SqlState::FEATURE_NOT_SUPPORTED), "{sql}");
+    }
+    // Inside a transaction the refusal aborts it, as any error does.
+    let tx = client.transaction().await.unwrap();
+    tx.execute(
+        "INSERT INTO users (email) VALUES ($1)",
+        &[&"jay@example.com"],
+    )
+    .await
+    .unwrap();
+    assert!(tx
+        .simple_query("SELECT * FROM users WHERE first_name = 'x'")
+        .await
+        .is_err());
+    let err = tx.simple_query("SELECT 1").await.unwrap_err();
+    assert_eq!(err.code(), Some(&SqlState::IN_FAILED_SQL_TRANSACTION));
+    tx.rollback().await.unwrap();
+    let count: i64 = direct
+        .query_one("SELECT count(*) FROM users", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 1);
+    assert_eq!(
+        client
+            .query_one("SELECT 1", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_or_moved_ciphertext_fails_the_query_not_the_session() {
+    let (_stack, client, direct) = stack().await;
+    client
+        .batch_execute("INSERT INTO users (email, first_name, last_name) VALUES ('kim@example.com', 'Kim', 'Lee')")
+        .await
+        .unwrap();
+    // Flip one character of the stored ciphertext, directly in Postgres.
+    direct
+        .batch_execute("UPDATE users SET first_name = overlay(first_name placing (CASE WHEN substr(first_name, 30, 1) = 'A' THEN 'B' ELSE 'A' END) from 30 for 1)")
+        .await
+        .unwrap();
+    let err = client
+        .query("SELECT first_name FROM users", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("XX001"));
+    // The same session and every other one go on.
+    assert_eq!(
+        client
+            .query_one("SELECT last_name FROM users", &[])
+            .await
+            .unwrap()
+            .get::<_, &str>(0),
+        "Lee"
+    );
+    let other = common::connect(&_stack.proxy_url()).await;
+    assert_eq!(
+        other
+            .query_one("SELECT email FROM users", &[])
+            .await
+            .unwrap()
+            .get::<_, &str>(0),
+        "kim@example.com"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_results_and_psql_see_plaintext() {
+    let (stack, client, _direct) = stack().await;
+    client
+        .execute(
+            "INSERT INTO users (email, first_name) VALUES ($1, $2)",
+            &[&"lou@example.com", &"Lou"],
+        )
+        .await
+        .unwrap();
+    // tokio-postgres asks for binary results: text-family values are their UTF-8 bytes.
+    let stream = client
+        .query_raw(
+            "SELECT first_name, email FROM users",
+            std::iter::empty::<&str>(),
+        )
+        .await
+        .unwrap();
+    let rows: Vec<_> = stream.try_collect().await.unwrap();
+    assert_eq!(rows[0].get::<_, &str>(0), "Lou");
+    let out = common::stdout(&stack.psql(&["-At", "-c", "SELECT first_name, email FROM users"]));
+    assert_eq!(out.trim(), "Lou|lou@example.com");
+    let direct = common::stdout(&common::psql(
+        &stack.pg.url("postgres"),
+        &["-At", "-c", "SELECT first_name FROM users"],
+    ));
+    assert!(
+        direct.starts_with("pgc1$") && !direct.contains("Lou"),
+        "{direct}"
+    );
+}
