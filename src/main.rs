@@ -71,7 +71,14 @@ fn main() -> ExitCode {
 /// switches to one JSON object per line.
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // These crates log SQL text and bound parameters, i.e. PII, at debug level: never on,
+    // whatever RUST_LOG asks for.
+    for directive in ["sqlparser=off", "tokio_postgres=off"] {
+        if let Ok(directive) = directive.parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

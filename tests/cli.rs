@@ -242,3 +242,114 @@ async fn demo_serves_until_interrupted_and_cleans_up() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pii_workload_at_trace_level_logs_no_plaintext() {
+    let pg = PgTemp::builder()
+        .superuser_password(PASSWORD)
+        .start()
+        .unwrap();
+    let direct = try_connect(&pg.url("postgres")).await.unwrap();
+    direct
+        .batch_execute(
+            "CREATE TABLE users (id serial PRIMARY KEY, email text UNIQUE, first_name text)",
+        )
+        .await
+        .unwrap();
+    let dir = scratch_dir("trace");
+    let port = free_port();
+    let config = dir.join("pgcloak.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: \"127.0.0.1:{port}\"\nupstream:\n  host: 127.0.0.1\n  port: {}\nkeys:\n  master_key_env: PGCLOAK_TEST_MASTER_KEY\ntables:\n  users:\n    email: deterministic\n    first_name: randomized\n",
+            pg.port()
+        ),
+    )
+    .unwrap();
+    let key = Command::new(pgcloak_bin()).arg("keygen").output().unwrap();
+    assert!(key.status.success());
+    let key = String::from_utf8(key.stdout).unwrap();
+    let log = dir.join("pgcloak.log");
+    let mut child = Command::new(pgcloak_bin())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "trace")
+        .env("PGCLOAK_TEST_MASTER_KEY", key.trim())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let url = format!("postgresql://postgres:{PASSWORD}@127.0.0.1:{port}/postgres");
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            try_connect(&url).await.is_ok()
+        })
+        .await
+    );
+
+    let client = try_connect(&url).await.unwrap();
+    let secrets = [
+        "literal-mail@secret.example",
+        "param-mail@secret.example",
+        "Zebediah",
+        "Quillon",
+    ];
+    client
+        .batch_execute(&format!(
+            "INSERT INTO users (email, first_name) VALUES ('{}', '{}')",
+            secrets[0], secrets[2]
+        ))
+        .await
+        .unwrap();
+    client
+        .execute(
+            "INSERT INTO users (email, first_name) VALUES ($1, $2)",
+            &[&secrets[1], &secrets[3]],
+        )
+        .await
+        .unwrap();
+    let row = client
+        .query_one(
+            "SELECT first_name FROM users WHERE email = $1",
+            &[&secrets[1]],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, &str>(0), secrets[3]);
+    let refused = client
+        .simple_query(&format!(
+            "SELECT * FROM users WHERE first_name = '{}'",
+            secrets[2]
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        !refused.to_string().contains(secrets[2]),
+        "the refusal echoes the value"
+    );
+    drop(client);
+
+    signal(&child, libc::SIGTERM);
+    let status = wait_exit(&mut child, Duration::from_secs(15))
+        .await
+        .expect("pgcloak exits");
+    assert!(status.success());
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("session closed"), "{log}");
+    for secret in secrets {
+        let line = log.lines().find(|l| l.contains(secret));
+        assert!(
+            line.is_none(),
+            "{secret} appears in the trace log: {line:?}"
+        );
+    }
+    // And Postgres holds only ciphertext.
+    let stored: String = direct
+        .query_one("SELECT email FROM users WHERE id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(stored.starts_with("pgc1$") && !stored.contains("secret"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

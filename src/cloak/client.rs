@@ -67,10 +67,9 @@ impl ClientCloak {
         match outcome {
             Ok((sql, plan)) => {
                 parse.sql = sql;
-                if let Some(copy) = &plan.copy_in {
-                    state.start_copy(copy);
-                    self.copying = true;
-                }
+                drop(state);
+                self.start_copy(&plan);
+                let mut state = lock(&self.state);
                 if plan.params.is_empty() {
                     state.statements.remove(&parse.name);
                 } else {
@@ -153,9 +152,13 @@ impl ClientCloak {
     }
 
     fn start_copy(&mut self, plan: &StatementPlan) {
+        let mut state = lock(&self.state);
         if let Some(copy) = &plan.copy_in {
-            lock(&self.state).start_copy(copy);
+            state.start_copy(copy);
             self.copying = true;
+        }
+        if plan.copy_out.is_some() {
+            state.copy_out = plan.copy_out.clone();
         }
     }
 

@@ -6,7 +6,7 @@
 use bytes::{BufMut, BytesMut};
 
 use crate::crypto::{is_envelope, CryptoError, Keyring};
-use crate::sql::{CopyFormat, CopyInPlan};
+use crate::sql::{CopyFormat, CopyInPlan, CopyOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
@@ -30,13 +30,117 @@ pub enum CopyError {
     Delimiter(char),
 }
 
-/// One COPY FROM STDIN in progress.
-pub struct CopyIn {
-    plan: CopyInPlan,
+/// The bytes a COPY's options stand for, with the format's defaults filled in.
+#[derive(Debug, Clone)]
+pub struct Dialect {
+    csv: bool,
     delimiter: u8,
     quote: u8,
     escape: u8,
     null: Vec<u8>,
+    header: bool,
+}
+
+impl Dialect {
+    pub fn new(options: &CopyOptions) -> Dialect {
+        let csv = options.format == CopyFormat::Csv;
+        let delimiter = options.delimiter.unwrap_or(if csv { ',' } else { '\t' });
+        let quote = options.quote.unwrap_or('"');
+        let null =
+            options
+                .null
+                .clone()
+                .unwrap_or_else(|| if csv { String::new() } else { "\\N".into() });
+        Dialect {
+            csv,
+            delimiter: delimiter as u8,
+            quote: quote as u8,
+            escape: options.escape.unwrap_or(quote) as u8,
+            null: null.into_bytes(),
+            header: options.header,
+        }
+    }
+
+    /// Ciphertext must pass through unquoted: a delimiter from its alphabet would split it.
+    fn check_delimiter(&self) -> Result<(), CopyError> {
+        let delimiter = self.delimiter as char;
+        if delimiter.is_ascii_alphanumeric() || "$-_".contains(delimiter) {
+            return Err(CopyError::Delimiter(delimiter));
+        }
+        Ok(())
+    }
+
+    /// `value` written as one field of this format.
+    fn write_field(&self, value: &[u8], out: &mut Vec<u8>) {
+        if self.csv {
+            let needs_quotes = value.is_empty()
+                || value == self.null.as_slice()
+                || value
+                    .iter()
+                    .any(|&b| b == self.delimiter || b == self.quote || b == b'\n' || b == b'\r');
+            if !needs_quotes {
+                out.extend_from_slice(value);
+                return;
+            }
+            out.push(self.quote);
+            for &b in value {
+                if b == self.quote || b == self.escape {
+                    out.push(self.escape);
+                }
+                out.push(b);
+            }
+            out.push(self.quote);
+            return;
+        }
+        for &b in value {
+            match b {
+                b'\\' => out.extend_from_slice(b"\\\\"),
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                b'\t' => out.extend_from_slice(b"\\t"),
+                _ if b == self.delimiter => {
+                    out.push(b'\\');
+                    out.push(b);
+                }
+                _ => out.push(b),
+            }
+        }
+    }
+}
+
+/// Decrypts the envelopes in one row of COPY TO output (Postgres sends one row per
+/// CopyData). Envelopes need no escaping, so each stands whole between delimiters.
+pub fn decrypt_row(
+    row: &[u8],
+    dialect: &Dialect,
+    keyring: &Keyring,
+) -> Result<Vec<u8>, CryptoError> {
+    let body = row.strip_suffix(b"\n").unwrap_or(row);
+    let mut out = Vec::with_capacity(row.len());
+    for (i, field) in body.split(|&b| b == dialect.delimiter).enumerate() {
+        if i > 0 {
+            out.push(dialect.delimiter);
+        }
+        if is_envelope(field) {
+            match keyring.decrypt(field, None) {
+                Ok(plaintext) => dialect.write_field(&plaintext, &mut out),
+                Err(CryptoError::UnknownKey) => out.extend_from_slice(field),
+                Err(error) => return Err(error),
+            }
+        } else {
+            out.extend_from_slice(field);
+        }
+    }
+    if body.len() < row.len() {
+        out.push(b'\n');
+    }
+    Ok(out)
+}
+
+/// One COPY FROM STDIN in progress.
+pub struct CopyIn {
+    plan: CopyInPlan,
+    dialect: Dialect,
     /// Bytes of a row not yet complete.
     pending: Vec<u8>,
     /// Rows seen so far (for error messages and the header line).
@@ -46,18 +150,8 @@ pub struct CopyIn {
 
 impl CopyIn {
     pub fn new(plan: CopyInPlan) -> CopyIn {
-        let csv = plan.format == CopyFormat::Csv;
-        let delimiter = plan.delimiter.unwrap_or(if csv { ',' } else { '\t' });
-        let quote = plan.quote.unwrap_or('"');
-        let null = plan
-            .null
-            .clone()
-            .unwrap_or_else(|| if csv { String::new() } else { "\\N".into() });
         CopyIn {
-            delimiter: delimiter as u8,
-            quote: quote as u8,
-            escape: plan.escape.unwrap_or(quote) as u8,
-            null: null.into_bytes(),
+            dialect: Dialect::new(&plan.options),
             plan,
             pending: Vec::new(),
             rows: 0,
@@ -68,10 +162,7 @@ impl CopyIn {
     /// Takes the payload of one CopyData frame; returns the complete rows it finished,
     /// encrypted. Incomplete trailing bytes wait for the next frame.
     pub fn feed(&mut self, data: &[u8], keyring: &Keyring) -> Result<Vec<u8>, CopyError> {
-        let delimiter = self.delimiter as char;
-        if delimiter.is_ascii_alphanumeric() || "$-_=".contains(delimiter) {
-            return Err(CopyError::Delimiter(delimiter));
-        }
+        self.dialect.check_delimiter()?;
         self.pending.extend_from_slice(data);
         let mut out = Vec::with_capacity(self.pending.len() + 64);
         let mut start = 0;
@@ -98,7 +189,7 @@ impl CopyIn {
     /// The index of the newline ending the row that starts at `start`.
     fn row_end(&self, start: usize) -> Option<usize> {
         let bytes = &self.pending[start..];
-        if self.plan.format == CopyFormat::Text {
+        if !self.dialect.csv {
             return memchr::memchr(b'\n', bytes).map(|i| start + i);
         }
         // CSV: a newline inside quotes belongs to the field.
@@ -106,12 +197,15 @@ impl CopyIn {
         let mut i = 0;
         while i < bytes.len() {
             let b = bytes[i];
-            if quoted && b == self.escape && self.escape != self.quote && bytes.get(i + 1).is_some()
+            if quoted
+                && b == self.escape()
+                && self.escape() != self.quote()
+                && bytes.get(i + 1).is_some()
             {
                 i += 2;
                 continue;
             }
-            if b == self.quote {
+            if b == self.quote() {
                 quoted = !quoted;
             } else if b == b'\n' && !quoted {
                 return Some(start + i);
@@ -124,7 +218,7 @@ impl CopyIn {
     fn row(&mut self, row: &[u8], keyring: &Keyring, out: &mut Vec<u8>) -> Result<(), CopyError> {
         let row = row.strip_suffix(b"\r").unwrap_or(row);
         self.rows += 1;
-        let header = self.plan.header && self.rows == 1;
+        let header = self.dialect.header && self.rows == 1;
         if header || self.finished || row == b"\\." {
             self.finished |= row == b"\\.";
             out.extend_from_slice(row);
@@ -140,13 +234,13 @@ impl CopyIn {
         }
         for (i, (field, column)) in fields.iter().zip(&self.plan.fields).enumerate() {
             if i > 0 {
-                out.push(self.delimiter);
+                out.push(self.dialect.delimiter);
             }
             match column {
-                Some(column) if field.as_slice() != self.null.as_slice() => {
-                    let value = match self.plan.format {
-                        CopyFormat::Text => unescape_text(field),
-                        CopyFormat::Csv => self.unquote_csv(field),
+                Some(column) if field.as_slice() != self.dialect.null.as_slice() => {
+                    let value = match self.dialect.csv {
+                        false => unescape_text(field),
+                        true => self.unquote_csv(field),
                     };
                     let column = column.to_string();
                     let ciphertext = self.encrypt(&column, &value, keyring)?;
@@ -181,6 +275,14 @@ impl CopyIn {
             .map_err(crypto)
     }
 
+    fn quote(&self) -> u8 {
+        self.dialect.quote
+    }
+
+    fn escape(&self) -> u8 {
+        self.dialect.escape
+    }
+
     /// Splits a row into raw fields (still escaped or quoted).
     fn split(&self, row: &[u8]) -> Vec<Vec<u8>> {
         let mut fields = vec![Vec::new()];
@@ -189,26 +291,26 @@ impl CopyIn {
         while i < row.len() {
             let b = row[i];
             let field = fields.last_mut().expect("fields is never empty");
-            match self.plan.format {
-                CopyFormat::Text if b == b'\\' => {
+            match self.dialect.csv {
+                false if b == b'\\' => {
                     field.push(b);
                     if let Some(&next) = row.get(i + 1) {
                         field.push(next);
                         i += 1;
                     }
                 }
-                CopyFormat::Csv if quoted && b == self.escape && self.escape != self.quote => {
+                true if quoted && b == self.escape() && self.escape() != self.quote() => {
                     field.push(b);
                     if let Some(&next) = row.get(i + 1) {
                         field.push(next);
                         i += 1;
                     }
                 }
-                CopyFormat::Csv if b == self.quote => {
+                true if b == self.quote() => {
                     quoted = !quoted;
                     field.push(b);
                 }
-                _ if b == self.delimiter && !quoted => fields.push(Vec::new()),
+                _ if b == self.dialect.delimiter && !quoted => fields.push(Vec::new()),
                 _ => field.push(b),
             }
             i += 1;
@@ -223,12 +325,12 @@ impl CopyIn {
         let mut i = 0;
         while i < field.len() {
             let b = field[i];
-            if quoted && b == self.escape && field.get(i + 1) == Some(&self.quote) {
-                out.push(self.quote);
+            if quoted && b == self.escape() && field.get(i + 1) == Some(&self.quote()) {
+                out.push(self.quote());
                 i += 2;
                 continue;
             }
-            if b == self.quote {
+            if b == self.quote() {
                 quoted = !quoted;
             } else {
                 out.push(b);
@@ -297,6 +399,28 @@ pub fn copy_data_frame(out: &mut BytesMut, data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fields_are_written_escaped_per_format() {
+        let text = Dialect::new(&CopyOptions::default());
+        let mut out = Vec::new();
+        text.write_field(b"a\tb\\c\nd", &mut out);
+        assert_eq!(out, b"a\\tb\\\\c\\nd");
+        let csv = Dialect::new(&CopyOptions {
+            format: CopyFormat::Csv,
+            ..CopyOptions::default()
+        });
+        for (value, written) in [
+            (&b"plain"[..], &b"plain"[..]),
+            (b"a,b", b"\"a,b\""),
+            (b"say \"hi\"", b"\"say \"\"hi\"\"\""),
+            (b"", b"\"\""),
+        ] {
+            let mut out = Vec::new();
+            csv.write_field(value, &mut out);
+            assert_eq!(out, written);
+        }
+    }
 
     #[test]
     fn text_escapes_are_resolved() {

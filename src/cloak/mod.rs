@@ -73,6 +73,8 @@ struct SessionState {
     next_marker: u64,
     /// COPY FROM STDIN into a PII table in progress.
     copy_in: Option<copy::CopyIn>,
+    /// The format of a COPY TO STDOUT sent but not yet answered with CopyOutResponse.
+    copy_out: Option<crate::sql::CopyOptions>,
 }
 
 impl SessionState {

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 
+use super::copy::{copy_data_frame, decrypt_row, Dialect};
 use super::{lock, Cloak, SessionState};
 use crate::crypto::{is_envelope, CryptoError};
 use crate::protocol::error::{error_response, Severity};
@@ -27,6 +28,8 @@ pub struct ServerCloak {
     finder: memchr::memmem::Finder<'static>,
     /// After a failed decryption: drop everything until ReadyForQuery.
     discarding: bool,
+    /// COPY TO STDOUT of a PII table in progress: its rows are decrypted.
+    copy_out: Option<Dialect>,
 }
 
 impl ServerCloak {
@@ -36,7 +39,32 @@ impl ServerCloak {
             state,
             finder: memchr::memmem::Finder::new(ENVELOPE_PREFIX),
             discarding: false,
+            copy_out: None,
         }
+    }
+
+    fn copy_data(&mut self, frame: Bytes) -> Result<Bytes, FilterError> {
+        let (Some(dialect), true) = (&self.copy_out, self.finder.find(&frame).is_some()) else {
+            return Ok(frame);
+        };
+        match decrypt_row(&frame[Header::SIZE..], dialect, &self.cloak.keyring) {
+            Ok(row) => {
+                let mut out = BytesMut::with_capacity(row.len() + Header::SIZE);
+                copy_data_frame(&mut out, &row);
+                Ok(out.freeze())
+            }
+            Err(error) => Ok(self.fail(&error)),
+        }
+    }
+
+    /// The error a client gets instead of a row that does not decrypt.
+    fn fail(&mut self, error: &CryptoError) -> Bytes {
+        self.discarding = true;
+        self.copy_out = None;
+        let message = format!(
+            "pgcloak could not decrypt a value in this result: {error}. The stored ciphertext was altered, copied from another column, or written with another key; the row is not returned"
+        );
+        error_response(Severity::Error, "XX001", &message).freeze()
     }
 
     fn data_row(&mut self, frame: Bytes) -> Result<Bytes, FilterError> {
@@ -53,13 +81,7 @@ impl ServerCloak {
                 Ok(plaintext) => *field = Bytes::copy_from_slice(&plaintext),
                 // Not one of our keys: an envelope-looking value of someone else's.
                 Err(CryptoError::UnknownKey) => {}
-                Err(error) => {
-                    self.discarding = true;
-                    let message = format!(
-                        "pgcloak could not decrypt a value in this result: {error}. The stored ciphertext was altered, copied from another column, or written with another key; the row is not returned"
-                    );
-                    return Ok(error_response(Severity::Error, "XX001", &message).freeze());
-                }
+                Err(error) => return Ok(self.fail(&error)),
             }
         }
         let mut out = BytesMut::with_capacity(frame.len());
@@ -111,8 +133,17 @@ fn marker_in(message: &str) -> Option<&str> {
 }
 
 impl Filter for ServerCloak {
+    fn on_frame(&mut self, header: Header, _bytes: &[u8]) {
+        match header.tag {
+            // CopyOutResponse: the COPY TO this session sent is starting.
+            b'H' => self.copy_out = lock(&self.state).copy_out.take().map(|o| Dialect::new(&o)),
+            b'c' | b'Z' => self.copy_out = None,
+            _ => {}
+        }
+    }
+
     fn holds(&self, tag: u8) -> bool {
-        self.discarding || matches!(tag, b'D' | b'E')
+        self.discarding || matches!(tag, b'D' | b'E') || (tag == b'd' && self.copy_out.is_some())
     }
 
     fn rewrite(&mut self, frame: Bytes) -> Result<Bytes, FilterError> {
@@ -127,6 +158,7 @@ impl Filter for ServerCloak {
         match frame[0] {
             b'D' => self.data_row(frame),
             b'E' => self.error(frame),
+            b'd' => self.copy_data(frame),
             _ => Ok(frame),
         }
     }

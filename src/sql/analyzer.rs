@@ -21,7 +21,9 @@ use sqlparser::tokenizer::Span;
 
 use super::names::{configured_table, normalize, PiiColumn, Scope};
 use super::splice::LineIndex;
-use super::{Analysis, CopyFormat, CopyInPlan, LiteralSlot, ParamSlot, Refusal, StatementPlan};
+use super::{
+    Analysis, CopyFormat, CopyInPlan, CopyOptions, LiteralSlot, ParamSlot, Refusal, StatementPlan,
+};
 use crate::crypto::Mode;
 use crate::policy::{ColumnId, Policy};
 
@@ -565,7 +567,12 @@ impl<'a> Walk<'a> {
         legacy: &[CopyLegacyOption],
     ) -> Result {
         let (table_name, columns) = match source {
-            CopySource::Query(query) => return self.query(query),
+            CopySource::Query(query) => {
+                self.query(query)?;
+                // The query reads a PII table (else this statement would be plain).
+                self.plan.copy_out = Some(copy_options(options, legacy, "this COPY")?);
+                return Ok(());
+            }
             CopySource::Table {
                 table_name,
                 columns,
@@ -574,75 +581,28 @@ impl<'a> Walk<'a> {
         let Some(table) = configured_table(table_name, self.policy) else {
             return Ok(());
         };
+        let what = format!("{}.{}", table.0, table.1);
+        let options = copy_options(options, legacy, &what)?;
         if to {
-            return Ok(()); // COPY TO: rows are decrypted on the way out
+            self.plan.copy_out = Some(options);
+            return Ok(());
         }
         if !matches!(target, CopyTarget::Stdin) {
             return Err(Refusal::unsupported(format!(
-                "COPY {}.{} FROM a server file or program cannot be encrypted by pgcloak; use COPY ... FROM STDIN (psql: \\copy)",
-                table.0, table.1
+                "COPY {what} FROM a server file or program cannot be encrypted by pgcloak; use COPY ... FROM STDIN (psql: \\copy)"
             )));
         }
         if columns.is_empty() {
             return Err(Refusal::unsupported(format!(
-                "COPY {}.{} FROM STDIN must name its columns, because pgcloak encrypts some of them and needs to know which field goes where: COPY {} (col, ...) FROM STDIN",
-                table.0, table.1, table.1
+                "COPY {what} FROM STDIN must name its columns, because pgcloak encrypts some of them and needs to know which field goes where: COPY {} (col, ...) FROM STDIN",
+                table.1
             )));
         }
         let fields = columns
             .iter()
             .map(|ident| self.column(&table, &normalize(ident)).map(|c| c.id))
             .collect();
-        let mut plan = CopyInPlan {
-            format: CopyFormat::Text,
-            fields,
-            delimiter: None,
-            null: None,
-            header: false,
-            quote: None,
-            escape: None,
-        };
-        let binary = |table: &(String, String)| {
-            Refusal::unsupported(format!(
-                "binary COPY into {}.{} cannot be encrypted by pgcloak; use FORMAT text or csv",
-                table.0, table.1
-            ))
-        };
-        for option in options {
-            match option {
-                CopyOption::Format(format) => match normalize(format).as_str() {
-                    "text" => plan.format = CopyFormat::Text,
-                    "csv" => plan.format = CopyFormat::Csv,
-                    _ => return Err(binary(&table)),
-                },
-                CopyOption::Delimiter(c) => plan.delimiter = Some(*c),
-                CopyOption::Null(null) => plan.null = Some(null.clone()),
-                CopyOption::Header(header) => plan.header = *header,
-                CopyOption::Quote(c) => plan.quote = Some(*c),
-                CopyOption::Escape(c) => plan.escape = Some(*c),
-                _ => {}
-            }
-        }
-        for option in legacy {
-            match option {
-                CopyLegacyOption::Binary => return Err(binary(&table)),
-                CopyLegacyOption::Delimiter(c) => plan.delimiter = Some(*c),
-                CopyLegacyOption::Null(null) => plan.null = Some(null.clone()),
-                CopyLegacyOption::Csv(csv) => {
-                    plan.format = CopyFormat::Csv;
-                    for option in csv {
-                        match option {
-                            CopyLegacyCsvOption::Header => plan.header = true,
-                            CopyLegacyCsvOption::Quote(c) => plan.quote = Some(*c),
-                            CopyLegacyCsvOption::Escape(c) => plan.escape = Some(*c),
-                            _ => {}
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        self.plan.copy_in = Some(plan);
+        self.plan.copy_in = Some(CopyInPlan { options, fields });
         Ok(())
     }
 
@@ -888,4 +848,53 @@ fn join_constraint(op: &JoinOperator) -> Option<&JoinConstraint> {
         | JoinOperator::RightAnti(c) => Some(c),
         _ => None,
     }
+}
+
+/// The data format of a COPY; binary cannot be rewritten, so it is refused.
+fn copy_options(
+    options: &[CopyOption],
+    legacy: &[CopyLegacyOption],
+    what: &str,
+) -> Result<CopyOptions> {
+    let binary = || {
+        Refusal::unsupported(format!(
+            "binary COPY of {what} cannot be encrypted or decrypted by pgcloak; use FORMAT text or csv"
+        ))
+    };
+    let mut plan = CopyOptions::default();
+    for option in options {
+        match option {
+            CopyOption::Format(format) => match normalize(format).as_str() {
+                "text" => plan.format = CopyFormat::Text,
+                "csv" => plan.format = CopyFormat::Csv,
+                _ => return Err(binary()),
+            },
+            CopyOption::Delimiter(c) => plan.delimiter = Some(*c),
+            CopyOption::Null(null) => plan.null = Some(null.clone()),
+            CopyOption::Header(header) => plan.header = *header,
+            CopyOption::Quote(c) => plan.quote = Some(*c),
+            CopyOption::Escape(c) => plan.escape = Some(*c),
+            _ => {}
+        }
+    }
+    for option in legacy {
+        match option {
+            CopyLegacyOption::Binary => return Err(binary()),
+            CopyLegacyOption::Delimiter(c) => plan.delimiter = Some(*c),
+            CopyLegacyOption::Null(null) => plan.null = Some(null.clone()),
+            CopyLegacyOption::Csv(csv) => {
+                plan.format = CopyFormat::Csv;
+                for option in csv {
+                    match option {
+                        CopyLegacyCsvOption::Header => plan.header = true,
+                        CopyLegacyCsvOption::Quote(c) => plan.quote = Some(*c),
+                        CopyLegacyCsvOption::Escape(c) => plan.escape = Some(*c),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(plan)
 }

@@ -41,6 +41,8 @@ pub struct StatementPlan {
     pub params: BTreeMap<usize, ParamSlot>,
     /// `COPY table FROM STDIN` into a PII table.
     pub copy_in: Option<CopyInPlan>,
+    /// `COPY ... TO STDOUT` reading a PII table: its rows are decrypted in this format.
+    pub copy_out: Option<CopyOptions>,
 }
 
 /// A literal in the SQL text to replace by the ciphertext of its value.
@@ -64,9 +66,15 @@ pub struct ParamSlot {
 /// COPY FROM STDIN into a PII table: which fields of each row to encrypt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CopyInPlan {
-    pub format: CopyFormat,
+    pub options: CopyOptions,
     /// For each field position of a row: the PII column it fills, if any.
     pub fields: Vec<Option<ColumnId>>,
+}
+
+/// The data format of a COPY, as its options say (None: the format's default).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CopyOptions {
+    pub format: CopyFormat,
     pub delimiter: Option<char>,
     pub null: Option<String>,
     pub header: bool,
@@ -74,8 +82,9 @@ pub struct CopyInPlan {
     pub escape: Option<char>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum CopyFormat {
+    #[default]
     Text,
     Csv,
 }

@@ -250,10 +250,12 @@ fn multi_statement_literals_are_all_found() {
 
 #[test]
 fn copy_from_stdin_plans_the_fields() {
-    let plan = plan("COPY users (id, email, nick) FROM STDIN WITH (FORMAT csv, HEADER true)");
-    let copy = plan.copy_in.clone().unwrap();
-    assert_eq!(copy.format, CopyFormat::Csv);
-    assert!(copy.header);
+    let copy = plan("COPY users (id, email, nick) FROM STDIN WITH (FORMAT csv, HEADER true)")
+        .copy_in
+        .clone()
+        .unwrap();
+    assert_eq!(copy.options.format, CopyFormat::Csv);
+    assert!(copy.options.header);
     let fields: Vec<Option<String>> = copy
         .fields
         .iter()
@@ -262,11 +264,15 @@ fn copy_from_stdin_plans_the_fields() {
     assert_eq!(fields, [None, Some("public.users.email".into()), None]);
     assert!(refused("COPY users (email) FROM STDIN WITH (FORMAT binary)").contains("binary"));
     assert!(refused("COPY users FROM STDIN").contains("must name its columns"));
-    assert!(plan_of("COPY users TO STDOUT").copy_in.is_none());
-}
-
-fn plan_of(sql: &str) -> Arc<StatementPlan> {
-    plan(sql)
+    let out = plan("COPY users TO STDOUT");
+    assert!(out.copy_in.is_none());
+    assert_eq!(out.copy_out, Some(CopyOptions::default()));
+    let out = plan("COPY (SELECT email FROM users) TO STDOUT (FORMAT csv)");
+    assert_eq!(
+        out.copy_out.as_ref().map(|o| o.format),
+        Some(CopyFormat::Csv)
+    );
+    assert!(refused("COPY users TO STDOUT (FORMAT binary)").contains("binary"));
 }
 
 #[test]
