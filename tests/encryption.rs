@@ -383,6 +383,24 @@ async fn tampered_or_moved_ciphertext_fails_the_query_not_the_session() {
             .get::<_, &str>(0),
         "kim@example.com"
     );
+
+    // A ciphertext copied into another PII column is refused, not decrypted as the other.
+    direct
+        .batch_execute("UPDATE users SET last_name = email")
+        .await
+        .unwrap();
+    let err = client
+        .simple_query("SELECT last_name FROM users")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("XX001"));
+    let message = err.as_db_error().unwrap().message();
+    assert!(message.contains("public.users.last_name"), "{message}");
+    let row = client
+        .query_one("SELECT email FROM users", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, &str>(0), "kim@example.com");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,7 @@
 //! Client → server: encrypt the literals and bind parameters bound for PII columns, swap
 //! refused statements for a marker, and encrypt PII fields of COPY FROM STDIN data.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
@@ -22,15 +23,49 @@ pub struct ClientCloak {
     state: Arc<Mutex<SessionState>>,
     /// Mirrors `state.copy_in.is_some()` so that `holds` needs no lock.
     copying: bool,
+    /// Whether the server had answered everything when the frame being handled arrived.
+    idle_before_frame: bool,
+    /// The catalog query is on its way: its answer is pgcloak's, not the client's.
+    catalog_in_flight: Arc<AtomicBool>,
 }
 
+/// Reading the catalog is retried at most this often per session (e.g. while a failed
+/// transaction makes every query fail).
+const CATALOG_ATTEMPTS: u32 = 3;
+
 impl ClientCloak {
-    pub(super) fn new(cloak: Arc<Cloak>, state: Arc<Mutex<SessionState>>) -> ClientCloak {
+    pub(super) fn new(
+        cloak: Arc<Cloak>,
+        state: Arc<Mutex<SessionState>>,
+        catalog_in_flight: Arc<AtomicBool>,
+    ) -> ClientCloak {
         ClientCloak {
             cloak,
             state,
             copying: false,
+            idle_before_frame: false,
+            catalog_in_flight,
         }
+    }
+
+    /// Prepends the catalog query to `frame` when the column map is missing and the server
+    /// has answered everything, so the catalog's answer comes next and nothing else.
+    fn with_catalog(&self, frame: Bytes) -> Bytes {
+        let mut state = lock(&self.state);
+        let wanted = state.columns.is_none()
+            && !self.catalog_in_flight.load(Ordering::Acquire)
+            && state.catalog_attempts < CATALOG_ATTEMPTS;
+        if !(wanted && self.idle_before_frame) {
+            return frame;
+        }
+        self.catalog_in_flight.store(true, Ordering::Release);
+        state.catalog_attempts += 1;
+        state.pending += 1;
+        let query = super::catalog::query_frame(self.cloak.cache.policy());
+        let mut out = BytesMut::with_capacity(query.len() + frame.len());
+        out.extend_from_slice(&query);
+        out.extend_from_slice(&frame);
+        out.freeze()
     }
 
     fn query(&mut self, body: &[u8], frame: Bytes) -> Result<Bytes, FilterError> {
@@ -41,7 +76,7 @@ impl ClientCloak {
             Analysis::Refused(refusal) => lock(&self.state).refuse(refusal),
             Analysis::Plan(plan) => match self.encrypt_literals(&query.sql, &plan) {
                 Ok(sql) => {
-                    self.start_copy(&plan);
+                    self.note_plan(&plan);
                     sql
                 }
                 Err(refusal) => lock(&self.state).refuse(refusal),
@@ -68,7 +103,7 @@ impl ClientCloak {
             Ok((sql, plan)) => {
                 parse.sql = sql;
                 drop(state);
-                self.start_copy(&plan);
+                self.note_plan(&plan);
                 let mut state = lock(&self.state);
                 if plan.params.is_empty() {
                     state.statements.remove(&parse.name);
@@ -151,8 +186,13 @@ impl ClientCloak {
         Ok(out.freeze())
     }
 
-    fn start_copy(&mut self, plan: &StatementPlan) {
+    fn note_plan(&mut self, plan: &StatementPlan) {
         let mut state = lock(&self.state);
+        if plan.changes_schema {
+            // Tables may be dropped and created again: their OIDs must be read anew.
+            state.columns = None;
+            state.catalog_attempts = 0;
+        }
         if let Some(copy) = &plan.copy_in {
             state.start_copy(copy);
             self.copying = true;
@@ -217,6 +257,20 @@ impl ClientCloak {
 }
 
 impl Filter for ClientCloak {
+    fn on_frame(&mut self, header: Header, _bytes: &[u8]) {
+        let mut state = lock(&self.state);
+        self.idle_before_frame = state.pending == 0 && !state.unsynced;
+        match header.tag {
+            b'Q' => state.pending += 1,
+            b'S' => {
+                state.pending += 1;
+                state.unsynced = false;
+            }
+            b'P' | b'B' | b'D' | b'E' | b'C' | b'H' => state.unsynced = true,
+            _ => {}
+        }
+    }
+
     fn holds(&self, tag: u8) -> bool {
         matches!(tag, b'Q' | b'P' | b'B' | b'C')
             || (self.copying && matches!(tag, b'd' | b'c' | b'f'))
@@ -225,8 +279,8 @@ impl Filter for ClientCloak {
     fn rewrite(&mut self, frame: Bytes) -> Result<Bytes, FilterError> {
         let body = frame.slice(Header::SIZE..);
         match frame[0] {
-            b'Q' => self.query(&body, frame),
-            b'P' => self.parse(&body, frame),
+            b'Q' => self.query(&body, frame).map(|f| self.with_catalog(f)),
+            b'P' => self.parse(&body, frame).map(|f| self.with_catalog(f)),
             b'B' => self.bind(&body, frame),
             b'C' => self.close(&body, frame),
             b'd' => self.copy_data(&body),

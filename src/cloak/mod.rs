@@ -4,11 +4,13 @@
 //! and the server's error for it is swapped back for pgcloak's message, so the server
 //! itself keeps the protocol order and transaction state right.
 
+mod catalog;
 mod client;
 mod copy;
 mod server;
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::crypto::Keyring;
@@ -56,9 +58,11 @@ impl Cloak {
     /// The two filters of one session, sharing its statement state.
     pub fn session(self: &Arc<Cloak>) -> (ClientCloak, ServerCloak) {
         let state = Arc::new(Mutex::new(SessionState::default()));
+        // Outside the lock: the server side checks it on every frame.
+        let catalog_in_flight = Arc::new(AtomicBool::new(false));
         (
-            ClientCloak::new(self.clone(), state.clone()),
-            ServerCloak::new(self.clone(), state),
+            ClientCloak::new(self.clone(), state.clone(), catalog_in_flight.clone()),
+            ServerCloak::new(self.clone(), state, catalog_in_flight),
         )
     }
 }
@@ -75,6 +79,13 @@ struct SessionState {
     copy_in: Option<copy::CopyIn>,
     /// The format of a COPY TO STDOUT sent but not yet answered with CopyOutResponse.
     copy_out: Option<crate::sql::CopyOptions>,
+    /// Queries and Syncs sent whose ReadyForQuery has not arrived yet.
+    pending: u64,
+    /// Extended-protocol messages sent since the last Sync.
+    unsynced: bool,
+    /// Where the PII columns live, once read from the catalog.
+    columns: Option<Arc<catalog::ColumnMap>>,
+    catalog_attempts: u32,
 }
 
 impl SessionState {

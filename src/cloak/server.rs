@@ -6,17 +6,19 @@
 //! decrypt fails the query: the client gets an error instead of the row, and the rest of
 //! the server's answer up to ReadyForQuery is dropped, as when a query fails mid-result.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 
+use super::catalog::{add_row, ColumnMap};
 use super::copy::{copy_data_frame, decrypt_row, Dialect};
 use super::{lock, Cloak, SessionState};
 use crate::crypto::{is_envelope, CryptoError};
 use crate::protocol::error::{error_response, Severity};
 use crate::protocol::filter::{Filter, FilterError};
 use crate::protocol::frame::Header;
-use crate::protocol::messages::{DataRow, ErrorFields};
+use crate::protocol::messages::{DataRow, ErrorFields, RowDescription};
 
 /// The envelope prefix, searched for in whole DataRows before decoding them.
 const ENVELOPE_PREFIX: &[u8] = b"pgc1$";
@@ -30,17 +32,72 @@ pub struct ServerCloak {
     discarding: bool,
     /// COPY TO STDOUT of a PII table in progress: its rows are decrypted.
     copy_out: Option<Dialect>,
+    /// The catalog query's answer is arriving: collected here, not forwarded.
+    loading: Option<ColumnMap>,
+    /// The PII column each field of the current result set comes from, as far as known.
+    expected: Vec<Option<String>>,
+    catalog_in_flight: Arc<AtomicBool>,
+    catalog_failed: bool,
 }
 
 impl ServerCloak {
-    pub(super) fn new(cloak: Arc<Cloak>, state: Arc<Mutex<SessionState>>) -> ServerCloak {
+    pub(super) fn new(
+        cloak: Arc<Cloak>,
+        state: Arc<Mutex<SessionState>>,
+        catalog_in_flight: Arc<AtomicBool>,
+    ) -> ServerCloak {
         ServerCloak {
             cloak,
             state,
             finder: memchr::memmem::Finder::new(ENVELOPE_PREFIX),
             discarding: false,
             copy_out: None,
+            loading: None,
+            expected: Vec::new(),
+            catalog_in_flight,
+            catalog_failed: false,
         }
+    }
+
+    /// A frame of the catalog query's answer: rows fill the map, nothing is forwarded.
+    fn catalog_frame(&mut self, frame: Bytes) -> Bytes {
+        match frame[0] {
+            b'D' => {
+                if let (Ok(row), Some(map)) = (
+                    DataRow::decode(&frame.slice(Header::SIZE..)),
+                    self.loading.as_mut(),
+                ) {
+                    add_row(&row, map);
+                }
+            }
+            // E.g. in a failed transaction: the map stays unknown and is read again later.
+            b'E' => self.catalog_failed = true,
+            b'Z' => {
+                let map = self.loading.take();
+                if let (Some(map), false) = (map, std::mem::take(&mut self.catalog_failed)) {
+                    lock(&self.state).columns = Some(Arc::new(map));
+                }
+                self.catalog_in_flight.store(false, Ordering::Release);
+                return Bytes::new();
+            }
+            _ => {}
+        }
+        Bytes::new()
+    }
+
+    /// RowDescription: which PII column each field of the rows that follow comes from.
+    fn row_description(&mut self, frame: Bytes) -> Bytes {
+        let columns = lock(&self.state).columns.clone();
+        if let (Some(columns), Ok(description)) =
+            (columns, RowDescription::decode(&frame[Header::SIZE..]))
+        {
+            self.expected = description
+                .sources
+                .iter()
+                .map(|source| columns.get(source).cloned())
+                .collect();
+        }
+        frame
     }
 
     fn copy_data(&mut self, frame: Bytes) -> Result<Bytes, FilterError> {
@@ -73,11 +130,13 @@ impl ServerCloak {
         }
         let mut row = DataRow::decode(&frame.slice(Header::SIZE..))
             .map_err(|e| FilterError(format!("malformed message from server: {e}")))?;
-        for field in row.fields.iter_mut().flatten() {
+        for (i, field) in row.fields.iter_mut().enumerate() {
+            let Some(field) = field else { continue };
             if !is_envelope(field) {
                 continue;
             }
-            match self.cloak.keyring.decrypt(field, None) {
+            let expected = self.expected.get(i).and_then(|c| c.as_deref());
+            match self.cloak.keyring.decrypt(field, expected) {
                 Ok(plaintext) => *field = Bytes::copy_from_slice(&plaintext),
                 // Not one of our keys: an envelope-looking value of someone else's.
                 Err(CryptoError::UnknownKey) => {}
@@ -137,16 +196,38 @@ impl Filter for ServerCloak {
         match header.tag {
             // CopyOutResponse: the COPY TO this session sent is starting.
             b'H' => self.copy_out = lock(&self.state).copy_out.take().map(|o| Dialect::new(&o)),
-            b'c' | b'Z' => self.copy_out = None,
+            b'c' => self.copy_out = None,
+            // Where a result set ends (or a new portal starts), its field sources are void.
+            b'2' | b'C' | b's' | b'I' | b'E' => self.expected.clear(),
+            b'Z' => {
+                self.copy_out = None;
+                self.expected.clear();
+                let mut state = lock(&self.state);
+                state.pending = state.pending.saturating_sub(1);
+            }
             _ => {}
+        }
+        // The first frame after the catalog query was sent starts its answer: the client's
+        // own answers had all arrived before it was sent. Async messages are not part of it.
+        if self.loading.is_none()
+            && !matches!(header.tag, b'A' | b'N' | b'S')
+            && self.catalog_in_flight.load(Ordering::Acquire)
+        {
+            self.loading = Some(ColumnMap::new());
         }
     }
 
     fn holds(&self, tag: u8) -> bool {
-        self.discarding || matches!(tag, b'D' | b'E') || (tag == b'd' && self.copy_out.is_some())
+        self.discarding
+            || self.loading.is_some()
+            || matches!(tag, b'D' | b'E' | b'T')
+            || (tag == b'd' && self.copy_out.is_some())
     }
 
     fn rewrite(&mut self, frame: Bytes) -> Result<Bytes, FilterError> {
+        if self.loading.is_some() && !matches!(frame[0], b'A' | b'N' | b'S') {
+            return Ok(self.catalog_frame(frame));
+        }
         if self.discarding {
             return Ok(match frame[0] {
                 b'Z' => self.ready_after_discard(frame),
@@ -157,6 +238,7 @@ impl Filter for ServerCloak {
         }
         match frame[0] {
             b'D' => self.data_row(frame),
+            b'T' => Ok(self.row_description(frame)),
             b'E' => self.error(frame),
             b'd' => self.copy_data(frame),
             _ => Ok(frame),

@@ -257,6 +257,30 @@ impl DataRow {
     }
 }
 
+/// 'T': the columns of the rows that follow. Only each field's source is kept: the table
+/// OID and attribute number (both 0 for an expression).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowDescription {
+    pub sources: Vec<(u32, i16)>,
+}
+
+impl RowDescription {
+    pub fn decode(body: &[u8]) -> Result<RowDescription, MessageError> {
+        let mut r = Reader::new(body, "RowDescription");
+        let n = r.count()?;
+        let mut sources = Vec::with_capacity(n);
+        for _ in 0..n {
+            r.cstr()?; // name
+            let table = r.i32()? as u32;
+            let attnum = r.u16()? as i16;
+            r.take(4 + 2 + 4 + 2)?; // type oid, size, modifier, format
+            sources.push((table, attnum));
+        }
+        r.finish()?;
+        Ok(RowDescription { sources })
+    }
+}
+
 /// 'E' (or 'N' for notices): (field code, value) pairs such as 'C' SQLSTATE, 'M' message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ErrorFields {
@@ -353,6 +377,21 @@ mod tests {
         let body = Bytes::from(body);
         let decoded = DataRow::decode(&body).unwrap();
         assert_eq!(decoded, row);
+    }
+
+    #[test]
+    fn row_description_sources_are_read() {
+        let mut body = vec![0, 2];
+        for (name, table, attnum) in [("email", 16385u32, 2i16), ("?column?", 0, 0)] {
+            body.extend_from_slice(name.as_bytes());
+            body.push(0);
+            body.extend_from_slice(&table.to_be_bytes());
+            body.extend_from_slice(&attnum.to_be_bytes());
+            body.extend_from_slice(&[0, 0, 0, 25, 255, 255, 255, 255, 255, 255, 0, 0]);
+        }
+        let description = RowDescription::decode(&body).unwrap();
+        assert_eq!(description.sources, [(16385, 2), (0, 0)]);
+        assert!(RowDescription::decode(&body[..body.len() - 1]).is_err());
     }
 
     #[test]

@@ -110,7 +110,10 @@ impl<'a> Walk<'a> {
             Statement::Explain { statement, .. } => self.statement(statement),
             // Anything else (DDL, GRANT, ...) may name a PII table but not use its columns:
             // any column reference in it is refused by the final check.
-            _ => Ok(()),
+            _ => {
+                self.plan.changes_schema = true;
+                Ok(())
+            }
         }
     }
 

@@ -43,6 +43,8 @@ pub struct StatementPlan {
     pub copy_in: Option<CopyInPlan>,
     /// `COPY ... TO STDOUT` reading a PII table: its rows are decrypted in this format.
     pub copy_out: Option<CopyOptions>,
+    /// DDL naming a PII table: where its columns live may change.
+    pub changes_schema: bool,
 }
 
 /// A literal in the SQL text to replace by the ciphertext of its value.
