@@ -10,6 +10,7 @@ use pgcloak::crypto::MasterKey;
 use pgcloak::proxy::Proxy;
 use tokio_util::sync::CancellationToken;
 
+mod check;
 mod demo;
 
 #[derive(Parser)]
@@ -35,6 +36,10 @@ enum Command {
     Check {
         #[arg(long, short)]
         config: PathBuf,
+        /// Also check the PII columns in this database (postgresql://user:pw@host:port/db):
+        /// they must exist and have a type that can hold ciphertext.
+        #[arg(long, value_name = "DSN")]
+        upstream_dsn: Option<String>,
     },
     /// Print a fresh random master key (base64 of 32 bytes) for `keys.master_key_env`.
     Keygen,
@@ -51,7 +56,10 @@ fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Serve { config } => serve(config),
-        Command::Check { config } => check(config),
+        Command::Check {
+            config,
+            upstream_dsn,
+        } => check(config, upstream_dsn),
         Command::Keygen => {
             println!("{}", MasterKey::generate().to_base64());
             Ok(())
@@ -89,9 +97,12 @@ fn init_logging() {
     }
 }
 
-fn check(path: PathBuf) -> Result<(), String> {
+fn check(path: PathBuf, upstream_dsn: Option<String>) -> Result<(), String> {
     let config = Config::load(&path).map_err(|e| e.to_string())?;
     Cloak::from_config(&config, &path).map_err(|e| e.to_string())?;
+    if let Some(dsn) = upstream_dsn {
+        check::upstream(&config, &path, &dsn)?;
+    }
     println!("{}: OK", path.display());
     Ok(())
 }

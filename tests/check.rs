@@ -1,0 +1,122 @@
+//! `pgcloak check --upstream-dsn`: the configured PII columns checked against a real database.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use pgcloak::pgtemp::PgTemp;
+use tokio_postgres::NoTls;
+
+const KEY_VAR: &str = "PGCLOAK_CHECK_TEST_KEY";
+const HEADER: &str = "listen: \"127.0.0.1:6432\"\nupstream:\n  host: 127.0.0.1\n  port: 5432\nkeys:\n  master_key_env: PGCLOAK_CHECK_TEST_KEY\n";
+
+fn pgcloak(args: &[&str], key: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pgcloak"))
+        .args(args)
+        .env(KEY_VAR, key)
+        .output()
+        .unwrap()
+}
+
+fn write_config(dir: &Path, name: &str, tables: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("{HEADER}tables:\n{tables}")).unwrap();
+    path
+}
+
+fn check(config: &Path, dsn: &str, key: &str) -> (Output, String, String) {
+    let config = config.to_str().unwrap();
+    let out = pgcloak(&["check", "--config", config, "--upstream-dsn", dsn], key);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out, stdout, stderr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_every_column_that_cannot_hold_ciphertext() {
+    let pg = PgTemp::builder().superuser_password("pw").start().unwrap();
+    let dsn = pg.url("postgres");
+    let (client, connection) = tokio_postgres::connect(&dsn, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(
+            "CREATE TABLE users (id serial PRIMARY KEY, email text, bio varchar(500), \
+             nickname varchar(20), age integer, code char(10))",
+        )
+        .await
+        .unwrap();
+
+    let dir = std::env::temp_dir().join(format!("pgcloak-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let keygen = pgcloak(&["keygen"], "");
+    assert!(keygen.status.success());
+    let key = String::from_utf8(keygen.stdout).unwrap().trim().to_owned();
+
+    let bad = write_config(
+        &dir,
+        "bad.yaml",
+        "  users:\n    email: deterministic\n    bio: randomized\n    nickname: deterministic\n    \
+         age: randomized\n    code: deterministic\n    phone: randomized\n    Email: randomized\n  \
+         orders:\n    card: randomized\n",
+    );
+    let (out, stdout, stderr) = check(&bad, &dsn, &key);
+    println!("--- stdout\n{stdout}--- stderr\n{stderr}");
+    assert!(!out.status.success());
+    let port = pg.port();
+    assert!(
+        stderr.contains(&format!(
+            "6 problem(s) with the PII columns in 127.0.0.1:{port}:"
+        )),
+        "{stderr}"
+    );
+    let expected = [
+        "public.users.nickname: character varying(20) is too short",
+        "ALTER TABLE public.users ALTER COLUMN nickname TYPE text",
+        "public.users.age: integer cannot hold ciphertext",
+        "ALTER TABLE public.users ALTER COLUMN age TYPE text",
+        "public.users.code: character(10) pads values with spaces",
+        "ALTER TABLE public.users ALTER COLUMN code TYPE text",
+        "public.users.phone: column does not exist: ALTER TABLE public.users ADD COLUMN phone text",
+        "public.users.Email: column does not exist, but email does; Postgres folds unquoted names",
+        "public.orders.card: table public.orders does not exist",
+    ];
+    for text in expected {
+        assert!(stderr.contains(text), "missing {text:?} in:\n{stderr}");
+    }
+    assert!(!stderr.contains("public.users.email:"), "{stderr}");
+    assert!(!stderr.contains("public.users.bio"), "{stderr}");
+    assert!(
+        !stderr.contains(":pw@") && !stderr.contains("pw"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("public.users.email: text, deterministic — ok"));
+    assert!(stdout.contains("public.users.bio: character varying(500), randomized — ok"));
+
+    let good = write_config(
+        &dir,
+        "good.yaml",
+        "  users:\n    email: deterministic\n    bio: randomized\n",
+    );
+    let (out, stdout, stderr) = check(&good, &dsn, &key);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("public.users.email: text, deterministic — ok"));
+    assert!(stdout.contains("public.users.bio: character varying(500), randomized — ok"));
+    assert!(stdout.contains("good.yaml: OK"), "{stdout}");
+
+    // Without --upstream-dsn, check still only validates the file and loads the key.
+    let out = pgcloak(&["check", "--config", bad.to_str().unwrap()], &key);
+    assert!(out.status.success());
+
+    drop(client);
+    let wrong_port = format!(
+        "postgresql://postgres:hunter2@127.0.0.1:{}/postgres",
+        port + 1
+    );
+    let (out, _, stderr) = check(&good, &wrong_port, &key);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!("cannot connect to 127.0.0.1:{}", port + 1)),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
