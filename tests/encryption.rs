@@ -396,6 +396,27 @@ async fn tampered_or_moved_ciphertext_fails_the_query_not_the_session() {
     assert_eq!(err.code().map(|c| c.code()), Some("XX001"));
     let message = err.as_db_error().unwrap().message();
     assert!(message.contains("public.users.last_name"), "{message}");
+    // Also through a named statement, whose rows come without a RowDescription in front.
+    let statement = client
+        .prepare("SELECT id, last_name FROM users")
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let err = client.query(&statement, &[]).await.unwrap_err();
+        assert_eq!(err.code().map(|c| c.code()), Some("XX001"));
+    }
+    let by_id = client
+        .prepare("SELECT email FROM users WHERE id = $1")
+        .await
+        .unwrap();
+    assert_eq!(
+        client
+            .query_one(&by_id, &[&1i32])
+            .await
+            .unwrap()
+            .get::<_, &str>(0),
+        "kim@example.com"
+    );
     let row = client
         .query_one("SELECT email FROM users", &[])
         .await

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 
-use super::{lock, Cloak, SessionState};
+use super::{lock, Cloak, Expect, SessionState};
 use crate::crypto::{is_envelope, CryptoError};
 use crate::policy::ColumnId;
 use crate::protocol::filter::{Filter, FilterError};
@@ -88,6 +88,7 @@ impl ClientCloak {
     fn parse(&mut self, body: &[u8], frame: Bytes) -> Result<Bytes, FilterError> {
         let mut parse = Parse::decode(body).map_err(malformed)?;
         self.end_copy();
+        lock(&self.state).statement_columns.remove(&parse.name);
         let outcome = match self.cloak.cache.analyze(&parse.sql) {
             Analysis::Plain => {
                 lock(&self.state).statements.remove(&parse.name);
@@ -121,6 +122,9 @@ impl ClientCloak {
     }
 
     fn bind(&mut self, body: &[u8], frame: Bytes) -> Result<Bytes, FilterError> {
+        if let Some((portal, statement)) = bind_names(body) {
+            lock(&self.state).portals.insert(portal, statement);
+        }
         if lock(&self.state).statements.is_empty() {
             return Ok(frame);
         }
@@ -149,12 +153,41 @@ impl ClientCloak {
 
     fn close(&mut self, body: &[u8], frame: Bytes) -> Result<Bytes, FilterError> {
         // Close: 'S' statement or 'P' portal, then the name.
-        if let [b'S', name @ .., 0] = body {
-            if let Ok(name) = std::str::from_utf8(name) {
-                lock(&self.state).statements.remove(name);
+        let mut state = lock(&self.state);
+        match split_kind_name(body) {
+            Some((b'S', name)) => {
+                state.statements.remove(name);
+                state.statement_columns.remove(name);
             }
+            Some((b'P', name)) => {
+                state.portals.remove(name);
+            }
+            _ => {}
         }
         Ok(frame)
+    }
+
+    /// Describe: 'S' statement or 'P' portal; its answer says what rows will look like.
+    fn describe(&mut self, body: &[u8], frame: Bytes) -> Bytes {
+        let expect = match split_kind_name(body) {
+            Some((b'S', name)) => Expect::DescribeStatement(name.to_owned()),
+            _ => Expect::DescribePortal,
+        };
+        lock(&self.state).expects.push_back(expect);
+        frame
+    }
+
+    /// Execute: the portal name, then the row limit.
+    fn execute(&mut self, body: &[u8], frame: Bytes) -> Bytes {
+        let portal = body
+            .iter()
+            .position(|&b| b == 0)
+            .and_then(|end| std::str::from_utf8(&body[..end]).ok())
+            .unwrap_or_default();
+        lock(&self.state)
+            .expects
+            .push_back(Expect::Execute(portal.to_owned()));
+        frame
     }
 
     fn copy_data(&mut self, body: &[u8]) -> Result<Bytes, FilterError> {
@@ -261,10 +294,14 @@ impl Filter for ClientCloak {
         let mut state = lock(&self.state);
         self.idle_before_frame = state.pending == 0 && !state.unsynced;
         match header.tag {
-            b'Q' => state.pending += 1,
+            b'Q' => {
+                state.pending += 1;
+                state.expects.push_back(Expect::Query);
+            }
             b'S' => {
                 state.pending += 1;
                 state.unsynced = false;
+                state.expects.push_back(Expect::Sync);
             }
             b'P' | b'B' | b'D' | b'E' | b'C' | b'H' => state.unsynced = true,
             _ => {}
@@ -272,7 +309,7 @@ impl Filter for ClientCloak {
     }
 
     fn holds(&self, tag: u8) -> bool {
-        matches!(tag, b'Q' | b'P' | b'B' | b'C')
+        matches!(tag, b'Q' | b'P' | b'B' | b'C' | b'D' | b'E')
             || (self.copying && matches!(tag, b'd' | b'c' | b'f'))
     }
 
@@ -283,11 +320,30 @@ impl Filter for ClientCloak {
             b'P' => self.parse(&body, frame).map(|f| self.with_catalog(f)),
             b'B' => self.bind(&body, frame),
             b'C' => self.close(&body, frame),
+            b'D' => Ok(self.describe(&body, frame)),
+            b'E' => Ok(self.execute(&body, frame)),
             b'd' => self.copy_data(&body),
             b'c' | b'f' => self.copy_end(frame),
             _ => Ok(frame),
         }
     }
+}
+
+/// A Close or Describe body: the kind byte and the name.
+fn split_kind_name(body: &[u8]) -> Option<(u8, &str)> {
+    match body {
+        [kind, name @ .., 0] => std::str::from_utf8(name).ok().map(|name| (*kind, name)),
+        _ => None,
+    }
+}
+
+/// The portal and statement names at the start of a Bind body.
+fn bind_names(body: &[u8]) -> Option<(String, String)> {
+    let mut parts = body.splitn(3, |&b| b == 0);
+    let portal = std::str::from_utf8(parts.next()?).ok()?;
+    let statement = std::str::from_utf8(parts.next()?).ok()?;
+    parts.next()?;
+    Some((portal.to_owned(), statement.to_owned()))
 }
 
 /// Declared parameter types must be text for PII parameters: the ciphertext is text.

@@ -9,7 +9,7 @@ mod client;
 mod copy;
 mod server;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -86,6 +86,26 @@ struct SessionState {
     /// Where the PII columns live, once read from the catalog.
     columns: Option<Arc<catalog::ColumnMap>>,
     catalog_attempts: u32,
+    /// Client messages whose answers concern result rows, in the order the server answers.
+    expects: VecDeque<Expect>,
+    /// Prepared statement → the PII column of each of its result fields.
+    statement_columns: HashMap<String, Arc<Vec<Option<String>>>>,
+    /// Portal → the statement it was bound from.
+    portals: HashMap<String, String>,
+}
+
+/// A client message still to be answered, as far as result rows are concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Expect {
+    /// A simple Query: its RowDescriptions precede its rows; answered by ReadyForQuery.
+    Query,
+    /// Describe of a statement: its RowDescription (or NoData) describes later Executes.
+    DescribeStatement(String),
+    /// Describe of a portal: its RowDescription describes the next Execute's rows.
+    DescribePortal,
+    /// Execute of a portal: rows, then CommandComplete / PortalSuspended / EmptyQuery.
+    Execute(String),
+    Sync,
 }
 
 impl SessionState {

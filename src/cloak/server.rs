@@ -13,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::catalog::{add_row, ColumnMap};
 use super::copy::{copy_data_frame, decrypt_row, Dialect};
-use super::{lock, Cloak, SessionState};
+use super::{lock, Cloak, Expect, SessionState};
 use crate::crypto::{is_envelope, CryptoError};
 use crate::protocol::error::{error_response, Severity};
 use crate::protocol::filter::{Filter, FilterError};
@@ -36,6 +36,8 @@ pub struct ServerCloak {
     loading: Option<ColumnMap>,
     /// The PII column each field of the current result set comes from, as far as known.
     expected: Vec<Option<String>>,
+    /// `expected` has been worked out for the current result set.
+    resolved: bool,
     catalog_in_flight: Arc<AtomicBool>,
     catalog_failed: bool,
 }
@@ -54,6 +56,7 @@ impl ServerCloak {
             copy_out: None,
             loading: None,
             expected: Vec::new(),
+            resolved: false,
             catalog_in_flight,
             catalog_failed: false,
         }
@@ -85,19 +88,58 @@ impl ServerCloak {
         Bytes::new()
     }
 
-    /// RowDescription: which PII column each field of the rows that follow comes from.
+    /// RowDescription: which PII column each field of the rows it describes comes from.
+    /// Answering a Describe of a statement, it is kept for that statement's later Executes.
     fn row_description(&mut self, frame: Bytes) -> Bytes {
-        let columns = lock(&self.state).columns.clone();
-        if let (Some(columns), Ok(description)) =
-            (columns, RowDescription::decode(&frame[Header::SIZE..]))
-        {
-            self.expected = description
+        let mut state = lock(&self.state);
+        let expected: Vec<Option<String>> = match (
+            &state.columns,
+            RowDescription::decode(&frame[Header::SIZE..]),
+        ) {
+            (Some(columns), Ok(description)) => description
                 .sources
                 .iter()
                 .map(|source| columns.get(source).cloned())
-                .collect();
+                .collect(),
+            _ => Vec::new(),
+        };
+        match state.expects.front().cloned() {
+            Some(Expect::DescribeStatement(name)) => {
+                state.expects.pop_front();
+                state.statement_columns.insert(name, Arc::new(expected));
+            }
+            Some(Expect::DescribePortal) => {
+                state.expects.pop_front();
+                self.expected = expected;
+                self.resolved = true;
+            }
+            _ => {
+                self.expected = expected;
+                self.resolved = true;
+            }
         }
         frame
+    }
+
+    /// Rows of an Execute without a RowDescription in front: described by the statement
+    /// the portal was bound from, if that statement was described.
+    fn resolve_expected(&mut self) {
+        self.resolved = true;
+        let state = lock(&self.state);
+        if let Some(Expect::Execute(portal)) = state.expects.front() {
+            let columns = state
+                .portals
+                .get(portal)
+                .and_then(|statement| state.statement_columns.get(statement));
+            if let Some(columns) = columns {
+                self.expected = columns.as_ref().clone();
+            }
+        }
+    }
+
+    fn end_result(&mut self) {
+        self.expected.clear();
+        self.resolved = false;
     }
 
     fn copy_data(&mut self, frame: Bytes) -> Result<Bytes, FilterError> {
@@ -127,6 +169,9 @@ impl ServerCloak {
     fn data_row(&mut self, frame: Bytes) -> Result<Bytes, FilterError> {
         if self.finder.find(&frame[Header::SIZE..]).is_none() {
             return Ok(frame);
+        }
+        if !self.resolved {
+            self.resolve_expected();
         }
         let mut row = DataRow::decode(&frame.slice(Header::SIZE..))
             .map_err(|e| FilterError(format!("malformed message from server: {e}")))?;
@@ -193,27 +238,71 @@ fn marker_in(message: &str) -> Option<&str> {
 
 impl Filter for ServerCloak {
     fn on_frame(&mut self, header: Header, _bytes: &[u8]) {
-        match header.tag {
-            // CopyOutResponse: the COPY TO this session sent is starting.
-            b'H' => self.copy_out = lock(&self.state).copy_out.take().map(|o| Dialect::new(&o)),
-            b'c' => self.copy_out = None,
-            // Where a result set ends (or a new portal starts), its field sources are void.
-            b'2' | b'C' | b's' | b'I' | b'E' => self.expected.clear(),
-            b'Z' => {
-                self.copy_out = None;
-                self.expected.clear();
-                let mut state = lock(&self.state);
-                state.pending = state.pending.saturating_sub(1);
-            }
-            _ => {}
-        }
+        let tag = header.tag;
         // The first frame after the catalog query was sent starts its answer: the client's
         // own answers had all arrived before it was sent. Async messages are not part of it.
         if self.loading.is_none()
-            && !matches!(header.tag, b'A' | b'N' | b'S')
+            && !matches!(tag, b'A' | b'N' | b'S')
             && self.catalog_in_flight.load(Ordering::Acquire)
         {
             self.loading = Some(ColumnMap::new());
+        }
+        if self.loading.is_some() {
+            if tag == b'Z' {
+                let mut state = lock(&self.state);
+                state.pending = state.pending.saturating_sub(1);
+            }
+            return;
+        }
+        match tag {
+            // CopyOutResponse: the COPY TO this session sent is starting.
+            b'H' => self.copy_out = lock(&self.state).copy_out.take().map(|o| Dialect::new(&o)),
+            b'c' => self.copy_out = None,
+            // BindComplete: a new portal, whose rows are described anew.
+            b'2' => self.end_result(),
+            // The end of an Execute's rows.
+            b'C' | b's' | b'I' => {
+                self.end_result();
+                let mut state = lock(&self.state);
+                if matches!(state.expects.front(), Some(Expect::Execute(_))) {
+                    state.expects.pop_front();
+                }
+            }
+            // NoData: a Describe answered without rows to describe.
+            b'n' => {
+                let mut state = lock(&self.state);
+                if matches!(
+                    state.expects.front(),
+                    Some(Expect::DescribeStatement(_) | Expect::DescribePortal)
+                ) {
+                    state.expects.pop_front();
+                }
+            }
+            // An error: the server skips the rest of the batch until Sync.
+            b'E' => {
+                self.end_result();
+                let mut state = lock(&self.state);
+                while matches!(
+                    state.expects.front(),
+                    Some(
+                        Expect::DescribeStatement(_) | Expect::DescribePortal | Expect::Execute(_)
+                    )
+                ) {
+                    state.expects.pop_front();
+                }
+            }
+            b'Z' => {
+                self.copy_out = None;
+                self.end_result();
+                let mut state = lock(&self.state);
+                state.pending = state.pending.saturating_sub(1);
+                while let Some(expect) = state.expects.pop_front() {
+                    if matches!(expect, Expect::Sync | Expect::Query) {
+                        break;
+                    }
+                }
+            }
+            _ => {}
         }
     }
 
