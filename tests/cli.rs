@@ -4,7 +4,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -42,6 +42,26 @@ async fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::E
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// `pgcloak serve` at trace level, logging to `log`; returns once it accepts clients.
+async fn serve(config: &Path, port: u16, log: &Path, env: &[(&str, &str)]) -> (Child, String) {
+    let child = Command::new(pgcloak_bin())
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "trace")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let url = format!("postgresql://postgres:{PASSWORD}@127.0.0.1:{port}/postgres");
+    let started = eventually(Duration::from_secs(20), || async {
+        try_connect(&url).await.is_ok()
+    })
+    .await;
+    assert!(started, "pgcloak did not start");
+    (child, url)
 }
 
 #[test]
@@ -109,22 +129,7 @@ async fn serve_shuts_down_gracefully_and_logs_no_content() {
     )
     .unwrap();
     let log = dir.join("pgcloak.log");
-    let mut child = Command::new(pgcloak_bin())
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "trace")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let url = format!("postgresql://postgres:{PASSWORD}@127.0.0.1:{port}/postgres");
-    assert!(
-        eventually(Duration::from_secs(20), || async {
-            try_connect(&url).await.is_ok()
-        })
-        .await,
-        "pgcloak did not start"
-    );
+    let (mut child, url) = serve(&config, port, &log, &[]).await;
 
     let client = try_connect(&url).await.unwrap();
     let secret = "zebra-crossing-4242";
@@ -271,22 +276,13 @@ async fn pii_workload_at_trace_level_logs_no_plaintext() {
     assert!(key.status.success());
     let key = String::from_utf8(key.stdout).unwrap();
     let log = dir.join("pgcloak.log");
-    let mut child = Command::new(pgcloak_bin())
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "trace")
-        .env("PGCLOAK_TEST_MASTER_KEY", key.trim())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let url = format!("postgresql://postgres:{PASSWORD}@127.0.0.1:{port}/postgres");
-    assert!(
-        eventually(Duration::from_secs(20), || async {
-            try_connect(&url).await.is_ok()
-        })
-        .await
-    );
+    let (mut child, url) = serve(
+        &config,
+        port,
+        &log,
+        &[("PGCLOAK_TEST_MASTER_KEY", key.trim())],
+    )
+    .await;
 
     let client = try_connect(&url).await.unwrap();
     let secrets = [

@@ -256,28 +256,30 @@ async fn copy_in_encrypts_and_copy_out_decrypts() {
     assert_eq!(row.get::<_, &str>(0), "F\tay");
 
     // COPY TO STDOUT decrypts, escaping or quoting the plaintext for its format.
-    let text: Vec<Bytes> = client
-        .copy_out("COPY users (email, first_name) TO STDOUT")
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
     assert_eq!(
-        String::from_utf8(text.concat()).unwrap(),
+        copy_out(&client, "COPY users (email, first_name) TO STDOUT").await,
         "fay@example.com\tF\\tay\ngus@example.com\t\\N\nhal@example.com\tHal, \"the\" 9000\n"
     );
-    let csv: Vec<Bytes> = client
-        .copy_out("COPY (SELECT first_name FROM users WHERE email = 'hal@example.com') TO STDOUT (FORMAT csv)")
+    assert_eq!(
+        copy_out(
+            &client,
+            "COPY (SELECT first_name FROM users WHERE email = 'hal@example.com') TO STDOUT (FORMAT csv)"
+        )
+        .await,
+        "\"Hal, \"\"the\"\" 9000\"\n"
+    );
+}
+
+/// All of a COPY ... TO STDOUT, as text.
+async fn copy_out(client: &Client, sql: &str) -> String {
+    let chunks: Vec<Bytes> = client
+        .copy_out(sql)
         .await
         .unwrap()
         .try_collect()
         .await
         .unwrap();
-    assert_eq!(
-        String::from_utf8(csv.concat()).unwrap(),
-        "\"Hal, \"\"the\"\" 9000\"\n"
-    );
+    String::from_utf8(chunks.concat()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
