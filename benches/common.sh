@@ -18,6 +18,8 @@ PGBOUNCER_BIN=""
 PGBOUNCER_PIDFILE=""
 PGCLOAK_PORT=""
 PGCLOAK_PID=""
+PGCLOAK_EXTRA_CONFIG=""  # YAML appended to pgcloak's config (e.g. `keys` + `tables`); set before start_pgcloak
+PGCLOAK_BUILT=""     # the binary's mtime when pgcloak was started (it may be rebuilt meanwhile)
 BACKGROUND_PIDS=()   # other helpers to kill on exit
 
 # Progress goes to fd 3, a copy of the stderr the script started with, so that it is
@@ -195,7 +197,8 @@ EOF
     wait_port "$PGBOUNCER_PORT" 15 || die "pgbouncer is not listening"
 }
 
-# start_pgcloak: pgcloak in front of PG_PORT on a free port. Sets PGCLOAK_PORT, PGCLOAK_PID.
+# start_pgcloak: pgcloak in front of PG_PORT on a free port, with PGCLOAK_EXTRA_CONFIG
+# appended to its config. Sets PGCLOAK_PORT, PGCLOAK_PID.
 start_pgcloak() {
     PGCLOAK_PORT=$(free_port)
     cat >"$WORK_DIR/pgcloak.yaml" <<EOF
@@ -206,6 +209,10 @@ upstream:
 max_connections: 2000
 shutdown_grace_seconds: 5
 EOF
+    if [[ -n $PGCLOAK_EXTRA_CONFIG ]]; then
+        printf '%s\n' "$PGCLOAK_EXTRA_CONFIG" >>"$WORK_DIR/pgcloak.yaml"
+    fi
+    PGCLOAK_BUILT=$(date -u -r "$PGCLOAK_BIN" +%Y-%m-%dT%H:%M:%SZ)
     RUST_LOG=${RUST_LOG:-info} "$PGCLOAK_BIN" serve --config "$WORK_DIR/pgcloak.yaml" \
         >>"$WORK_DIR/pgcloak.log" 2>&1 &
     PGCLOAK_PID=$!
@@ -244,8 +251,11 @@ kb_to_mib() {
 describe_env() {
     local rev
     rev=$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo "no commit")
+    if ! git -C "$REPO_ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null; then
+        rev="$rev + uncommitted changes in src/"
+    fi
     echo "date:     $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "host:     $(uname -srm), $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)"
-    echo "pgcloak:  $PGCLOAK_BIN (git $rev, built $(date -u -r "$PGCLOAK_BIN" +%Y-%m-%dT%H:%M:%SZ))"
+    echo "pgcloak:  $PGCLOAK_BIN (git $rev, built ${PGCLOAK_BUILT:-$(date -u -r "$PGCLOAK_BIN" +%Y-%m-%dT%H:%M:%SZ)})"
     echo "postgres: $("$PG_BIN/postgres" --version)"
 }

@@ -7,10 +7,12 @@
 #
 # Environment:
 #   DURATION        seconds per pgbench run (default 20)
+#   PII_DURATION    seconds per run of the PII workloads (default 10)
 #   ROUNDS          rounds; each round runs every workload against every target (default 3)
 #   CLIENTS         pgbench -c (default 8)
 #   THREADS         pgbench -j (default 2)
 #   SCALE           pgbench -i -s (default 10)
+#   PII_ROWS        rows of the PII workloads' table (default 10000)
 #   PGCLOAK_BIN     the binary (default target/release/pgcloak, built when missing)
 #   PGCLOAK_BUILD=1 run `cargo build --release` first even if the binary exists
 #   PG_BIN          PostgreSQL server binaries (default /usr/lib/postgresql/15/bin)
@@ -23,7 +25,19 @@
 # workload and target, and pgcloak's ratio to direct and to PgBouncer. The report is also
 # written to bench-results/pgbench-<timestamp>.txt. Everything started is stopped on exit.
 #
-# With the defaults (2 workloads x 3 targets x 3 rounds x 20 s) it takes about 7 minutes.
+# PII workloads: pgcloak runs with a column policy (benches/pgbench-pii-policy.yaml, a
+# fresh `pgcloak keygen` key) for a table `people` (benches/pgbench-pii-schema.sql) whose
+# name_pii (randomized) and email_pii (deterministic) columns are PII and whose name_plain
+# and email_plain columns hold the same values in clear. PII_ROWS rows are loaded through
+# pgcloak with COPY, so Postgres holds ciphertext (checked directly before timing). Each
+# round then also runs, through pgcloak only, -M prepared, the pgbench scripts
+# benches/pgbench-{pii-read,plain-read,pii-update,plain-update}.sql for PII_DURATION
+# seconds each, and the report adds their TPS, PII read / plain read (target >= 0.9) and
+# PII update / plain update. The policy names only `people`, so the select-only workloads
+# above (pgbench_* tables) take pgcloak's pass-through path as before.
+#
+# With the defaults (2 workloads x 3 targets x 3 rounds x 20 s, plus 4 PII workloads x 3
+# rounds x 10 s) it takes about 8.5 minutes.
 # On a small machine pgbench, PostgreSQL and the proxy share the cores, so a proxy's cost
 # shows up as lost TPS more than it would with the load generator on another host.
 #
@@ -49,13 +63,25 @@ WORKLOADS=(
 )
 TARGETS=(direct pgbouncer pgcloak)
 
+PII_DURATION=${PII_DURATION:-10}
+PII_ROWS=${PII_ROWS:-10000}
+# NAME|pgbench script under benches/. Run through pgcloak only, -M prepared, in this order in
+# each round, after WORKLOADS.
+PII_WORKLOADS=(
+    "pii-read|pgbench-pii-read.sql"
+    "plain-read|pgbench-plain-read.sql"
+    "pii-update|pgbench-pii-update.sql"
+    "plain-update|pgbench-plain-update.sql"
+)
+
 declare -A TARGET_PORT=()   # target name -> port
 declare -A TARGET_NAME=()   # port -> target name
 declare -A TPS=()           # "workload|target" -> space-separated TPS of each round
 declare -A FAILED=()        # "workload|target" -> total failed transactions
 
 # run_workload NAME TARGET_PORT PGBENCH_ARGS...: one pgbench run of CLIENTS clients for
-# DURATION seconds against 127.0.0.1:TARGET_PORT; records its TPS under NAME and the target.
+# DURATION seconds (RUN_DURATION if set) against 127.0.0.1:TARGET_PORT; records its TPS
+# under NAME and the target.
 run_workload() {
     local name=$1 port=$2
     shift 2
@@ -63,7 +89,7 @@ run_workload() {
     local out=$WORK_DIR/pgbench-run.out
     log "  $name -> $target"
     if ! run_interruptible pgbench -h 127.0.0.1 -p "$port" -U postgres -n \
-        -c "$CLIENTS" -j "$THREADS" -T "$DURATION" "$@" "$DB" >"$out" 2>&1; then
+        -c "$CLIENTS" -j "$THREADS" -T "${RUN_DURATION:-$DURATION}" "$@" "$DB" >"$out" 2>&1; then
         cat "$out" >&2
         die "pgbench failed: $name against $target"
     fi
@@ -115,6 +141,81 @@ report() {
         cloak=$(median "${TPS["$name|pgcloak"]}")
         printf '%-22s %16s %19s\n' "$name" "$(ratio "$cloak" "$direct")" "$(ratio "$cloak" "$bouncer")"
     done
+    report_pii
+}
+
+report_pii() {
+    local entry name m
+    echo
+    echo "PII workloads: through pgcloak only, -M prepared, -c $CLIENTS -j $THREADS -T $PII_DURATION, $PII_ROWS rows;"
+    echo "name_pii randomized, email_pii deterministic, *_plain the same values in clear"
+    echo
+    printf '%-22s %-10s %12s  %s\n' workload target "median TPS" "TPS per round"
+    for entry in "${PII_WORKLOADS[@]}"; do
+        name=${entry%%|*}
+        m=$(median "${TPS["$name|pgcloak"]}")
+        printf '%-22s %-10s %12s  %s' "$name" pgcloak "$m" "${TPS["$name|pgcloak"]}"
+        if (( ${FAILED["$name|pgcloak"]:-0} > 0 )); then
+            printf '  (%s failed transactions)' "${FAILED["$name|pgcloak"]}"
+        fi
+        echo
+    done
+    echo
+    local pii_read plain_read pii_update plain_update
+    pii_read=$(median "${TPS["pii-read|pgcloak"]}")
+    plain_read=$(median "${TPS["plain-read|pgcloak"]}")
+    pii_update=$(median "${TPS["pii-update|pgcloak"]}")
+    plain_update=$(median "${TPS["plain-update|pgcloak"]}")
+    printf '%-28s %8s  (target >= 0.9)\n' "pii-read / plain-read" "$(ratio "$pii_read" "$plain_read")"
+    printf '%-28s %8s\n' "pii-update / plain-update" "$(ratio "$pii_update" "$plain_update")"
+}
+
+# pii_psql ARGS...: psql as postgres on DB through pgcloak, stopping at the first error.
+pii_psql() {
+    psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PGCLOAK_PORT" -U postgres -d "$DB" "$@"
+}
+
+# load_pii_table: creates `people` and loads PII_ROWS rows through pgcloak with COPY (the
+# same name and email in the PII and the plain columns); then checks directly in Postgres
+# that the PII columns hold only ciphertext, and through pgcloak that they decrypt.
+load_pii_table() {
+    log "loading $PII_ROWS rows into people through pgcloak (COPY)"
+    pii_psql -f "$BENCH_DIR/pgbench-pii-schema.sql" >/dev/null || die "creating people failed"
+    awk -v n="$PII_ROWS" 'BEGIN {
+        for (i = 1; i <= n; i++) {
+            name = "Person " i; email = "person" i "@example.com"
+            printf "%d\t%s\t%s\t%s\t%s\n", i, name, email, name, email
+        } }' >"$WORK_DIR/people.tsv"
+    pii_psql -c '\copy people (id, name_pii, email_pii, name_plain, email_plain) FROM pstdin' \
+        <"$WORK_DIR/people.tsv" >/dev/null || die "COPY into people through pgcloak failed"
+    psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d "$DB" -c 'VACUUM ANALYZE people' >/dev/null
+
+    local direct
+    direct=$(psql -X -Atq -h 127.0.0.1 -p "$PG_PORT" -U postgres -d "$DB" -c "
+        SELECT count(*), count(*) FILTER (WHERE name_pii LIKE 'pgc1\$r\$%' AND email_pii LIKE 'pgc1\$d\$%'
+                                          AND name_pii <> name_plain AND email_pii <> email_plain)
+        FROM people") || die "cannot read people directly"
+    [[ $direct == "$PII_ROWS|$PII_ROWS" ]] \
+        || die "people in Postgres: expected $PII_ROWS rows all with ciphertext PII columns, got (rows|ciphertext) $direct"
+    local mismatched
+    mismatched=$(pii_psql -At -F $'\t' -c 'SELECT name_pii, email_pii, name_plain, email_plain FROM people' \
+        | awk -F '\t' '$1 != $3 || $2 != $4 { n++ } END { print n + 0 }') || die "cannot read people through pgcloak"
+    [[ $mismatched == 0 ]] || die "$mismatched rows of people do not decrypt to their plain twins through pgcloak"
+    [[ $(pii_psql -At -c "SELECT id FROM people WHERE email_pii = 'person42@example.com'") == 42 ]] \
+        || die "deterministic search on email_pii through pgcloak failed"
+    log "people: $PII_ROWS rows, ciphertext in Postgres, plaintext through pgcloak"
+}
+
+# check_pii_updates: after the rounds, name_pii must still be ciphertext in every row in
+# Postgres, and the values pii-update wrote (numbers) must decrypt through pgcloak.
+check_pii_updates() {
+    local clear updated
+    clear=$(psql -X -Atq -h 127.0.0.1 -p "$PG_PORT" -U postgres -d "$DB" \
+        -c "SELECT count(*) FROM people WHERE name_pii NOT LIKE 'pgc1\$r\$%'") || die "cannot read people directly"
+    [[ $clear == 0 ]] || die "after pii-update, $clear rows of people hold a name_pii that is not ciphertext"
+    updated=$(pii_psql -At -c 'SELECT name_pii FROM people' | grep -c '^[0-9][0-9]*$') \
+        || die "no name_pii written by pii-update decrypts through pgcloak"
+    log "people after the rounds: name_pii is ciphertext in Postgres; $updated rows decrypt to pii-update's values"
 }
 
 main() {
@@ -123,6 +224,9 @@ main() {
     ensure_pgcloak
     start_postgres 1200
     start_pgbouncer
+    PGCLOAK_BENCH_MASTER_KEY=$("$PGCLOAK_BIN" keygen) || die "pgcloak keygen failed"
+    export PGCLOAK_BENCH_MASTER_KEY
+    PGCLOAK_EXTRA_CONFIG=$(<"$BENCH_DIR/pgbench-pii-policy.yaml")
     start_pgcloak
     TARGET_PORT=([direct]=$PG_PORT [pgbouncer]=$PGBOUNCER_PORT [pgcloak]=$PGCLOAK_PORT)
     local target
@@ -137,6 +241,7 @@ main() {
     pgbench -i -s "$SCALE" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres "$DB" >"$WORK_DIR/pgbench-init.log" 2>&1 \
         || { cat "$WORK_DIR/pgbench-init.log" >&2; die "pgbench -i failed"; }
     psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d "$DB" -c 'VACUUM ANALYZE' >/dev/null
+    load_pii_table
 
     local round entry name args
     for ((round = 1; round <= ROUNDS; round++)); do
@@ -148,7 +253,12 @@ main() {
                 run_workload "$name" "${TARGET_PORT[$target]}" "${args[@]}"
             done
         done
+        for entry in "${PII_WORKLOADS[@]}"; do
+            RUN_DURATION=$PII_DURATION run_workload "${entry%%|*}" "$PGCLOAK_PORT" \
+                -M prepared -f "$BENCH_DIR/${entry#*|}"
+        done
     done
+    check_pii_updates
 
     local file
     file=$RESULTS_DIR/pgbench-$(date +%Y%m%d-%H%M%S).txt
