@@ -11,36 +11,50 @@ use std::time::Duration;
 /// A script that has not finished by then has hung (they take a few seconds).
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// Runs `program script URL` in tests/clients against a fresh Postgres behind the proxy,
-/// and asserts that it exits 0 and prints `ok_line`. `installed` is the path under
-/// tests/clients that setup.sh creates for this client.
-async fn run_client(program: &str, installed: &str, script: &str, ok_line: &str) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
-    // A relative path is under tests/clients; a bare name is looked up on PATH.
-    let program = if program.contains('/') {
-        dir.join(program)
-    } else {
-        PathBuf::from(program)
-    };
+/// The client program (`program` under tests/clients when it contains a slash, else looked
+/// up on PATH), or None when setup.sh has not installed it and the test should skip.
+/// `installed` is the path under tests/clients that setup.sh creates for this client.
+fn client_program(program: &str, installed: &str) -> Option<PathBuf> {
+    let dir = clients_dir();
     if !dir.join(installed).exists() {
         if std::env::var("PGCLOAK_REQUIRE_CLIENTS").as_deref() == Ok("1") {
             panic!("tests/clients/{installed} is missing: run tests/clients/setup.sh");
         }
         eprintln!("skipping: run tests/clients/setup.sh to test Python/Node clients");
-        return;
+        return None;
     }
-    let stack = common::Stack::start().await;
-    let child = tokio::process::Command::new(&program)
+    Some(if program.contains('/') {
+        dir.join(program)
+    } else {
+        PathBuf::from(program)
+    })
+}
+
+fn clients_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
+}
+
+/// Runs `program script URL ARGS...` in tests/clients against the stack's proxy, asserts
+/// that it exits 0 and prints `ok_line`, and returns its stdout.
+async fn run_script(
+    stack: &common::Stack,
+    program: &Path,
+    script: &str,
+    args: &[&str],
+    ok_line: &str,
+) -> String {
+    let child = tokio::process::Command::new(program)
         .arg(script)
         .arg(stack.proxy_url())
-        .current_dir(&dir)
+        .args(args)
+        .current_dir(clients_dir())
         .kill_on_drop(true)
         .output();
     let output = tokio::time::timeout(SCRIPT_TIMEOUT, child)
         .await
         .unwrap_or_else(|_| panic!("{script} did not finish within {SCRIPT_TIMEOUT:?}"))
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
     eprintln!("{script} stderr:\n{stderr}");
     assert!(
@@ -48,6 +62,16 @@ async fn run_client(program: &str, installed: &str, script: &str, ok_line: &str)
         "{script} failed ({}).\nstdout:\n{stdout}\nstderr:\n{stderr}",
         output.status
     );
+    stdout
+}
+
+/// Runs `program script URL` against a fresh Postgres behind a proxy without a policy.
+async fn run_client(program: &str, installed: &str, script: &str, ok_line: &str) {
+    let Some(program) = client_program(program, installed) else {
+        return;
+    };
+    let stack = common::Stack::start().await;
+    run_script(&stack, &program, script, &[], ok_line).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,4 +90,183 @@ async fn sqlalchemy() {
 async fn node_postgres() {
     let pg = "node_modules/pg/package.json";
     run_client("node", pg, "node_pg_smoke.js", "node-postgres OK").await;
+}
+
+/// The policy sqlalchemy_pii.py runs under: its SQLAlchemy model (`users`), its psycopg
+/// table (`contacts`), a model with a too-short varchar (`sa_short`) and one with an index
+/// on a deterministic column (`sa_indexed`).
+const PII_POLICY: &str = "
+users:
+  email: deterministic
+  first_name: randomized
+  last_name: randomized
+contacts:
+  email: deterministic
+  first_name: randomized
+  last_name: randomized
+sa_short:
+  first_name: randomized
+sa_indexed:
+  email: deterministic
+";
+
+/// The envelope prefix of each PII column of PII_POLICY's users and contacts.
+fn envelope_prefix(column: &str) -> &'static str {
+    match column {
+        "email" => "pgc1$d$",
+        "first_name" | "last_name" => "pgc1$r$",
+        other => panic!("{other} is not a PII column of PII_POLICY"),
+    }
+}
+
+/// One `stored TABLE ID COLUMN HEX|-` line of sqlalchemy_pii.py: a value as the
+/// application reads it back through pgcloak.
+struct Stored {
+    table: String,
+    id: i32,
+    column: String,
+    plaintext: Option<String>,
+}
+
+fn parse_stored(stdout: &str) -> Vec<Stored> {
+    stdout
+        .lines()
+        .filter_map(|line| line.strip_prefix("stored "))
+        .map(|rest| {
+            let fields: Vec<&str> = rest.split(' ').collect();
+            let [table, id, column, value] = fields[..] else {
+                panic!("bad stored line: {rest}");
+            };
+            let plaintext = (value != "-").then(|| {
+                let bytes: Vec<u8> = (0..value.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&value[i..i + 2], 16).expect("hex"))
+                    .collect();
+                String::from_utf8(bytes).expect("UTF-8")
+            });
+            Stored {
+                table: table.to_owned(),
+                id: id.parse().expect("id"),
+                column: column.to_owned(),
+                plaintext,
+            }
+        })
+        .collect()
+}
+
+/// SQLAlchemy's ORM and psycopg on PII columns through a proxy with a policy; afterwards,
+/// straight from Postgres, every value the application wrote is ciphertext of the right
+/// mode, never the plaintext, and equal emails (only they) share a ciphertext.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlalchemy_psycopg_pii() {
+    let python = ".venv/bin/python";
+    let Some(program) = client_program(python, python) else {
+        return;
+    };
+    let stack = common::Stack::start_cloaked(PII_POLICY).await;
+    let stdout = run_script(
+        &stack,
+        &program,
+        "sqlalchemy_pii.py",
+        &[],
+        "sqlalchemy_pii OK",
+    )
+    .await;
+    let stored = parse_stored(&stdout);
+
+    let direct = stack.connect_direct().await;
+    for (table, rows) in [("users", 20), ("contacts", 360)] {
+        let count: i64 = direct
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        let reported = stored.iter().filter(|s| s.table == table).count() as i64;
+        assert_eq!(
+            reported,
+            count * 3,
+            "{table}: every row's 3 PII values are reported"
+        );
+        assert_eq!(count, rows, "{table}: rows left by sqlalchemy_pii.py");
+    }
+    let plaintexts: Vec<&str> = stored
+        .iter()
+        .filter_map(|s| s.plaintext.as_deref())
+        .collect();
+    // email plaintext -> its ciphertext, per table (each column has its own key).
+    let mut email_ciphertexts = std::collections::HashMap::new();
+    let mut first_names = std::collections::HashMap::new();
+    for s in &stored {
+        let row = direct
+            .query_one(
+                &format!("SELECT {} FROM {} WHERE id = $1", s.column, s.table),
+                &[&s.id],
+            )
+            .await
+            .unwrap();
+        let ciphertext: Option<String> = row.get(0);
+        let what = format!("{}.{} of id {}", s.table, s.column, s.id);
+        let (Some(plaintext), Some(ciphertext)) = (&s.plaintext, &ciphertext) else {
+            assert_eq!(
+                ciphertext, None,
+                "{what}: NULL through pgcloak, not in Postgres"
+            );
+            assert!(
+                s.plaintext.is_none(),
+                "{what}: NULL in Postgres, not through pgcloak"
+            );
+            continue;
+        };
+        let prefix = envelope_prefix(&s.column);
+        assert!(
+            ciphertext.starts_with(prefix),
+            "{what}: stored {ciphertext:?}"
+        );
+        // Plaintexts this long cannot turn up in base64 by chance.
+        for p in plaintexts.iter().filter(|p| p.len() >= 6) {
+            assert!(
+                !ciphertext.contains(p),
+                "{what}: stored {ciphertext:?} contains {p:?}"
+            );
+        }
+        let key = (s.table.clone(), plaintext.clone());
+        match s.column.as_str() {
+            "email" => {
+                let previous = email_ciphertexts.insert(key, ciphertext.clone());
+                assert!(
+                    previous.is_none(),
+                    "{what}: email {plaintext:?} stored twice"
+                );
+            }
+            "first_name" => first_names
+                .entry(key)
+                .or_insert_with(Vec::new)
+                .push(ciphertext.clone()),
+            _ => {}
+        }
+    }
+    // Deterministic: distinct emails, distinct ciphertexts.
+    let mut distinct: Vec<_> = email_ciphertexts.values().collect();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), email_ciphertexts.len());
+    // Randomized: equal first names ("Alan", "Batch", "Multi", ...) stored differently.
+    let repeated: Vec<_> = first_names.values().filter(|c| c.len() > 1).collect();
+    assert!(
+        !repeated.is_empty(),
+        "sqlalchemy_pii.py stores a first name twice"
+    );
+    for ciphertexts in repeated {
+        let mut unique = ciphertexts.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), ciphertexts.len(), "{ciphertexts:?}");
+    }
+    // Plain columns stay plain.
+    let note: String = direct
+        .query_one("SELECT note FROM contacts WHERE id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(note, "plain note");
 }

@@ -457,3 +457,198 @@ async fn binary_results_and_psql_see_plaintext() {
         "{direct}"
     );
 }
+
+/// Schema made through pgcloak: UNIQUE, PRIMARY KEY and indexes on a deterministic column
+/// work on ciphertext; what cannot hold on ciphertext (UNIQUE on a randomized column, a
+/// plaintext DEFAULT) is refused before Postgres sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_through_the_proxy_keeps_constraints_that_work_on_ciphertext() {
+    let stack = Stack::start_cloaked(POLICY).await;
+    let client = stack.connect().await;
+    let direct = stack.connect_direct().await;
+    client
+        .batch_execute(
+            "CREATE TABLE users (id serial, email varchar NOT NULL, first_name text, last_name text,
+                                 PRIMARY KEY (id), UNIQUE (email));
+             CREATE INDEX ix_users_first_name ON users (first_name);
+             CREATE UNIQUE INDEX ix_users_email_first ON users (email, id);",
+        )
+        .await
+        .unwrap();
+    for (sql, expected) in [
+        (
+            "CREATE UNIQUE INDEX u ON users (last_name)",
+            "a UNIQUE index on public.users.last_name cannot work",
+        ),
+        (
+            "ALTER TABLE users ALTER COLUMN email SET DEFAULT 'nobody@example.com'",
+            "a DEFAULT for public.users.email would be stored in clear",
+        ),
+        (
+            "CREATE INDEX ix_lower ON users (lower(email))",
+            "public.users.email is encrypted by pgcloak",
+        ),
+    ] {
+        let err = client.batch_execute(sql).await.unwrap_err();
+        let db = err.as_db_error().unwrap_or_else(|| panic!("{sql}: {err}"));
+        assert_eq!(db.code(), &SqlState::FEATURE_NOT_SUPPORTED, "{sql}");
+        assert!(db.message().contains(expected), "{sql}: {}", db.message());
+    }
+    let indexes: i64 = direct
+        .query_one(
+            "SELECT count(*) FROM pg_indexes WHERE tablename = 'users'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        indexes, 4,
+        "pkey, unique email, first_name, email+id; nothing refused"
+    );
+
+    client
+        .execute(
+            "INSERT INTO users (email, first_name) VALUES ($1, $2)",
+            &[&"ann@example.com", &"Ann"],
+        )
+        .await
+        .unwrap();
+    let err = client
+        .execute(
+            "INSERT INTO users (email, first_name) VALUES ($1, $2)",
+            &[&"ann@example.com", &"Another Ann"],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(&SqlState::UNIQUE_VIOLATION));
+    client
+        .execute(
+            "INSERT INTO users (email, first_name) VALUES ('ann@example.com', 'Ann B') ON CONFLICT (email) DO UPDATE SET first_name = EXCLUDED.first_name",
+            &[],
+        )
+        .await
+        .unwrap();
+    let row = client
+        .query_one(
+            "SELECT first_name FROM users WHERE email = $1",
+            &[&"ann@example.com"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, &str>(0), "Ann B");
+    assert_ciphertext(stored(&direct, "email", 1).await, "ann@example.com");
+    assert_ciphertext(stored(&direct, "first_name", 1).await, "Ann B");
+}
+
+/// `email = ANY($1)` with an array parameter (binary from tokio-postgres, text from psql's
+/// server-side literal form is refused), `= ANY(ARRAY[...])` with literals, and the
+/// INSERT ... SELECT ... FROM (VALUES ...) form ORMs send for multi-row inserts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_arrays_and_insert_from_values_are_encrypted() {
+    let (_stack, client, direct) = stack().await;
+    let ids: Vec<i32> = client
+        .query(
+            "INSERT INTO users (email, first_name, last_name)
+             SELECT v.e, v.f::varchar, v.l FROM (VALUES ($1, $2, $3, 0), ($4, $5, $6, 1), ('cy@example.com', 'Cy', NULL, 2))
+                AS v(e, f, l, n) ORDER BY v.n RETURNING id",
+            &[&"al@example.com", &"Al", &"One", &"bo@example.com", &"Bo", &"Two"],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(ids, [1, 2, 3]);
+    for (id, email, first) in [
+        (1, "al@example.com", "Al"),
+        (2, "bo@example.com", "Bo"),
+        (3, "cy@example.com", "Cy"),
+    ] {
+        assert_ciphertext(stored(&direct, "email", id).await, email);
+        assert_ciphertext(stored(&direct, "first_name", id).await, first);
+    }
+    assert_eq!(stored(&direct, "last_name", 3).await, None);
+
+    // Binary text[] parameter (tokio-postgres), with a NULL element.
+    let wanted: Vec<Option<&str>> = vec![
+        Some("al@example.com"),
+        None,
+        Some("cy@example.com"),
+        Some("nobody@example.com"),
+    ];
+    let rows = client
+        .query(
+            "SELECT id, first_name FROM users WHERE email = ANY($1) ORDER BY id",
+            &[&wanted],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(i32, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(got, [(1, "Al".to_owned()), (3, "Cy".to_owned())]);
+    // Text-format array parameter, as most drivers send lists.
+    let statement = client
+        .prepare_typed(
+            "SELECT count(*) FROM users WHERE email = ANY($1::text[])",
+            &[tokio_postgres::types::Type::TEXT_ARRAY],
+        )
+        .await
+        .unwrap();
+    let text_array = TextParam("{\"bo@example.com\", al@example.com ,NULL}");
+    let count: i64 = client
+        .query_one(&statement, &[&text_array])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 2);
+    // Literals in an ARRAY constructor.
+    let got = rows_of(
+        &client,
+        "SELECT first_name FROM users WHERE email = ANY(ARRAY['bo@example.com', 'zz@example.com'])",
+    )
+    .await;
+    assert_eq!(got, [vec![Some("Bo".to_owned())]]);
+    // A malformed array is refused with its own error; the session goes on.
+    let bad = TextParam("{{\"al@example.com\"}}");
+    let err = client.query_one(&statement, &[&bad]).await.unwrap_err();
+    let db = err.as_db_error().expect("a server error");
+    assert!(
+        db.message().contains("public.users.email"),
+        "{}",
+        db.message()
+    );
+    assert!(!db.message().contains("al@example.com"), "{}", db.message());
+    assert_eq!(
+        rows_of(&client, "SELECT 1").await,
+        [vec![Some("1".to_owned())]]
+    );
+}
+
+async fn rows_of(client: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
+    rows(&client.simple_query(sql).await.unwrap())
+}
+
+/// A parameter sent in text format as given (tokio-postgres sends its own types binary).
+#[derive(Debug)]
+struct TextParam(&'static str);
+
+impl tokio_postgres::types::ToSql for TextParam {
+    fn to_sql(
+        &self,
+        _ty: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.extend_from_slice(self.0.as_bytes());
+        Ok(tokio_postgres::types::IsNull::No)
+    }
+
+    fn accepts(_ty: &tokio_postgres::types::Type) -> bool {
+        true
+    }
+
+    fn encode_format(&self, _ty: &tokio_postgres::types::Type) -> tokio_postgres::types::Format {
+        tokio_postgres::types::Format::Text
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}

@@ -17,6 +17,8 @@ use crate::sql::{splice, Analysis, Refusal, StatementPlan};
 /// Parameter type OIDs a PII parameter may be declared with: unspecified, text, varchar,
 /// unknown.
 const TEXT_OIDS: [u32; 4] = [0, 25, 1043, 705];
+/// Unspecified, text[], varchar[]: what `column = ANY($n)` may declare.
+const TEXT_ARRAY_OIDS: [u32; 3] = [0, 1009, 1015];
 
 pub struct ClientCloak {
     cloak: Arc<Cloak>,
@@ -136,7 +138,17 @@ impl ClientCloak {
             let Some(Some(value)) = n.checked_sub(1).and_then(|i| bind.params.get(i)) else {
                 continue; // NULL stays NULL; a missing parameter is the server's error
             };
-            match self.encrypt_value(&slot.column, value) {
+            let binary = match bind.param_formats.as_slice() {
+                [] => false,
+                [one] => *one == 1,
+                formats => formats.get(n - 1) == Some(&1),
+            };
+            let encrypted = if slot.array {
+                self.encrypt_array(&slot.column, value, binary)
+            } else {
+                self.encrypt_value(&slot.column, value)
+            };
+            match encrypted {
                 Ok(ciphertext) => bind.params[n - 1] = Some(ciphertext),
                 Err(refusal) => {
                     // Bind has no SQL: naming a statement that does not exist makes the
@@ -256,6 +268,32 @@ impl ClientCloak {
         Ok(splice(sql, &replacements))
     }
 
+    /// Encrypts each element of an array parameter (`column = ANY($n)`).
+    fn encrypt_array(
+        &self,
+        column: &ColumnId,
+        value: &[u8],
+        binary: bool,
+    ) -> Result<Bytes, Refusal> {
+        let encrypt = |element: &[u8]| self.encrypt_value(column, element).map(|b| b.to_vec());
+        let mapped = if binary {
+            super::array::map_binary(value, encrypt)
+        } else {
+            super::array::map_text(value, encrypt)
+        };
+        match mapped {
+            Ok(Ok(array)) => Ok(Bytes::from(array)),
+            Ok(Err(refusal)) => Err(refusal),
+            Err(e) => Err(Refusal {
+                code: "22P02",
+                message: format!(
+                    "the array parameter compared with {column} cannot be encrypted by pgcloak: {}; pass a one-dimensional array of text values",
+                    e.0
+                ),
+            }),
+        }
+    }
+
     /// Encrypts one value for `column`. A value that already is an envelope of this
     /// column (a restored dump) is kept, never encrypted twice.
     fn encrypt_value(&self, column: &ColumnId, value: &[u8]) -> Result<Bytes, Refusal> {
@@ -349,18 +387,17 @@ fn bind_names(body: &[u8]) -> Option<(String, String)> {
 /// Declared parameter types must be text for PII parameters: the ciphertext is text.
 fn check_param_types(parse: &Parse, plan: &StatementPlan) -> Result<(), Refusal> {
     for (&n, slot) in &plan.params {
-        if slot.array {
-            return Err(Refusal::unsupported(format!(
-                "{} = ANY(${n}) is not supported by pgcloak yet; use IN ($1, $2, ...) with one parameter per value",
-                slot.column
-            )));
-        }
         let oid = parse.param_types.get(n - 1).copied().unwrap_or(0);
-        if !TEXT_OIDS.contains(&oid) {
+        let allowed: &[u32] = if slot.array {
+            &TEXT_ARRAY_OIDS
+        } else {
+            &TEXT_OIDS
+        };
+        if !allowed.contains(&oid) {
             return Err(Refusal {
                 code: "42804",
                 message: format!(
-                    "parameter ${n} is bound for the encrypted column {} but declared with type OID {oid}; declare it as text (or leave its type unspecified)",
+                    "parameter ${n} is bound for the encrypted column {} but declared with type OID {oid}; declare it as text, text[] for = ANY(...), or leave its type unspecified",
                     slot.column
                 ),
             });

@@ -27,7 +27,7 @@ use super::{
 use crate::crypto::Mode;
 use crate::policy::{ColumnId, Policy};
 
-type Result<T = ()> = std::result::Result<T, Refusal>;
+pub(super) type Result<T = ()> = std::result::Result<T, Refusal>;
 
 /// Where a column reference stands in the SQL text: (line, column) of its start and end.
 type SpanKey = (u64, u64, u64, u64);
@@ -73,8 +73,8 @@ pub(super) fn analyze_statements(sql: &str, statements: &[Statement], policy: &P
     Analysis::Plan(Arc::new(plan))
 }
 
-struct Walk<'a> {
-    policy: &'a Policy,
+pub(super) struct Walk<'a> {
+    pub(super) policy: &'a Policy,
     index: &'a LineIndex<'a>,
     scope: Scope,
     plan: &'a mut StatementPlan,
@@ -84,7 +84,7 @@ struct Walk<'a> {
 }
 
 /// What a value bound for a PII column is.
-enum Bound<'e> {
+pub(super) enum Bound<'e> {
     Literal(String, Span),
     Param(usize),
     Null,
@@ -108,6 +108,18 @@ impl<'a> Walk<'a> {
                 ..
             } => self.copy(source, *to, target, options, legacy_options),
             Statement::Explain { statement, .. } => self.statement(statement),
+            Statement::CreateTable(create) => {
+                self.plan.changes_schema = true;
+                self.create_table(create)
+            }
+            Statement::CreateIndex(index) => {
+                self.plan.changes_schema = true;
+                self.create_index(index)
+            }
+            Statement::AlterTable(alter) => {
+                self.plan.changes_schema = true;
+                self.alter_table(alter)
+            }
             // Anything else (DDL, GRANT, ...) may name a PII table but not use its columns:
             // any column reference in it is refused by the final check.
             _ => {
@@ -119,7 +131,7 @@ impl<'a> Walk<'a> {
 
     // ---- queries -------------------------------------------------------------------
 
-    fn query(&mut self, query: &Query) -> Result {
+    pub(super) fn query(&mut self, query: &Query) -> Result {
         if let Some(with) = &query.with {
             for cte in &with.cte_tables {
                 self.query(&cte.query)?;
@@ -244,7 +256,7 @@ impl<'a> Walk<'a> {
 
     // ---- predicates ----------------------------------------------------------------
 
-    fn predicate(&mut self, expr: &Expr) -> Result {
+    pub(super) fn predicate(&mut self, expr: &Expr) -> Result {
         match expr {
             Expr::Nested(inner) => self.predicate(inner),
             Expr::UnaryOp { expr: inner, .. } => self.predicate(inner),
@@ -306,12 +318,20 @@ impl<'a> Walk<'a> {
                 compare_op: BinaryOperator::Eq,
                 right,
                 ..
-            } => match (self.pii(left), strip(right)) {
+            } => match (self.pii(left), strip_text_array_cast(right)) {
                 (Some(column), Expr::Value(v)) if placeholder(&v.value).is_some() => {
                     self.searchable(&column, "= ANY(...)")?;
                     self.recognise(left);
                     let n = placeholder(&v.value).unwrap_or_default();
                     self.bind_param(n, &column, true)
+                }
+                (Some(column), Expr::Array(array)) => {
+                    self.searchable(&column, "= ANY(ARRAY[...])")?;
+                    self.recognise(left);
+                    for item in &array.elem {
+                        self.bind_search_value(item, &column)?;
+                    }
+                    Ok(())
                 }
                 _ => self.other(expr),
             },
@@ -435,6 +455,8 @@ impl<'a> Walk<'a> {
                         }
                     }
                 }
+                _ if pii_targets.iter().flatten().next().is_some()
+                    && self.insert_from_values(source, &pii_targets)? => {}
                 body => {
                     if let Some(column) = pii_targets.iter().flatten().next() {
                         return Err(Refusal::unsupported(format!(
@@ -542,7 +564,12 @@ impl<'a> Walk<'a> {
 
     /// A value written into a PII column: a literal, a parameter, NULL or DEFAULT; in an
     /// assignment also the column itself or `EXCLUDED.column`.
-    fn bind_write_value(&mut self, expr: &Expr, column: &PiiColumn, assignment: bool) -> Result {
+    pub(super) fn bind_write_value(
+        &mut self,
+        expr: &Expr,
+        column: &PiiColumn,
+        assignment: bool,
+    ) -> Result {
         match bound(expr) {
             Bound::Literal(value, span) => self.bind_literal(value, span, &column.id),
             Bound::Param(n) => self.bind_param(n, column, false),
@@ -643,7 +670,7 @@ impl<'a> Walk<'a> {
     }
 
     /// Records `expr` as a PII reference used where ciphertext works; false if it is none.
-    fn recognise(&mut self, expr: &Expr) -> bool {
+    pub(super) fn recognise(&mut self, expr: &Expr) -> bool {
         let inner = strip(expr);
         if self.pii(inner).is_some() {
             self.recognised.insert(span_key(inner));
@@ -655,7 +682,7 @@ impl<'a> Walk<'a> {
 
     /// An expression not otherwise understood: its own PII references stay unrecognised
     /// (and so are refused), but subqueries inside it are analysed in full.
-    fn other(&mut self, expr: &Expr) -> Result {
+    pub(super) fn other(&mut self, expr: &Expr) -> Result {
         let mut finder = TopLevelQueries::default();
         let _ = expr.visit(&mut finder);
         for query in finder.found {
@@ -665,14 +692,14 @@ impl<'a> Walk<'a> {
     }
 
     /// The PII column `expr` names (through casts to text and parentheses).
-    fn pii(&self, expr: &Expr) -> Option<PiiColumn> {
+    pub(super) fn pii(&self, expr: &Expr) -> Option<PiiColumn> {
         let mut found = self.scope.resolve(strip(expr), self.policy);
         // Several configured tables with this column: treat it as the first; the final
         // check still requires every reference to be recognised.
         (!found.is_empty()).then(|| found.swap_remove(0))
     }
 
-    fn column(&self, table: &(String, String), column: &str) -> Option<PiiColumn> {
+    pub(super) fn column(&self, table: &(String, String), column: &str) -> Option<PiiColumn> {
         let mode = *self
             .policy
             .table(Some(&table.0), &table.1)?
@@ -767,7 +794,7 @@ impl Visitor for TopLevelQueries {
 }
 
 /// Parentheses and casts to text types are transparent for PII purposes.
-fn strip(expr: &Expr) -> &Expr {
+pub(super) fn strip(expr: &Expr) -> &Expr {
     match expr {
         Expr::Nested(inner) => strip(inner),
         Expr::Cast {
@@ -776,6 +803,21 @@ fn strip(expr: &Expr) -> &Expr {
             ..
         } if is_text_type(&data_type.to_string()) => strip(inner),
         _ => expr,
+    }
+}
+
+/// `$1::text[]` or `ARRAY[...]::varchar[]`: the array itself.
+fn strip_text_array_cast(expr: &Expr) -> &Expr {
+    match strip(expr) {
+        Expr::Cast {
+            expr: inner,
+            data_type,
+            ..
+        } => match data_type.to_string().strip_suffix("[]") {
+            Some(element) if is_text_type(element) => strip_text_array_cast(inner),
+            _ => strip(expr),
+        },
+        other => other,
     }
 }
 
@@ -795,7 +837,7 @@ fn placeholder(value: &Value) -> Option<usize> {
 }
 
 /// Classifies a value written to or compared with a PII column.
-fn bound(expr: &Expr) -> Bound<'_> {
+pub(super) fn bound(expr: &Expr) -> Bound<'_> {
     let inner = strip(expr);
     match inner {
         Expr::Value(v) => match &v.value {

@@ -6,6 +6,8 @@
 //! return [`Analysis::Plain`] after a substring check, without being parsed.
 
 mod analyzer;
+mod ddl;
+mod insert_values;
 mod names;
 mod splice;
 #[cfg(test)]

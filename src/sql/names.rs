@@ -69,6 +69,12 @@ impl Scope {
                 collector.scope.add(table, None);
             }
         }
+        // Nor are the tables a foreign key refers to.
+        for name in super::ddl::referred_tables(statement) {
+            if let Some(table) = configured_table(name, policy) {
+                collector.scope.add(table, None);
+            }
+        }
         collector.scope
     }
 

@@ -139,6 +139,20 @@ fn equality_search_on_deterministic_columns() {
         params("SELECT * FROM users WHERE email = ANY($1)"),
         [(1, "public.users.email".into(), true)]
     );
+    assert_eq!(
+        literals("SELECT * FROM users WHERE email = ANY(ARRAY['a', 'b'])"),
+        [
+            lit("'a'", "a", "public.users.email"),
+            lit("'b'", "b", "public.users.email")
+        ]
+    );
+    assert_eq!(
+        params("SELECT * FROM users WHERE email = ANY($1::text[])"),
+        [(1, "public.users.email".into(), true)]
+    );
+    refused("SELECT * FROM users WHERE email = ANY($1::int[])");
+    refused("SELECT * FROM users WHERE email = ANY('{a,b}')");
+    refused("SELECT * FROM users WHERE first_name = ANY($1)");
     plan("SELECT * FROM users WHERE email IS NULL AND first_name IS NOT NULL");
     plan("SELECT a.id FROM users a JOIN users b ON a.email = b.email");
     plan("SELECT email, count(*) FROM users GROUP BY email");
@@ -298,4 +312,118 @@ fn cache_returns_the_same_analysis() {
     assert_eq!(cache.analyze(sql), cache.analyze(sql));
     assert_eq!(cache.analyze("SELECT 1"), Analysis::Plain);
     let _ = Mode::Deterministic;
+}
+
+#[test]
+fn ddl_keeps_what_works_on_ciphertext() {
+    for sql in [
+        "CREATE TABLE users (id serial PRIMARY KEY, email text UNIQUE NOT NULL, first_name text DEFAULT NULL)",
+        "CREATE TABLE users (id serial, email varchar, PRIMARY KEY (id), UNIQUE (email))",
+        "CREATE INDEX ix_users_email ON users (email)",
+        "CREATE UNIQUE INDEX ix_users_email ON users USING btree (email)",
+        "CREATE INDEX ix_users_first ON users (first_name)",
+        "ALTER TABLE users ADD CONSTRAINT u UNIQUE (email)",
+        "ALTER TABLE users ADD COLUMN last_name text",
+        "ALTER TABLE users ALTER COLUMN email DROP DEFAULT",
+    ] {
+        assert!(plan(sql).changes_schema, "{sql}");
+    }
+    assert_eq!(
+        literals("CREATE INDEX ix ON users (id) WHERE email = 'x'"),
+        vec![lit("'x'", "x", "public.users.email")]
+    );
+}
+
+#[test]
+fn ddl_that_cannot_hold_on_ciphertext_is_refused() {
+    for (sql, expected) in [
+        (
+            "CREATE TABLE users (id int, first_name text UNIQUE)",
+            "UNIQUE on public.users.first_name",
+        ),
+        (
+            "CREATE TABLE users (first_name text PRIMARY KEY)",
+            "PRIMARY KEY on public.users.first_name",
+        ),
+        (
+            "CREATE TABLE users (id int, first_name text, UNIQUE (id, first_name))",
+            "UNIQUE on public.users.first_name",
+        ),
+        (
+            "CREATE UNIQUE INDEX u ON users (last_name)",
+            "a UNIQUE index on public.users.last_name",
+        ),
+        (
+            "ALTER TABLE users ADD CONSTRAINT u UNIQUE (first_name)",
+            "UNIQUE on public.users.first_name",
+        ),
+        (
+            "CREATE TABLE users (id int, email text DEFAULT 'nobody')",
+            "DEFAULT for public.users.email",
+        ),
+        (
+            "ALTER TABLE users ALTER COLUMN email SET DEFAULT lower('x')",
+            "DEFAULT for public.users.email",
+        ),
+        (
+            "ALTER TABLE users ADD COLUMN last_name text DEFAULT 'x'",
+            "DEFAULT for public.users.last_name",
+        ),
+        (
+            "CREATE TABLE users (id int, email text REFERENCES other (mail))",
+            "foreign key on public.users.email",
+        ),
+        (
+            "CREATE TABLE orders (id int, mail text, FOREIGN KEY (mail) REFERENCES users (email))",
+            "foreign key on public.users.email",
+        ),
+        (
+            "CREATE TABLE orders (id int, mail text REFERENCES users (email))",
+            "foreign key on public.users.email",
+        ),
+        (
+            "CREATE TABLE users (id int, email text GENERATED ALWAYS AS (lower('x')) STORED)",
+            "generated column",
+        ),
+        (
+            "CREATE TABLE users AS SELECT * FROM people",
+            "CREATE TABLE ... AS SELECT",
+        ),
+        (
+            "CREATE INDEX ix ON users (lower(email))",
+            "public.users.email is encrypted",
+        ),
+        (
+            "CREATE TABLE users (id int, first_name text CHECK (length(first_name) > 1))",
+            "public.users.first_name is encrypted",
+        ),
+    ] {
+        let message = refused(sql);
+        assert!(message.contains(expected), "{sql}: {message}");
+    }
+}
+
+#[test]
+fn insert_select_from_values_is_encrypted_like_values() {
+    // SQLAlchemy's "insertmanyvalues" form of a multi-row ORM flush.
+    let sql = "INSERT INTO users (first_name, last_name, email) SELECT p0::VARCHAR, p1::VARCHAR, p2::VARCHAR FROM (VALUES ($1::VARCHAR, $2::VARCHAR, $3::VARCHAR, 0), ($4::VARCHAR, $5::VARCHAR, $6::VARCHAR, 1)) AS imp_sen(p0, p1, p2, sen_counter) ORDER BY sen_counter RETURNING users.id, users.id AS id__1";
+    let columns = ["first_name", "last_name", "email"];
+    let expected: Vec<_> = (1..=6)
+        .map(|n| (n, format!("public.users.{}", columns[(n - 1) % 3]), false))
+        .collect();
+    assert_eq!(params(sql), expected);
+    // Literals, default column names, a plain column computed freely.
+    assert_eq!(
+        literals("INSERT INTO users (id, email) SELECT column1 + 1, v.column2 FROM (VALUES (1, 'a@x'), (2, 'b@x')) v"),
+        vec![lit("'a@x'", "a@x", "public.users.email"), lit("'b@x'", "b@x", "public.users.email")]
+    );
+    for sql in [
+        "INSERT INTO users (email) SELECT lower(v.e) FROM (VALUES ('A')) AS v(e)",
+        "INSERT INTO users (email) SELECT v.e FROM (VALUES (lower('A'))) AS v(e)",
+        "INSERT INTO users (email, first_name) SELECT v.e, v.e FROM (VALUES ('a')) AS v(e)",
+        "INSERT INTO users (email) SELECT v.e FROM (VALUES ('a')) AS v(e) JOIN t ON true",
+        "INSERT INTO users (email) SELECT email FROM people",
+    ] {
+        refused(sql);
+    }
 }

@@ -1,0 +1,248 @@
+//! DDL on configured tables: which constraints, indexes and defaults still hold when a
+//! column stores ciphertext. UNIQUE, PRIMARY KEY and indexes work on deterministic
+//! ciphertext (equal values, equal ciphertexts); on randomized ciphertext a uniqueness
+//! constraint would never fire, so it is refused. A DEFAULT other than NULL would be stored
+//! in clear, a foreign key compares ciphertexts of two differently keyed columns, and CHECK or
+//! generated expressions need the plaintext: all refused, naming the column.
+
+use sqlparser::ast::{
+    AlterColumnOperation, AlterTable, AlterTableOperation, ColumnDef, ColumnOption, CreateIndex,
+    CreateTable, ForeignKeyConstraint, IndexColumn, ObjectName, Statement, TableConstraint,
+};
+
+use super::analyzer::{bound, Bound, Result, Walk};
+use super::names::{configured_table, normalize, PiiColumn, TableKey};
+use super::Refusal;
+use crate::crypto::Mode;
+
+impl Walk<'_> {
+    pub(super) fn create_table(&mut self, create: &CreateTable) -> Result {
+        let table = configured_table(&create.name, self.policy);
+        for column in &create.columns {
+            self.column_def(column, table.as_ref())?;
+        }
+        for constraint in &create.constraints {
+            self.table_constraint(constraint, table.as_ref())?;
+        }
+        if let Some(query) = &create.query {
+            if let Some(column) = table.as_ref().and_then(|t| self.first_pii(t)) {
+                return Err(Refusal::unsupported(format!(
+                    "CREATE TABLE ... AS SELECT into {} cannot be encrypted by pgcloak; create the table, then insert the rows with VALUES and parameters from the application",
+                    column.id
+                )));
+            }
+            self.query(query)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn create_index(&mut self, index: &CreateIndex) -> Result {
+        let table = configured_table(&index.table_name, self.policy);
+        let what = if index.unique {
+            "a UNIQUE index"
+        } else {
+            "an index"
+        };
+        self.index_columns(&index.columns, index.unique, what, table.as_ref())?;
+        if let Some(predicate) = &index.predicate {
+            self.predicate(predicate)?;
+        }
+        for expr in &index.with {
+            self.other(expr)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn alter_table(&mut self, alter: &AlterTable) -> Result {
+        let table = configured_table(&alter.name, self.policy);
+        for operation in &alter.operations {
+            match operation {
+                AlterTableOperation::AddConstraint { constraint, .. } => {
+                    self.table_constraint(constraint, table.as_ref())?
+                }
+                AlterTableOperation::AddColumn { column_def, .. } => {
+                    self.column_def(column_def, table.as_ref())?
+                }
+                AlterTableOperation::AlterColumn {
+                    column_name,
+                    op: AlterColumnOperation::SetDefault { value },
+                } => match table
+                    .as_ref()
+                    .and_then(|t| self.column(t, &normalize(column_name)))
+                {
+                    Some(column) => self.default_value(&column, value)?,
+                    None => self.other(value)?,
+                },
+                // Anything else is checked by the final walk over every reference.
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn column_def(&mut self, def: &ColumnDef, table: Option<&TableKey>) -> Result {
+        for option in &def.options {
+            if let ColumnOption::ForeignKey(key) = &option.option {
+                self.foreign_key_target(key)?;
+            }
+        }
+        let Some(column) = table.and_then(|t| self.column(t, &normalize(&def.name))) else {
+            return Ok(());
+        };
+        for option in &def.options {
+            match &option.option {
+                ColumnOption::Default(value) => self.default_value(&column, value)?,
+                ColumnOption::Unique(_) => self.uniqueness(&column, "UNIQUE")?,
+                ColumnOption::PrimaryKey(_) => self.uniqueness(&column, "PRIMARY KEY")?,
+                ColumnOption::ForeignKey(_) => return Err(foreign_key(&column)),
+                ColumnOption::Generated { .. }
+                | ColumnOption::Materialized(_)
+                | ColumnOption::Alias(_) => {
+                    return Err(Refusal::unsupported(format!(
+                        "{} cannot be a generated column: pgcloak encrypts the values written to it, and Postgres would compute this one from plaintext and store it in clear",
+                        column.id
+                    )))
+                }
+                // CHECK and other expressions: their references to the column are refused
+                // by the final walk.
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn table_constraint(
+        &mut self,
+        constraint: &TableConstraint,
+        table: Option<&TableKey>,
+    ) -> Result {
+        match constraint {
+            TableConstraint::Unique(unique) => {
+                self.index_columns(&unique.columns, true, "UNIQUE", table)
+            }
+            TableConstraint::PrimaryKey(key) => {
+                self.index_columns(&key.columns, true, "PRIMARY KEY", table)
+            }
+            TableConstraint::ForeignKey(key) => {
+                match table.and_then(|t| self.named_pii(t, key.columns.iter())) {
+                    Some(column) => Err(foreign_key(&column)),
+                    None => self.foreign_key_target(key),
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The columns of an index or a UNIQUE/PRIMARY KEY constraint: a PII column may be one
+    /// when it is deterministic, or, outside a uniqueness constraint, randomized (an index
+    /// on random ciphertext is useless but harmless). Expressions stay unrecognised.
+    fn index_columns(
+        &mut self,
+        columns: &[IndexColumn],
+        unique: bool,
+        what: &str,
+        table: Option<&TableKey>,
+    ) -> Result {
+        if table.is_none() {
+            return Ok(());
+        }
+        for column in columns {
+            let expr = &column.column.expr;
+            if let Some(pii) = self.pii(expr) {
+                if unique {
+                    self.uniqueness(&pii, what)?;
+                }
+                self.recognise(expr);
+            }
+        }
+        Ok(())
+    }
+
+    fn uniqueness(&self, column: &PiiColumn, what: &str) -> Result {
+        match column.mode {
+            Mode::Deterministic => Ok(()),
+            Mode::Randomized => Err(Refusal::unsupported(format!(
+                "{what} on {} cannot work: the column is encrypted in randomized mode, so equal values have different ciphertexts and duplicates would never be detected; make it `deterministic` in the pgcloak policy, or drop the constraint",
+                column.id
+            ))),
+        }
+    }
+
+    fn default_value(&mut self, column: &PiiColumn, value: &sqlparser::ast::Expr) -> Result {
+        match bound(value) {
+            Bound::Null => Ok(()),
+            _ => Err(Refusal::unsupported(format!(
+                "a DEFAULT for {} would be stored in clear, because Postgres fills it in without pgcloak seeing the value; drop the DEFAULT and write the value from the application",
+                column.id
+            ))),
+        }
+    }
+
+    /// A foreign key may not refer to a PII column.
+    fn foreign_key_target(&self, key: &ForeignKeyConstraint) -> Result {
+        let referred = configured_table(&key.foreign_table, self.policy)
+            .and_then(|t| self.named_pii(&t, key.referred_columns.iter()));
+        match referred {
+            Some(column) => Err(foreign_key(&column)),
+            None => Ok(()),
+        }
+    }
+
+    fn named_pii<'i>(
+        &self,
+        table: &TableKey,
+        mut names: impl Iterator<Item = &'i sqlparser::ast::Ident>,
+    ) -> Option<PiiColumn> {
+        names.find_map(|name| self.column(table, &normalize(name)))
+    }
+
+    fn first_pii(&self, table: &TableKey) -> Option<PiiColumn> {
+        let columns = &self.policy.table(Some(&table.0), &table.1)?.columns;
+        let name = columns.keys().next()?;
+        self.column(table, name)
+    }
+}
+
+fn foreign_key(column: &PiiColumn) -> Refusal {
+    Refusal::unsupported(format!(
+        "a foreign key on {} cannot work: pgcloak encrypts each column with its own key, so the ciphertexts on both sides never match; enforce the reference in the application",
+        column.id
+    ))
+}
+
+/// The tables the foreign keys of a CREATE TABLE or ALTER TABLE refer to.
+pub(super) fn referred_tables(statement: &Statement) -> Vec<&ObjectName> {
+    let (columns, constraints): (Vec<&ColumnDef>, Vec<&TableConstraint>) = match statement {
+        Statement::CreateTable(create) => (
+            create.columns.iter().collect(),
+            create.constraints.iter().collect(),
+        ),
+        Statement::AlterTable(alter) => {
+            let mut columns = Vec::new();
+            let mut constraints = Vec::new();
+            for operation in &alter.operations {
+                match operation {
+                    AlterTableOperation::AddColumn { column_def, .. } => columns.push(column_def),
+                    AlterTableOperation::AddConstraint { constraint, .. } => {
+                        constraints.push(constraint)
+                    }
+                    _ => {}
+                }
+            }
+            (columns, constraints)
+        }
+        _ => return Vec::new(),
+    };
+    let from_columns = columns
+        .into_iter()
+        .flat_map(|column| &column.options)
+        .filter_map(|option| match &option.option {
+            ColumnOption::ForeignKey(key) => Some(&key.foreign_table),
+            _ => None,
+        });
+    let from_constraints = constraints.into_iter().filter_map(|c| match c {
+        TableConstraint::ForeignKey(key) => Some(&key.foreign_table),
+        _ => None,
+    });
+    from_columns.chain(from_constraints).collect()
+}
