@@ -652,3 +652,92 @@ impl tokio_postgres::types::ToSql for TextParam {
 
     tokio_postgres::types::to_sql_checked!();
 }
+
+/// Columns that share a key (`same_key_as`): a JOIN on them compares ciphertexts, a
+/// foreign key between them holds, and a view's column configured that way can be searched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn columns_sharing_a_key_join_and_views_are_searchable() {
+    let policy = format!(
+        "{POLICY}
+orders:
+  customer_email: {{ mode: deterministic, same_key_as: users.email }}
+user_names:
+  email: {{ mode: deterministic, same_key_as: users.email }}
+  first_name: {{ mode: randomized, same_key_as: users.first_name }}
+"
+    );
+    let stack = Stack::start_cloaked(&policy).await;
+    let direct = stack.connect_direct().await;
+    direct.batch_execute(SCHEMA).await.unwrap();
+    let client = stack.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE orders (id serial PRIMARY KEY, customer_email text REFERENCES users (email), item text);
+             INSERT INTO users (email, first_name) VALUES ('ann@example.com', 'Ann'), ('bob@example.com', 'Bob');
+             INSERT INTO orders (customer_email, item) VALUES ('ann@example.com', 'book'), ('ann@example.com', 'pen');",
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "INSERT INTO orders (customer_email, item) VALUES ($1, $2)",
+            &[&"bob@example.com", &"ink"],
+        )
+        .await
+        .unwrap();
+    // Both columns store the same deterministic ciphertext for the same email.
+    let same: i64 = direct
+        .query_one(
+            "SELECT count(*) FROM orders o JOIN users u ON o.customer_email = u.email WHERE o.customer_email LIKE 'pgc1$d$%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(same, 3);
+    let rows = client
+        .query(
+            "SELECT u.first_name, o.item, o.customer_email FROM users u JOIN orders o ON o.customer_email = u.email WHERE u.email = $1 ORDER BY o.item",
+            &[&"ann@example.com"],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(&str, &str, &str)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("Ann", "book", "ann@example.com"),
+            ("Ann", "pen", "ann@example.com")
+        ]
+    );
+    // The foreign key compares ciphertexts: an unknown customer is rejected by Postgres.
+    let err = client
+        .execute(
+            "INSERT INTO orders (customer_email, item) VALUES ($1, 'x')",
+            &[&"nobody@example.com"],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(&SqlState::FOREIGN_KEY_VIOLATION));
+    // A view's columns, configured with the keys of their source columns.
+    let row = client
+        .query_one(
+            "SELECT id, first_name FROM user_names WHERE email = $1",
+            &[&"bob@example.com"],
+        )
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, i32>(0), row.get::<_, &str>(1)), (2, "Bob"));
+    // Columns with their own keys still cannot be compared.
+    let err = client
+        .query(
+            "SELECT 1 FROM users u JOIN billing.cards c ON c.holder = u.first_name",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(&SqlState::FEATURE_NOT_SUPPORTED));
+}

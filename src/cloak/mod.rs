@@ -51,9 +51,14 @@ impl Cloak {
     pub fn with_key(policy: Policy, master: &crate::crypto::MasterKey) -> Cloak {
         let columns: Vec<_> = policy
             .columns()
+            .filter(|(id, _)| policy.key_of(id) == id)
             .map(|(id, mode)| (id.to_string(), mode))
             .collect();
-        Cloak::new(Arc::new(policy), Keyring::new(master, &columns))
+        let mut keyring = Keyring::new(master, &columns);
+        for (column, owner) in policy.shared_keys() {
+            keyring.share(&column.to_string(), &owner.to_string());
+        }
+        Cloak::new(Arc::new(policy), keyring)
     }
 
     /// The two filters of one session, sharing its statement state.

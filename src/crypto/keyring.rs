@@ -97,6 +97,15 @@ impl Keyring {
         keyring
     }
 
+    /// Makes `column` use the keys of `same_key_as` (already in the keyring): values of
+    /// either column decrypt in the other, and deterministic ciphertexts of equal values are
+    /// equal across both. Does nothing if `same_key_as` is unknown or `column` has keys.
+    pub fn share(&mut self, column: &str, same_key_as: &str) {
+        if let Some(&index) = self.by_column.get(same_key_as) {
+            self.by_column.entry(column.to_owned()).or_insert(index);
+        }
+    }
+
     /// The mode a column is configured with, if it is configured.
     pub fn mode(&self, column: &str) -> Option<Mode> {
         self.entry(column).ok().map(|entry| entry.mode)

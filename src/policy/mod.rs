@@ -36,6 +36,9 @@ pub struct TablePolicy {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {
     tables: BTreeMap<(String, String), TablePolicy>,
+    /// Columns configured with `same_key_as`: column → the column whose key it uses (one
+    /// that has its own key). Their ciphertexts are interchangeable, so they compare equal.
+    shared_keys: BTreeMap<ColumnId, ColumnId>,
     /// Lower-cased table names, for the cheap "could this SQL touch a PII table" check.
     needles: Vec<String>,
 }
@@ -59,6 +62,8 @@ impl Policy {
             .as_mapping()
             .ok_or_else(|| err("tables".into(), "must be a map of table name to columns"))?;
         let mut policy = Policy::default();
+        // (column, the `same_key_as` text, its config key), resolved once all are read.
+        let mut sharing: Vec<(ColumnId, String, String)> = Vec::new();
         for (name, columns) in map {
             let name = name
                 .as_str()
@@ -81,13 +86,52 @@ impl Policy {
                 if column.is_empty() || column.contains('.') {
                     return Err(err(column_key, "is not a column name"));
                 }
-                let mode = parse_column_spec(spec, &column_key)?;
+                let (mode, same_key_as) = parse_column_spec(spec, &column_key)?;
                 table_policy.columns.insert(column.to_owned(), mode);
+                if let Some(other) = same_key_as {
+                    let id = ColumnId {
+                        schema: schema.to_owned(),
+                        table: table.to_owned(),
+                        column: column.to_owned(),
+                    };
+                    sharing.push((id, other, format!("{column_key}.same_key_as")));
+                }
             }
             let id = (schema.to_owned(), table.to_owned());
             if policy.tables.insert(id, table_policy).is_some() {
                 return Err(err(key, "is configured twice"));
             }
+        }
+        for (id, other, key) in sharing {
+            let owner = policy.resolve_column(&other).ok_or_else(|| {
+                err(
+                    key.clone(),
+                    "must name a configured PII column, as `table.column` or `schema.table.column`",
+                )
+            })?;
+            if policy.shared_keys.contains_key(&owner) || owner == id {
+                return Err(err(
+                    key,
+                    "must name a column that has its own key (not one with `same_key_as`)",
+                ));
+            }
+            if policy.mode(&owner) != policy.mode(&id) {
+                return Err(err(
+                    key,
+                    "names a column with another mode; columns sharing a key must have the same mode",
+                ));
+            }
+            policy.shared_keys.insert(id, owner);
+        }
+        if let Some((id, _)) = policy
+            .shared_keys
+            .iter()
+            .find(|(_, owner)| policy.shared_keys.contains_key(*owner))
+        {
+            return Err(err(
+                format!("tables.{}.{}.same_key_as", id.table, id.column),
+                "must name a column that has its own key (not one with `same_key_as`)",
+            ));
         }
         policy.needles = policy
             .tables
@@ -121,6 +165,33 @@ impl Policy {
             .any(|needle| lower.contains(needle.as_str()))
     }
 
+    /// The column whose key `column` is encrypted with: itself, or its `same_key_as`.
+    pub fn key_of<'a>(&'a self, column: &'a ColumnId) -> &'a ColumnId {
+        self.shared_keys.get(column).unwrap_or(column)
+    }
+
+    /// Columns that use another column's key, with that column.
+    pub fn shared_keys(&self) -> impl Iterator<Item = (&ColumnId, &ColumnId)> + '_ {
+        self.shared_keys.iter()
+    }
+
+    fn mode(&self, id: &ColumnId) -> Option<Mode> {
+        let table = self.tables.get(&(id.schema.clone(), id.table.clone()))?;
+        table.columns.get(&id.column).copied()
+    }
+
+    /// `table.column` or `schema.table.column`, if configured.
+    fn resolve_column(&self, name: &str) -> Option<ColumnId> {
+        let (table, column) = name.rsplit_once('.')?;
+        let (schema, table) = split_table_name(table)?;
+        let id = ColumnId {
+            schema: schema.to_owned(),
+            table: table.to_owned(),
+            column: column.to_owned(),
+        };
+        self.mode(&id).map(|_| id)
+    }
+
     /// Every PII column with its mode, for deriving keys.
     pub fn columns(&self) -> impl Iterator<Item = (ColumnId, Mode)> + '_ {
         self.tables.iter().flat_map(|((schema, table), policy)| {
@@ -146,27 +217,39 @@ fn split_table_name(name: &str) -> Option<(&str, &str)> {
     }
 }
 
-/// `email: deterministic` or the long form `email: { mode: deterministic }`.
-fn parse_column_spec(spec: &Value, key: &str) -> Result<Mode, PolicyError> {
+/// `email: deterministic` or the long form `email: { mode: deterministic }`, optionally
+/// with `same_key_as: table.column`. Returns the mode and the `same_key_as` text.
+fn parse_column_spec(spec: &Value, key: &str) -> Result<(Mode, Option<String>), PolicyError> {
     let err = |key: String, message: String| PolicyError { key, message };
-    let mode_text = match spec {
-        Value::String(mode) => mode.as_str(),
+    let (mode_text, same_key_as) = match spec {
+        Value::String(mode) => (mode.as_str(), None),
         Value::Mapping(map) => {
             for k in map.keys() {
-                if k.as_str() != Some("mode") {
+                if !matches!(k.as_str(), Some("mode" | "same_key_as")) {
                     let name = k.as_str().unwrap_or("?");
                     return Err(err(
                         format!("{key}.{name}"),
-                        "unknown key (expected `mode`)".into(),
+                        "unknown key (expected `mode` or `same_key_as`)".into(),
                     ));
                 }
             }
-            map.get("mode").and_then(Value::as_str).ok_or_else(|| {
+            let mode = map.get("mode").and_then(Value::as_str).ok_or_else(|| {
                 err(
                     format!("{key}.mode"),
                     "missing: randomized or deterministic".into(),
                 )
-            })?
+            })?;
+            let same_key_as = match map.get("same_key_as") {
+                None => None,
+                Some(Value::String(other)) => Some(other.clone()),
+                Some(_) => {
+                    return Err(err(
+                        format!("{key}.same_key_as"),
+                        "expected a column name, `table.column` or `schema.table.column`".into(),
+                    ))
+                }
+            };
+            (mode, same_key_as)
         }
         _ => {
             return Err(err(
@@ -175,12 +258,13 @@ fn parse_column_spec(spec: &Value, key: &str) -> Result<Mode, PolicyError> {
             ))
         }
     };
-    mode_text.parse::<Mode>().map_err(|_| {
+    let mode = mode_text.parse::<Mode>().map_err(|_| {
         err(
             key.to_owned(),
             format!("unknown mode {mode_text:?} (expected randomized or deterministic)"),
         )
-    })
+    })?;
+    Ok((mode, same_key_as))
 }
 
 #[cfg(test)]
@@ -227,6 +311,37 @@ billing.cards:
         assert_eq!(e.to_string(), "`tables.users`: names no columns");
         let e = policy("users:\n  email: { }\n").unwrap_err();
         assert_eq!(e.key, "tables.users.email.mode");
+    }
+
+    #[test]
+    fn columns_may_share_a_key() {
+        let p = policy(
+            "users:\n  email: deterministic\norders:\n  customer_email: { mode: deterministic, same_key_as: users.email }\n  note: { mode: randomized }\n",
+        )
+        .unwrap();
+        let id = |t: &str, c: &str| ColumnId {
+            schema: "public".into(),
+            table: t.into(),
+            column: c.into(),
+        };
+        assert_eq!(
+            p.key_of(&id("orders", "customer_email")),
+            &id("users", "email")
+        );
+        assert_eq!(p.key_of(&id("users", "email")), &id("users", "email"));
+        assert_eq!(p.key_of(&id("orders", "note")), &id("orders", "note"));
+        assert_eq!(p.shared_keys().count(), 1);
+        for (yaml, message) in [
+            ("users:\n  a: deterministic\n  b: { mode: deterministic, same_key_as: users.c }\n", "must name a configured PII column"),
+            ("users:\n  a: randomized\n  b: { mode: deterministic, same_key_as: users.a }\n", "another mode"),
+            ("users:\n  a: deterministic\n  b: { mode: deterministic, same_key_as: users.a }\n  c: { mode: deterministic, same_key_as: public.users.b }\n", "has its own key"),
+            ("users:\n  a: { mode: deterministic, same_key_as: users.a }\n", "has its own key"),
+            ("users:\n  a: deterministic\n  b: { mode: deterministic, same_key_as: [a] }\n", "expected a column name"),
+        ] {
+            let e = policy(yaml).unwrap_err();
+            assert!(e.key.ends_with(".same_key_as"), "{yaml}: {e}");
+            assert!(e.message.contains(message), "{yaml}: {e}");
+        }
     }
 
     #[test]

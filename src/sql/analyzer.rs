@@ -302,7 +302,7 @@ impl<'a> Walk<'a> {
                     self.searchable(&column, "IN (SELECT ...)")?;
                     if single_projection(subquery)
                         .and_then(|projected| self.pii(projected))
-                        .is_some_and(|projected| projected.id == column.id)
+                        .is_some_and(|projected| self.same_key(&projected, &column))
                     {
                         self.recognise(left);
                     }
@@ -347,9 +347,9 @@ impl<'a> Walk<'a> {
             (Some(l), Some(r)) => {
                 self.searchable(&l, "=")?;
                 self.searchable(&r, "=")?;
-                if l.id != r.id {
+                if !self.same_key(&l, &r) {
                     return Err(Refusal::unsupported(format!(
-                        "comparing {} with {} cannot work: pgcloak encrypts each column with its own key, so equal values have different ciphertexts; compare in the application",
+                        "comparing {} with {} cannot work: pgcloak encrypts each column with its own key, so equal values have different ciphertexts; give one `same_key_as: <the other>` in the pgcloak policy, or compare in the application",
                         l.id, r.id
                     )));
                 }
@@ -575,7 +575,7 @@ impl<'a> Walk<'a> {
             Bound::Param(n) => self.bind_param(n, column, false),
             Bound::Null | Bound::Default => Ok(()),
             Bound::Other(inner) => {
-                let same_column = self.pii(inner).is_some_and(|c| c.id == column.id);
+                let same_column = self.pii(inner).is_some_and(|c| self.same_key(&c, column));
                 if assignment && same_column {
                     self.recognise(inner);
                     return Ok(());
@@ -713,6 +713,11 @@ impl<'a> Walk<'a> {
             },
             mode,
         })
+    }
+
+    /// Whether two PII columns are encrypted with the same key (one column, or `same_key_as`).
+    pub(super) fn same_key(&self, a: &PiiColumn, b: &PiiColumn) -> bool {
+        self.policy.key_of(&a.id) == self.policy.key_of(&b.id)
     }
 
     /// Every PII reference in the statement must have been recognised.

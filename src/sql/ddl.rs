@@ -81,12 +81,13 @@ impl Walk<'_> {
     }
 
     fn column_def(&mut self, def: &ColumnDef, table: Option<&TableKey>) -> Result {
+        let pii = table.and_then(|t| self.column(t, &normalize(&def.name)));
         for option in &def.options {
             if let ColumnOption::ForeignKey(key) = &option.option {
-                self.foreign_key_target(key)?;
+                self.foreign_key(std::slice::from_ref(&pii), key)?;
             }
         }
-        let Some(column) = table.and_then(|t| self.column(t, &normalize(&def.name))) else {
+        let Some(column) = pii else {
             return Ok(());
         };
         for option in &def.options {
@@ -94,7 +95,6 @@ impl Walk<'_> {
                 ColumnOption::Default(value) => self.default_value(&column, value)?,
                 ColumnOption::Unique(_) => self.uniqueness(&column, "UNIQUE")?,
                 ColumnOption::PrimaryKey(_) => self.uniqueness(&column, "PRIMARY KEY")?,
-                ColumnOption::ForeignKey(_) => return Err(foreign_key(&column)),
                 ColumnOption::Generated { .. }
                 | ColumnOption::Materialized(_)
                 | ColumnOption::Alias(_) => {
@@ -124,10 +124,12 @@ impl Walk<'_> {
                 self.index_columns(&key.columns, true, "PRIMARY KEY", table)
             }
             TableConstraint::ForeignKey(key) => {
-                match table.and_then(|t| self.named_pii(t, key.columns.iter())) {
-                    Some(column) => Err(foreign_key(&column)),
-                    None => self.foreign_key_target(key),
-                }
+                let own: Vec<Option<PiiColumn>> = key
+                    .columns
+                    .iter()
+                    .map(|name| table.and_then(|t| self.column(t, &normalize(name))))
+                    .collect();
+                self.foreign_key(&own, key)
             }
             _ => Ok(()),
         }
@@ -178,22 +180,24 @@ impl Walk<'_> {
         }
     }
 
-    /// A foreign key may not refer to a PII column.
-    fn foreign_key_target(&self, key: &ForeignKeyConstraint) -> Result {
-        let referred = configured_table(&key.foreign_table, self.policy)
-            .and_then(|t| self.named_pii(&t, key.referred_columns.iter()));
-        match referred {
-            Some(column) => Err(foreign_key(&column)),
-            None => Ok(()),
+    /// A foreign key holds on ciphertext only between deterministic columns sharing a key
+    /// (`same_key_as`): each referencing column must match its referred column that way, or
+    /// both be plain. `own`: the PII column (or None) of each referencing column.
+    fn foreign_key(&self, own: &[Option<PiiColumn>], key: &ForeignKeyConstraint) -> Result {
+        let referred_table = configured_table(&key.foreign_table, self.policy);
+        for (i, own) in own.iter().enumerate() {
+            let referred = key.referred_columns.get(i).and_then(|name| {
+                referred_table
+                    .as_ref()
+                    .and_then(|t| self.column(t, &normalize(name)))
+            });
+            match (own, &referred) {
+                (None, None) => {}
+                (Some(a), Some(b)) if a.mode == Mode::Deterministic && self.same_key(a, b) => {}
+                (Some(column), _) | (None, Some(column)) => return Err(foreign_key(column)),
+            }
         }
-    }
-
-    fn named_pii<'i>(
-        &self,
-        table: &TableKey,
-        mut names: impl Iterator<Item = &'i sqlparser::ast::Ident>,
-    ) -> Option<PiiColumn> {
-        names.find_map(|name| self.column(table, &normalize(name)))
+        Ok(())
     }
 
     fn first_pii(&self, table: &TableKey) -> Option<PiiColumn> {
@@ -205,7 +209,7 @@ impl Walk<'_> {
 
 fn foreign_key(column: &PiiColumn) -> Refusal {
     Refusal::unsupported(format!(
-        "a foreign key on {} cannot work: pgcloak encrypts each column with its own key, so the ciphertexts on both sides never match; enforce the reference in the application",
+        "a foreign key on {} cannot work: pgcloak encrypts each column with its own key, so the ciphertexts on both sides never match; make both columns deterministic with one `same_key_as` the other in the pgcloak policy, or enforce the reference in the application",
         column.id
     ))
 }

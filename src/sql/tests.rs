@@ -427,3 +427,33 @@ fn insert_select_from_values_is_encrypted_like_values() {
         refused(sql);
     }
 }
+
+#[test]
+fn columns_sharing_a_key_compare_and_reference_each_other() {
+    let yaml = "
+users:
+  email: deterministic
+  first_name: randomized
+orders:
+  customer_email: { mode: deterministic, same_key_as: users.email }
+  note: deterministic
+";
+    let policy = Policy::from_yaml(&serde_yaml::from_str(yaml).unwrap()).unwrap();
+    let analyze = |sql: &str| analyze(sql, &policy);
+    for sql in [
+        "SELECT u.first_name FROM users u JOIN orders o ON o.customer_email = u.email",
+        "SELECT note FROM orders WHERE customer_email IN (SELECT email FROM users WHERE email = $1)",
+        "CREATE TABLE orders (id int, customer_email text REFERENCES users (email))",
+        "ALTER TABLE orders ADD FOREIGN KEY (customer_email) REFERENCES users (email)",
+    ] {
+        assert!(matches!(analyze(sql), Analysis::Plan(_)), "{sql}");
+    }
+    for sql in [
+        "SELECT 1 FROM users u JOIN orders o ON o.note = u.email",
+        "CREATE TABLE orders (id int, note text REFERENCES users (email))",
+        "CREATE TABLE orders (id int, plain text REFERENCES users (email))",
+        "CREATE TABLE orders (id int, customer_email text REFERENCES users)",
+    ] {
+        assert!(matches!(analyze(sql), Analysis::Refused(_)), "{sql}");
+    }
+}
