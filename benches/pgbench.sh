@@ -25,7 +25,7 @@
 # workload and target, and pgcloak's ratio to direct and to PgBouncer. The report is also
 # written to bench-results/pgbench-<timestamp>.txt. Everything started is stopped on exit.
 #
-# PII workloads: pgcloak runs with a column policy (benches/pgbench-pii-policy.yaml, a
+# PII workloads: a second pgcloak (target pgcloak-pii) runs with a column policy (benches/pgbench-pii-policy.yaml, a
 # fresh `pgcloak keygen` key) for a table `people` (benches/pgbench-pii-schema.sql) whose
 # name_pii (randomized) and email_pii (deterministic) columns are PII and whose name_plain
 # and email_plain columns hold the same values in clear. PII_ROWS rows are loaded through
@@ -33,11 +33,11 @@
 # round then also runs, through pgcloak only, -M prepared, the pgbench scripts
 # benches/pgbench-{pii-read,plain-read,pii-update,plain-update}.sql for PII_DURATION
 # seconds each, and the report adds their TPS, PII read / plain read (target >= 0.9) and
-# PII update / plain update. The policy names only `people`, so the select-only workloads
-# above (pgbench_* tables) take pgcloak's pass-through path as before.
+# PII update / plain update. The select-only workloads also run through it: the policy
+# names only `people`, so they show what a policy costs statements that touch no PII table.
 #
-# With the defaults (2 workloads x 3 targets x 3 rounds x 20 s, plus 4 PII workloads x 3
-# rounds x 10 s) it takes about 8.5 minutes.
+# With the defaults (2 workloads x 4 targets x 3 rounds x 20 s, plus 4 PII workloads x 3
+# rounds x 10 s) it takes about 10.5 minutes.
 # On a small machine pgbench, PostgreSQL and the proxy share the cores, so a proxy's cost
 # shows up as lost TPS more than it would with the load generator on another host.
 #
@@ -61,7 +61,9 @@ WORKLOADS=(
     "select-only/simple|-S -M simple"
     "select-only/prepared|-S -M prepared"
 )
-TARGETS=(direct pgbouncer pgcloak)
+# pgcloak: the relay without a policy; pgcloak-pii: with the PII policy of the PII workloads
+# (its tables are not pgbench_*, so these statements take the no-PII path: a name check).
+TARGETS=(direct pgbouncer pgcloak pgcloak-pii)
 
 PII_DURATION=${PII_DURATION:-10}
 PII_ROWS=${PII_ROWS:-10000}
@@ -119,12 +121,12 @@ report() {
     echo "pgbouncer: $("$PGBOUNCER_BIN" --version | head -n 1) (pool_mode=session, default_pool_size=40)"
     echo "pgbench:  scale $SCALE, -c $CLIENTS -j $THREADS -T $DURATION, $ROUNDS rounds, interleaved"
     echo
-    printf '%-22s %-10s %12s  %s\n' workload target "median TPS" "TPS per round"
+    printf '%-22s %-12s %12s  %s\n' workload target "median TPS" "TPS per round"
     for entry in "${WORKLOADS[@]}"; do
         name=${entry%%|*}
         for target in "${TARGETS[@]}"; do
             m=$(median "${TPS["$name|$target"]}")
-            printf '%-22s %-10s %12s  %s' "$name" "$target" "$m" "${TPS["$name|$target"]}"
+            printf '%-22s %-12s %12s  %s' "$name" "$target" "$m" "${TPS["$name|$target"]}"
             if (( ${FAILED["$name|$target"]:-0} > 0 )); then
                 printf '  (%s failed transactions)' "${FAILED["$name|$target"]}"
             fi
@@ -132,14 +134,16 @@ report() {
         done
     done
     echo
-    printf '%-22s %16s %19s\n' workload "pgcloak/direct" "pgcloak/pgbouncer"
+    printf '%-22s %-12s %10s %13s\n' workload target "/direct" "/pgbouncer"
     local direct bouncer cloak
     for entry in "${WORKLOADS[@]}"; do
         name=${entry%%|*}
         direct=$(median "${TPS["$name|direct"]}")
         bouncer=$(median "${TPS["$name|pgbouncer"]}")
-        cloak=$(median "${TPS["$name|pgcloak"]}")
-        printf '%-22s %16s %19s\n' "$name" "$(ratio "$cloak" "$direct")" "$(ratio "$cloak" "$bouncer")"
+        for target in pgcloak pgcloak-pii; do
+            cloak=$(median "${TPS["$name|$target"]}")
+            printf '%-22s %-12s %10s %13s\n' "$name" "$target" "$(ratio "$cloak" "$direct")" "$(ratio "$cloak" "$bouncer")"
+        done
     done
     report_pii
 }
@@ -150,22 +154,22 @@ report_pii() {
     echo "PII workloads: through pgcloak only, -M prepared, -c $CLIENTS -j $THREADS -T $PII_DURATION, $PII_ROWS rows;"
     echo "name_pii randomized, email_pii deterministic, *_plain the same values in clear"
     echo
-    printf '%-22s %-10s %12s  %s\n' workload target "median TPS" "TPS per round"
+    printf '%-22s %-12s %12s  %s\n' workload target "median TPS" "TPS per round"
     for entry in "${PII_WORKLOADS[@]}"; do
         name=${entry%%|*}
-        m=$(median "${TPS["$name|pgcloak"]}")
-        printf '%-22s %-10s %12s  %s' "$name" pgcloak "$m" "${TPS["$name|pgcloak"]}"
-        if (( ${FAILED["$name|pgcloak"]:-0} > 0 )); then
-            printf '  (%s failed transactions)' "${FAILED["$name|pgcloak"]}"
+        m=$(median "${TPS["$name|pgcloak-pii"]}")
+        printf '%-22s %-12s %12s  %s' "$name" pgcloak-pii "$m" "${TPS["$name|pgcloak-pii"]}"
+        if (( ${FAILED["$name|pgcloak-pii"]:-0} > 0 )); then
+            printf '  (%s failed transactions)' "${FAILED["$name|pgcloak-pii"]}"
         fi
         echo
     done
     echo
     local pii_read plain_read pii_update plain_update
-    pii_read=$(median "${TPS["pii-read|pgcloak"]}")
-    plain_read=$(median "${TPS["plain-read|pgcloak"]}")
-    pii_update=$(median "${TPS["pii-update|pgcloak"]}")
-    plain_update=$(median "${TPS["plain-update|pgcloak"]}")
+    pii_read=$(median "${TPS["pii-read|pgcloak-pii"]}")
+    plain_read=$(median "${TPS["plain-read|pgcloak-pii"]}")
+    pii_update=$(median "${TPS["pii-update|pgcloak-pii"]}")
+    plain_update=$(median "${TPS["plain-update|pgcloak-pii"]}")
     printf '%-28s %8s  (target >= 0.9)\n' "pii-read / plain-read" "$(ratio "$pii_read" "$plain_read")"
     printf '%-28s %8s\n' "pii-update / plain-update" "$(ratio "$pii_update" "$plain_update")"
 }
@@ -226,9 +230,12 @@ main() {
     start_pgbouncer
     PGCLOAK_BENCH_MASTER_KEY=$("$PGCLOAK_BIN" keygen) || die "pgcloak keygen failed"
     export PGCLOAK_BENCH_MASTER_KEY
+    start_pgcloak
+    local relay_port=$PGCLOAK_PORT
+    BACKGROUND_PIDS+=("$PGCLOAK_PID")
     PGCLOAK_EXTRA_CONFIG=$(<"$BENCH_DIR/pgbench-pii-policy.yaml")
     start_pgcloak
-    TARGET_PORT=([direct]=$PG_PORT [pgbouncer]=$PGBOUNCER_PORT [pgcloak]=$PGCLOAK_PORT)
+    TARGET_PORT=([direct]=$PG_PORT [pgbouncer]=$PGBOUNCER_PORT [pgcloak]=$relay_port [pgcloak-pii]=$PGCLOAK_PORT)
     local target
     for target in "${TARGETS[@]}"; do
         TARGET_NAME[${TARGET_PORT[$target]}]=$target

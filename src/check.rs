@@ -21,17 +21,21 @@ const TYPICAL_PLAINTEXT: usize = 255;
 /// Every column (NULL for a table without columns) of every relation whose schema and name
 /// match a configured one case-insensitively; the exact match is made in [`check_column`].
 const CATALOG_QUERY: &str =
-    "SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod) \
+    "SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod), \
+            d.adbin IS NOT NULL AND pg_get_expr(d.adbin, d.adrelid) !~* '^NULL(::.*)?$' \
      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
      LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+     LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
      WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') \
      AND lower(n.nspname) = ANY($1) AND lower(c.relname) = ANY($2)";
 
-/// One row of [`CATALOG_QUERY`]: schema, table, column and its `format_type`.
+/// One row of [`CATALOG_QUERY`]: schema, table, column and its `format_type`, and whether
+/// the column has a DEFAULT other than NULL.
 struct CatalogRow {
     schema: String,
     table: String,
     column: Option<(String, String)>,
+    has_default: bool,
 }
 
 /// Connects to `dsn`, prints a line per good column and fails with one line per problem.
@@ -65,6 +69,7 @@ pub fn upstream(config: &Config, path: &Path, dsn: &str) -> Result<(), String> {
             schema: r.get(0),
             table: r.get(1),
             column: r.get::<_, Option<String>>(2).zip(r.get(3)),
+            has_default: r.get::<_, Option<bool>>(4).unwrap_or(false),
         })
         .collect();
     let mut problems = Vec::new();
@@ -125,17 +130,26 @@ fn check_column(id: &ColumnId, mode: Mode, rows: &[CatalogRow]) -> Result<String
             None => format!("{missing}: create it, {RENAME}"),
         });
     }
-    let columns: Vec<_> = columns.filter_map(|r| r.column.as_ref()).collect();
+    let columns: Vec<_> = columns
+        .filter_map(|r| r.column.as_ref().map(|c| (c, r.has_default)))
+        .collect();
+    let with_default = columns.iter().any(|((c, _), d)| c == column && *d);
+    let columns: Vec<_> = columns.into_iter().map(|(c, _)| c).collect();
     let Some((_, type_name)) = columns.iter().find(|(c, _)| c == column) else {
         return Err(match columns.iter().find(|(c, _)| same(c, column)) {
             Some((c, _)) => format!("{id}: column does not exist, but {c} does; {}", fold(c)),
             None => format!("{id}: column does not exist: {alter} ADD COLUMN {col} text, {RENAME}"),
         });
     };
-    match classify(type_name, mode) {
-        Ok(()) => Ok(format!("{id}: {type_name}, {mode} — ok")),
-        Err(why) => Err(format!("{id}: {why}: {alter} ALTER COLUMN {col} TYPE text")),
+    if let Err(why) = classify(type_name, mode) {
+        return Err(format!("{id}: {why}: {alter} ALTER COLUMN {col} TYPE text"));
     }
+    if with_default {
+        return Err(format!(
+            "{id}: has a DEFAULT, which Postgres stores in clear in rows that omit the column: {alter} ALTER COLUMN {col} DROP DEFAULT"
+        ));
+    }
+    Ok(format!("{id}: {type_name}, {mode} — ok"))
 }
 
 /// Whether a column of type `type_name` (as printed by `format_type`) can hold `mode`
@@ -215,8 +229,13 @@ mod tests {
             schema: "public".into(),
             table: "users".into(),
             column: Some((column.into(), type_name.into())),
+            has_default: column == "nick",
         };
-        let rows = [row("email", "text"), row("age", "integer")];
+        let rows = [
+            row("email", "text"),
+            row("age", "integer"),
+            row("nick", "text"),
+        ];
         let check = |table: &str, column: &str| {
             let (schema, table, column) = ("public".into(), table.into(), column.into());
             let id = ColumnId {
@@ -234,6 +253,7 @@ mod tests {
         assert!(age.ends_with("ALTER TABLE public.users ALTER COLUMN age TYPE text"));
         assert!(problem("users", "Email").contains("but email does; Postgres folds unquoted"));
         assert!(problem("users", "phone").contains("ADD COLUMN phone text"));
+        assert!(problem("users", "nick").ends_with("ALTER COLUMN nick DROP DEFAULT"));
         let upper = problem("Users", "email");
         assert!(upper.contains("public.Users does not exist, but public.users does"));
         assert!(problem("orders", "card").contains("public.orders does not exist: create it"));

@@ -40,7 +40,8 @@ async fn check_names_every_column_that_cannot_hold_ciphertext() {
     client
         .batch_execute(
             "CREATE TABLE users (id serial PRIMARY KEY, email text, bio varchar(500), \
-             nickname varchar(20), age integer, code char(10))",
+             nickname varchar(20), age integer, code char(10), \
+             greeting text DEFAULT 'hello', note text DEFAULT NULL)",
         )
         .await
         .unwrap();
@@ -55,7 +56,8 @@ async fn check_names_every_column_that_cannot_hold_ciphertext() {
         &dir,
         "bad.yaml",
         "  users:\n    email: deterministic\n    bio: randomized\n    nickname: deterministic\n    \
-         age: randomized\n    code: deterministic\n    phone: randomized\n    Email: randomized\n  \
+         age: randomized\n    code: deterministic\n    phone: randomized\n    Email: randomized\n    \
+         greeting: randomized\n    note: randomized\n  \
          orders:\n    card: randomized\n",
     );
     let (out, stdout, stderr) = check(&bad, &dsn, &key);
@@ -64,7 +66,7 @@ async fn check_names_every_column_that_cannot_hold_ciphertext() {
     let port = pg.port();
     assert!(
         stderr.contains(&format!(
-            "6 problem(s) with the PII columns in 127.0.0.1:{port}:"
+            "7 problem(s) with the PII columns in 127.0.0.1:{port}:"
         )),
         "{stderr}"
     );
@@ -78,6 +80,8 @@ async fn check_names_every_column_that_cannot_hold_ciphertext() {
         "public.users.phone: column does not exist: ALTER TABLE public.users ADD COLUMN phone text",
         "public.users.Email: column does not exist, but email does; Postgres folds unquoted names",
         "public.orders.card: table public.orders does not exist",
+        "public.users.greeting: has a DEFAULT, which Postgres stores in clear",
+        "ALTER TABLE public.users ALTER COLUMN greeting DROP DEFAULT",
     ];
     for text in expected {
         assert!(stderr.contains(text), "missing {text:?} in:\n{stderr}");
@@ -90,6 +94,8 @@ async fn check_names_every_column_that_cannot_hold_ciphertext() {
     );
     assert!(stdout.contains("public.users.email: text, deterministic — ok"));
     assert!(stdout.contains("public.users.bio: character varying(500), randomized — ok"));
+    assert!(stdout.contains("public.users.note: text, randomized — ok"));
+    assert!(!stderr.contains("hello"), "{stderr}");
 
     let good = write_config(
         &dir,
