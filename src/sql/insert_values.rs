@@ -4,7 +4,11 @@
 //! extra counter column to ORDER BY). Each selected column is traced back to its VALUES
 //! column, whose values are then encrypted for the target column like a plain VALUES list.
 
-use sqlparser::ast::{Expr, Query, Select, SelectItem, SetExpr, TableFactor, Values};
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{
+    Expr, Query, Select, SelectItem, SetExpr, TableFactor, Values, Visit, Visitor,
+};
 
 use super::analyzer::{strip, Result, Walk};
 use super::names::{normalize, PiiColumn};
@@ -25,19 +29,19 @@ impl Walk<'_> {
         }
         // For each target column, the VALUES column it is taken from.
         let mut sources = Vec::with_capacity(targets.len());
+        let mut others = Vec::new();
         for (item, target) in select.projection.iter().zip(targets) {
             let expr = match item {
                 SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } => expr,
                 _ => return Ok(false),
             };
             let source = value_column(strip(expr), &names);
-            if target.is_some() && source.is_none() {
-                return Ok(false);
+            match (target, source) {
+                (Some(_), None) => return Ok(false),
+                (Some(_), Some(_)) => {}
+                (None, _) => others.push(expr),
             }
-            if source.is_none() {
-                self.other(expr)?;
-            }
-            sources.push(source);
+            sources.push(source.filter(|_| target.is_some()));
         }
         let width = names.len();
         let mut bound = vec![false; width];
@@ -62,17 +66,46 @@ impl Walk<'_> {
                 self.other(&row.content[k])?;
             }
         }
-        if let Some(selection) = &select.selection {
-            self.predicate(selection)?;
-        }
-        if let Some(order_by) = &source.order_by {
-            if let sqlparser::ast::OrderByKind::Expressions(exprs) = &order_by.kind {
-                for item in exprs {
-                    self.other(&item.expr)?;
-                }
+        // Everything else may use the plain VALUES columns only: a PII value (encrypted in
+        // the VALUES) must not flow into another column, a filter or the sort order.
+        let order_by = match source.order_by.as_ref().map(|o| &o.kind) {
+            Some(sqlparser::ast::OrderByKind::Expressions(exprs)) => {
+                exprs.iter().map(|item| &item.expr).collect()
             }
+            _ => Vec::new(),
+        };
+        let rest = others
+            .into_iter()
+            .chain(select.selection.as_ref())
+            .chain(order_by);
+        for expr in rest {
+            let mut uses = UsesColumns {
+                names: &names,
+                bound: &bound,
+            };
+            if expr.visit(&mut uses).is_break() {
+                return Ok(false);
+            }
+            self.other(expr)?;
         }
         Ok(true)
+    }
+}
+
+/// Breaks at a reference to a VALUES column that feeds a PII column.
+struct UsesColumns<'n> {
+    names: &'n [String],
+    bound: &'n [bool],
+}
+
+impl Visitor for UsesColumns<'_> {
+    type Break = ();
+
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+        match value_column(expr, self.names) {
+            Some(k) if self.bound[k] => ControlFlow::Break(()),
+            _ => ControlFlow::Continue(()),
+        }
     }
 }
 

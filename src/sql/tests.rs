@@ -423,6 +423,10 @@ fn insert_select_from_values_is_encrypted_like_values() {
         "INSERT INTO users (email, first_name) SELECT v.e, v.e FROM (VALUES ('a')) AS v(e)",
         "INSERT INTO users (email) SELECT v.e FROM (VALUES ('a')) AS v(e) JOIN t ON true",
         "INSERT INTO users (email) SELECT email FROM people",
+        "INSERT INTO users (email, nick) SELECT v.e, v.e FROM (VALUES ('a')) AS v(e)",
+        "INSERT INTO users (email, nick) SELECT v.e, lower(e) FROM (VALUES ('a')) AS v(e)",
+        "INSERT INTO users (email) SELECT v.e FROM (VALUES ('a', 1)) AS v(e, n) WHERE v.e <> ''",
+        "INSERT INTO users (email) SELECT v.e FROM (VALUES ('a', 1)) AS v(e, n) ORDER BY e",
     ] {
         refused(sql);
     }
