@@ -127,10 +127,13 @@ impl ServerKey {
     }
 }
 
+/// A JWS algorithm name and its verifier.
+type Verifier = (&'static str, Box<dyn JwsVerifier>);
+
 /// A party's public keys: verifiers for the JWS algorithms its key can sign with, and an
 /// encrypter for responses when it has a key that can receive them.
 pub struct PartyKeys {
-    verifiers: Vec<(&'static str, Box<dyn JwsVerifier>)>,
+    verifiers: Vec<Verifier>,
     encrypter: Option<Box<dyn JweEncrypter>>,
 }
 
@@ -192,7 +195,7 @@ fn ec_alg(key_curve: Option<Nid>) -> Result<&'static str, KeyError> {
     }
 }
 
-fn verifiers(pem: &[u8]) -> Result<Vec<(&'static str, Box<dyn JwsVerifier>)>, KeyError> {
+fn verifiers(pem: &[u8]) -> Result<Vec<Verifier>, KeyError> {
     let key = public_key(pem)?;
     let spki = spki_pem(&key)?;
     let jose = |e: josekit::JoseError| key_error(e.to_string());
@@ -204,16 +207,13 @@ fn verifiers(pem: &[u8]) -> Result<Vec<(&'static str, Box<dyn JwsVerifier>)>, Ke
                     key.bits()
                 )));
             }
-            vec![
-                (
-                    "RS256",
-                    Box::new(jws::RS256.verifier_from_pem(&spki).map_err(jose)?),
-                ),
-                (
-                    "PS256",
-                    Box::new(jws::PS256.verifier_from_pem(&spki).map_err(jose)?),
-                ),
-            ]
+            // josekit's PS256 takes an rsaEncryption key only in PKCS#1 form (from which it
+            // builds the RSASSA-PSS parameters itself).
+            let pkcs1 = (key.rsa().and_then(|rsa| rsa.public_key_to_pem_pkcs1()))
+                .map_err(|e| key_error(format!("cannot re-encode the key: {e}")))?;
+            let rs256 = jws::RS256.verifier_from_pem(&spki).map_err(jose)?;
+            let ps256 = jws::PS256.verifier_from_pem(&pkcs1).map_err(jose)?;
+            vec![("RS256", Box::new(rs256)), ("PS256", Box::new(ps256))]
         }
         Id::EC => {
             let curve = key.ec_key().ok().and_then(|k| k.group().curve_name());

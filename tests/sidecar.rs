@@ -1,0 +1,551 @@
+//! The JWE sidecar against a throwaway Postgres, with the proxy in front of the same
+//! database: records sent by parties as JWE (compact and JSON, every accepted algorithm),
+//! stored as ciphertext, read in plaintext through the proxy and fetched back encrypted to
+//! the party; every rejection with a check that nothing was stored.
+
+mod common;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as URL_SAFE;
+use base64::Engine as _;
+use common::{KeyKind, SidecarStack};
+use josekit::jwe::{self, JweHeader, JweHeaderSet};
+use pgcloak::sidecar::jose;
+use serde_json::{json, Value};
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// `payload` signed by `party` with its own key (RS256, ES256 or EdDSA by key type).
+fn signed_by(s: &SidecarStack, key_file: &str, kid: &str, payload: &[u8]) -> String {
+    let signer = jose::signer(&s.key(key_file)).unwrap();
+    jose::sign(payload, signer.as_ref(), kid).unwrap()
+}
+
+/// A record signed by `party` with its own key.
+fn signed(s: &SidecarStack, party: &str, record: &Value) -> String {
+    signed_by(
+        s,
+        &format!("{party}.pem"),
+        party,
+        record.to_string().as_bytes(),
+    )
+}
+
+/// A compact JWE to the sidecar's key (RSA-OAEP-256 or ECDH-ES, A256GCM, cty JWT).
+fn to_sidecar(s: &SidecarStack, plaintext: &str) -> String {
+    let encrypter = jose::encrypter(&s.key("sidecar.pub.pem")).unwrap();
+    jose::encrypt(plaintext.as_bytes(), encrypter.as_ref(), true, false).unwrap()
+}
+
+/// A compact JWE with an explicit `alg` (through `encrypter`) and `enc`.
+fn compact_with(plaintext: &str, encrypter: &dyn jwe::JweEncrypter, enc: &str) -> String {
+    let mut header = JweHeader::new();
+    header.set_content_encryption(enc);
+    header.set_content_type("JWT");
+    jwe::serialize_compact(plaintext.as_bytes(), &header, encrypter).unwrap()
+}
+
+/// A flattened JSON JWE with an explicit `alg` and `enc`.
+fn json_with(plaintext: &str, encrypter: &dyn jwe::JweEncrypter, enc: &str) -> String {
+    let mut header = JweHeaderSet::new();
+    header.set_content_encryption(enc, true);
+    header.set_content_type("JWT", true);
+    jwe::serialize_flattened_json(plaintext.as_bytes(), Some(&header), None, None, encrypter)
+        .unwrap()
+}
+
+/// A PS256 JWS made with OpenSSL directly (RSASSA-PSS, SHA-256, MGF1-SHA-256, 32-byte salt).
+fn ps256(key_pem: &[u8], kid: &str, record: &Value) -> String {
+    use openssl::hash::MessageDigest;
+    use openssl::rsa::Padding;
+    use openssl::sign::{RsaPssSaltlen, Signer};
+    let header = URL_SAFE.encode(json!({ "alg": "PS256", "kid": kid }).to_string());
+    let input = format!("{header}.{}", URL_SAFE.encode(record.to_string()));
+    let key = openssl::pkey::PKey::private_key_from_pem(key_pem).unwrap();
+    let mut signer = Signer::new(MessageDigest::sha256(), &key).unwrap();
+    signer.set_rsa_padding(Padding::PKCS1_PSS).unwrap();
+    signer
+        .set_rsa_pss_saltlen(RsaPssSaltlen::DIGEST_LENGTH)
+        .unwrap();
+    signer.set_rsa_mgf1_md(MessageDigest::sha256()).unwrap();
+    signer.update(input.as_bytes()).unwrap();
+    format!("{input}.{}", URL_SAFE.encode(signer.sign_to_vec().unwrap()))
+}
+
+struct Answer {
+    status: u16,
+    content_type: String,
+    body: String,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    /// The `error` message of a JSON error body.
+    fn error(&self) -> String {
+        let body = self.json();
+        let message = body["error"].as_str();
+        message
+            .unwrap_or_else(|| panic!("no error: {body}"))
+            .to_owned()
+    }
+}
+
+async fn answer(response: reqwest::Response) -> Answer {
+    let status = response.status().as_u16();
+    let content_type = (response.headers().get("content-type"))
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body = response.text().await.unwrap();
+    Answer {
+        status,
+        content_type,
+        body,
+    }
+}
+
+async fn post(
+    s: &SidecarStack,
+    table: &str,
+    content_type: &str,
+    body: impl Into<String>,
+) -> Answer {
+    let url = s.url(&format!("/v1/ingest/{table}"));
+    let request = s
+        .http
+        .post(url)
+        .header("content-type", content_type)
+        .body(body.into());
+    answer(request.send().await.unwrap()).await
+}
+
+/// Posts `record` signed by `party` as a compact JWE, expecting 201; returns the id.
+async fn ingest(s: &SidecarStack, party: &str, table: &str, record: &Value) -> Value {
+    let jwe = to_sidecar(s, &signed(s, party, record));
+    let answer = post(s, table, "application/jose", jwe).await;
+    assert_eq!(answer.status, 201, "{}", answer.body);
+    answer.json()["id"].clone()
+}
+
+/// A bearer token for `party` with these claims.
+fn token(s: &SidecarStack, party: &str, claims: Value) -> String {
+    signed_by(
+        s,
+        &format!("{party}.pem"),
+        party,
+        claims.to_string().as_bytes(),
+    )
+}
+
+fn good_token(s: &SidecarStack, party: &str) -> String {
+    token(s, party, json!({ "sub": party, "exp": now() + 120 }))
+}
+
+async fn get(s: &SidecarStack, table: &str, id: &str, authorization: Option<&str>) -> Answer {
+    let id: String = url_escape(id);
+    let mut request = s.http.get(s.url(&format!("/v1/records/{table}/{id}")));
+    if let Some(value) = authorization {
+        request = request.header("authorization", value);
+    }
+    answer(request.send().await.unwrap()).await
+}
+
+fn url_escape(text: &str) -> String {
+    let keep = |b: u8| b.is_ascii_alphanumeric() || b"-_.~".contains(&b);
+    (text.bytes())
+        .map(|b| match keep(b) {
+            true => (b as char).to_string(),
+            false => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Fetches a record as `party` and decrypts the answer with the party's private key.
+async fn fetch(s: &SidecarStack, party: &str, table: &str, id: &str, key_file: &str) -> Value {
+    let bearer = format!("Bearer {}", good_token(s, party));
+    let answer = get(s, table, id, Some(&bearer)).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.content_type, "application/jose");
+    let key = jose::ServerKey::from_pem(&s.key(key_file)).unwrap();
+    let plaintext = key.decrypt_compact(answer.body.as_bytes()).unwrap();
+    serde_json::from_slice(&plaintext).unwrap()
+}
+
+/// The user row read through the proxy (plaintext) and directly from Postgres.
+async fn user_both_ways(s: &SidecarStack, id: i32) -> (Vec<Option<String>>, Vec<Option<String>>) {
+    let sql = "SELECT email, first_name, last_name, age::text FROM users WHERE id = $1";
+    let read = |row: tokio_postgres::Row| (0..4).map(|i| row.get(i)).collect::<Vec<_>>();
+    let proxied = s
+        .stack
+        .connect()
+        .await
+        .query_one(sql, &[&id])
+        .await
+        .unwrap();
+    let direct = s
+        .stack
+        .connect_direct()
+        .await
+        .query_one(sql, &[&id])
+        .await
+        .unwrap();
+    (read(proxied), read(direct))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn josekit_records_in_both_forms_are_stored_encrypted_and_fetched_back() {
+    let s = SidecarStack::start(KeyKind::Rsa).await;
+    let server_pub = s.key("sidecar.pub.pem");
+    let oaep = jwe::RSA_OAEP.encrypter_from_pem(&server_pub).unwrap();
+    let oaep256 = jwe::RSA_OAEP_256.encrypter_from_pem(&server_pub).unwrap();
+    let ps_signed = |record: &Value| ps256(&s.key("partner-a.pem"), "partner-a", record);
+    let record = |n: usize| {
+        json!({ "email": format!("ann{n}@example.com"), "first_name": format!("Ann{n}"),
+                "last_name": "Lee", "age": 40 + n })
+    };
+    // (content type, body) for the four combinations of form, alg, enc and JWS alg.
+    let bodies = [
+        (
+            "application/jose",
+            to_sidecar(&s, &signed(&s, "partner-a", &record(0))),
+        ),
+        (
+            "application/jose",
+            compact_with(&ps_signed(&record(1)), &oaep, "A128GCM"),
+        ),
+        (
+            "application/jose+json",
+            json_with(&signed(&s, "partner-a", &record(2)), &oaep, "A128CBC-HS256"),
+        ),
+        (
+            "application/jose+json",
+            json_with(&ps_signed(&record(3)), &oaep256, "A256GCM"),
+        ),
+        (
+            "application/jose",
+            compact_with(
+                &signed(&s, "partner-a", &record(4)),
+                &oaep256,
+                "A128CBC-HS256",
+            ),
+        ),
+    ];
+    for (n, (content_type, body)) in bodies.into_iter().enumerate() {
+        let answer = post(&s, "users", content_type, body).await;
+        assert_eq!(answer.status, 201, "body {n}: {}", answer.body);
+        assert_eq!(answer.json(), json!({ "id": n + 1 }));
+        let id = n as i32 + 1;
+        let (proxied, direct) = user_both_ways(&s, id).await;
+        let expected = record(n);
+        assert_eq!(proxied[0].as_deref(), expected["email"].as_str());
+        assert_eq!(proxied[1].as_deref(), expected["first_name"].as_str());
+        assert_eq!(proxied[2].as_deref(), Some("Lee"));
+        assert_eq!(proxied[3], Some((40 + n).to_string()));
+        for (column, value) in ["email", "first_name", "last_name"].iter().zip(&direct) {
+            let value = value.as_deref().unwrap();
+            assert!(value.starts_with("pgc1$"), "{column} stored as {value}");
+        }
+        assert_eq!(direct[3], Some((40 + n).to_string()), "age is not PII");
+    }
+    // The deterministic email is searchable through the proxy.
+    let proxy = s.stack.connect().await;
+    let rows = proxy
+        .query("SELECT id FROM users WHERE email = 'ann3@example.com'", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+
+    // Fetch: the party's columns plus the key, never the others.
+    proxy
+        .execute(
+            "UPDATE users SET plan = 'pro', internal_note = 'vip' WHERE id = 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let row = fetch(&s, "partner-a", "users", "1", "partner-a.pem").await;
+    assert_eq!(
+        row,
+        json!({ "id": 1, "email": "ann0@example.com", "first_name": "Ann0", "last_name": "Lee", "age": 40 })
+    );
+
+    // A composite key comes back as an object and fetches by that object.
+    let membership = json!({ "org": "acme", "member": 7, "role": "admin" });
+    let id = ingest(&s, "partner-a", "memberships", &membership).await;
+    assert_eq!(id, json!({ "org": "acme", "member": 7 }));
+    let row = fetch(
+        &s,
+        "partner-a",
+        "public.memberships",
+        &id.to_string(),
+        "partner-a.pem",
+    )
+    .await;
+    assert_eq!(row, membership);
+    let direct = s.stack.connect_direct().await;
+    let role: String = direct
+        .query_one("SELECT role FROM memberships", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(role.starts_with("pgc1$r$"), "{role}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ec_server_key_takes_the_ecdh_es_family_from_ec_and_ed25519_parties() {
+    let s = SidecarStack::start(KeyKind::Ec).await;
+    let server_pub = s.key("sidecar.pub.pem");
+    let algs = [
+        (
+            jwe::ECDH_ES.encrypter_from_pem(&server_pub).unwrap(),
+            "A256GCM",
+        ),
+        (
+            jwe::ECDH_ES_A128KW.encrypter_from_pem(&server_pub).unwrap(),
+            "A128GCM",
+        ),
+        (
+            jwe::ECDH_ES_A256KW.encrypter_from_pem(&server_pub).unwrap(),
+            "A128CBC-HS256",
+        ),
+    ];
+    let mut n = 0;
+    for (encrypter, enc) in &algs {
+        for party in ["partner-b", "partner-c"] {
+            n += 1;
+            let record = json!({ "item": format!("widget-{n}"), "qty": n });
+            let signed = signed(&s, party, &record);
+            let (content_type, body) = match n % 2 {
+                0 => ("application/jose", compact_with(&signed, encrypter, enc)),
+                _ => ("application/jose+json", json_with(&signed, encrypter, enc)),
+            };
+            let answer = post(&s, "orders", content_type, body).await;
+            assert_eq!(answer.status, 201, "{party} {enc}: {}", answer.body);
+            assert_eq!(answer.json(), json!({ "id": n }));
+        }
+    }
+    // Responses: ECDH-ES to partner-b's P-256 key, to partner-c's X25519 key.
+    let row = fetch(&s, "partner-b", "orders", "1", "partner-b.pem").await;
+    assert_eq!(row, json!({ "id": 1, "item": "widget-1", "qty": 1 }));
+    let row = fetch(&s, "partner-c", "orders", "2", "partner-c-x25519.pem").await;
+    assert_eq!(row, json!({ "id": 2, "item": "widget-2", "qty": 2 }));
+    // partner-b may write users.email only; it is encrypted like the proxy does.
+    let id = ingest(
+        &s,
+        "partner-b",
+        "users",
+        &json!({ "email": "bo@example.com" }),
+    )
+    .await;
+    let proxy = s.stack.connect().await;
+    let sql = "SELECT id FROM users WHERE email = 'bo@example.com'";
+    let found: i32 = proxy.query_one(sql, &[]).await.unwrap().get(0);
+    assert_eq!(json!(found), id);
+
+    // RSA algorithms do not apply to an EC server key.
+    let intruder_rsa = jwe::RSA_OAEP
+        .encrypter_from_pem(s.key("intruder.pub.pem"))
+        .unwrap();
+    let body = compact_with(
+        &signed(&s, "partner-b", &json!({ "item": "x" })),
+        &intruder_rsa,
+        "A256GCM",
+    );
+    let answer = post(&s, "orders", "application/jose", body).await;
+    assert_eq!(answer.status, 400);
+    assert!(
+        answer.error().contains("RSA-OAEP is not accepted"),
+        "{}",
+        answer.body
+    );
+}
+
+/// (what, table, Content-Type, body, status, part of the error message)
+type IngestCase = (
+    &'static str,
+    &'static str,
+    &'static str,
+    String,
+    u16,
+    &'static str,
+);
+/// (what, table, id, Authorization, status, part of the error message)
+type FetchCase = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Option<String>,
+    u16,
+    &'static str,
+);
+
+/// The submitted values used in rejected requests: none may appear in an error body.
+const SECRETS: [&str; 4] = ["secret-mail@example.com", "Zelda", "Quux", "not-a-number"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_ingest_rejection_is_clear_and_stores_nothing() {
+    let s = SidecarStack::start(KeyKind::Rsa).await;
+    ingest(
+        &s,
+        "partner-a",
+        "users",
+        &json!({ "email": SECRETS[0], "first_name": "Ann" }),
+    )
+    .await;
+    let good =
+        json!({ "email": "new@example.com", "first_name": SECRETS[1], "last_name": SECRETS[2] });
+    let jwe_of = |plaintext: &str| to_sidecar(&s, plaintext);
+    let signed_a = |record: &Value| signed(&s, "partner-a", record);
+    let intruder_jwe = {
+        let encrypter = jose::encrypter(&s.key("intruder.pub.pem")).unwrap();
+        jose::encrypt(signed_a(&good).as_bytes(), encrypter.as_ref(), true, false).unwrap()
+    };
+    let unsigned_none = {
+        let header = URL_SAFE.encode(r#"{"alg":"none","kid":"partner-a"}"#);
+        format!("{header}.{}.", URL_SAFE.encode(good.to_string()))
+    };
+    #[rustfmt::skip]
+    let cases: Vec<IngestCase> = vec![
+        ("malformed JSON body", "users", "application/jose+json", "{\"protected\":".into(), 400, "not a JWE"),
+        ("wrong content type", "users", "text/plain", jwe_of(&signed_a(&good)), 400, "Content-Type"),
+        ("no content type", "users", "", jwe_of(&signed_a(&good)), 400, "Content-Type"),
+        ("not a JWE", "users", "application/jose", "hello.world".into(), 400, "not a JWE"),
+        ("JWS where a JWE belongs", "users", "application/jose", signed_a(&good), 400, "not a JWE"),
+        ("wrong recipient", "users", "application/jose", intruder_jwe, 400, "cannot be decrypted"),
+        ("payload not an object", "users", "application/jose", jwe_of(&signed_a(&json!([SECRETS[1]]))), 400, "not a JSON object"),
+        ("empty record", "users", "application/jose", jwe_of(&signed_a(&json!({}))), 400, "names no columns"),
+        ("unknown column", "users", "application/jose", jwe_of(&signed_a(&json!({ "nickname": SECRETS[1] }))), 400, "unknown column public.users.nickname"),
+        ("bad value", "users", "application/jose", jwe_of(&signed_a(&json!({ "email": "x@y", "age": SECRETS[3] }))), 400, "does not fit"),
+        ("ciphertext as value", "users", "application/jose", jwe_of(&signed_a(&json!({ "email": "pgc1$d$AAAAAAAA$AAAA" }))), 400, "looks like a pgcloak ciphertext"),
+        ("duplicate unique email", "users", "application/jose", jwe_of(&signed_a(&json!({ "email": SECRETS[0] }))), 409, "already exists"),
+        ("unsigned JSON payload", "users", "application/jose", jwe_of(&good.to_string()), 401, "not signed"),
+        ("alg none", "users", "application/jose", jwe_of(&unsigned_none), 401, "not signed"),
+        ("unknown party", "users", "application/jose", jwe_of(&signed_by(&s, "intruder.pem", "partner-z", good.to_string().as_bytes())), 401, "unknown party"),
+        ("forged signature", "users", "application/jose", jwe_of(&signed_by(&s, "intruder.pem", "partner-a", good.to_string().as_bytes())), 401, "does not verify"),
+        ("table not allowed", "orders", "application/jose", jwe_of(&signed_a(&json!({ "item": SECRETS[1] }))), 403, "may not use table orders"),
+        ("column not allowed", "users", "application/jose", jwe_of(&signed_a(&json!({ "email": "z@z", "plan": SECRETS[2] }))), 403, "may not write public.users.plan"),
+        ("another party's column", "users", "application/jose", jwe_of(&signed(&s, "partner-b", &good)), 403, "may not write public.users.first_name"),
+        ("over 1 MiB", "users", "application/jose", "a".repeat(1024 * 1024 + 1), 413, "larger than"),
+    ];
+    for (what, table, content_type, body, status, message) in cases {
+        let (users, orders) = (s.count("users").await, s.count("orders").await);
+        let answer = post(&s, table, content_type, body).await;
+        assert_eq!(answer.status, status, "{what}: {}", answer.body);
+        assert!(
+            answer.content_type.starts_with("application/json"),
+            "{what}"
+        );
+        let error = answer.error();
+        assert!(error.contains(message), "{what}: {error}");
+        for secret in SECRETS {
+            assert!(
+                !answer.body.contains(secret),
+                "{what} echoes a value: {}",
+                answer.body
+            );
+        }
+        assert_eq!(
+            (s.count("users").await, s.count("orders").await),
+            (users, orders),
+            "{what} stored something"
+        );
+    }
+    assert_eq!(s.count("users").await, 1);
+
+    let metrics = answer(s.http.get(s.url("/metrics")).send().await.unwrap()).await;
+    assert_eq!(metrics.status, 200);
+    for line in [
+        "pgcloak_sidecar_requests_total{route=\"/v1/ingest/{table}\",status=\"201\"} 1",
+        "pgcloak_sidecar_requests_total{route=\"/v1/ingest/{table}\",status=\"400\"} 11",
+        "pgcloak_sidecar_requests_total{route=\"/v1/ingest/{table}\",status=\"401\"} 4",
+        "pgcloak_sidecar_requests_total{route=\"/v1/ingest/{table}\",status=\"403\"} 3",
+        "pgcloak_sidecar_rejections_total{reason=\"bad_signature\"} 1",
+        "pgcloak_sidecar_rejections_total{reason=\"too_large\"} 1",
+        "pgcloak_sidecar_rejections_total{reason=\"undecryptable\"} 1",
+        "pgcloak_sidecar_request_duration_seconds_count{route=\"/v1/ingest/{table}\"} 21",
+    ] {
+        assert!(
+            metrics.body.lines().any(|l| l == line),
+            "missing {line} in\n{}",
+            metrics.body
+        );
+    }
+    for secret in SECRETS {
+        assert!(!metrics.body.contains(secret));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_needs_a_fresh_token_of_a_party_allowed_the_table() {
+    let s = SidecarStack::start(KeyKind::Rsa).await;
+    let id = ingest(
+        &s,
+        "partner-a",
+        "users",
+        &json!({ "email": "f@example.com" }),
+    )
+    .await;
+    assert_eq!(id, json!(1));
+    let bearer = |token: String| Some(format!("Bearer {token}"));
+    let claims = |sub: &str, exp: i64| json!({ "sub": sub, "exp": exp });
+    let forged = signed_by(
+        &s,
+        "intruder.pem",
+        "partner-a",
+        claims("partner-a", now() + 60).to_string().as_bytes(),
+    );
+    #[rustfmt::skip]
+    let cases: Vec<FetchCase> = vec![
+        ("no token", "users", "1", None, 401, "missing"),
+        ("basic auth", "users", "1", Some("Basic cGFydG5lci1hOng=".into()), 401, "Bearer"),
+        ("garbage token", "users", "1", bearer("garbage".into()), 401, "not signed"),
+        ("expired", "users", "1", bearer(token(&s, "partner-a", claims("partner-a", now() - 120))), 401, "expired"),
+        ("too long-lived", "users", "1", bearer(token(&s, "partner-a", claims("partner-a", now() + 3600))), 401, "more than 300 s ahead"),
+        ("no exp", "users", "1", bearer(token(&s, "partner-a", json!({ "sub": "partner-a" }))), 401, "no numeric `exp`"),
+        ("sub is another party", "users", "1", bearer(token(&s, "partner-a", claims("partner-b", now() + 60))), 401, "`sub`"),
+        ("forged", "users", "1", bearer(forged), 401, "does not verify"),
+        ("unknown party", "users", "1", bearer(signed_by(&s, "intruder.pem", "nobody", claims("nobody", now() + 60).to_string().as_bytes())), 401, "unknown party"),
+        ("another party's table", "orders", "1", bearer(good_token(&s, "partner-a")), 403, "may not use table orders"),
+        ("table of no party", "pg_authid", "1", bearer(good_token(&s, "partner-a")), 403, "may not use table"),
+        ("no such record", "users", "999", bearer(good_token(&s, "partner-a")), 404, "no record"),
+        ("id of the wrong type", "users", "abc", bearer(good_token(&s, "partner-a")), 400, "does not fit"),
+        ("composite id not an object", "memberships", "7", bearer(good_token(&s, "partner-a")), 400, "JSON object of org, member"),
+    ];
+    for (what, table, id, authorization, status, message) in cases {
+        let answer = get(&s, table, id, authorization.as_deref()).await;
+        assert_eq!(answer.status, status, "{what}: {}", answer.body);
+        assert!(answer.error().contains(message), "{what}: {}", answer.body);
+        assert!(!answer.body.contains("f@example.com"), "{what}");
+    }
+    // partner-b may read users, but only the email column (and the key).
+    let row = fetch(&s, "partner-b", "users", "1", "partner-b.pem").await;
+    assert_eq!(row, json!({ "id": 1, "email": "f@example.com" }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_follows_the_upstream() {
+    let mut s = SidecarStack::start(KeyKind::Rsa).await;
+    let health = answer(s.http.get(s.url("/healthz")).send().await.unwrap()).await;
+    assert_eq!(
+        (health.status, health.json()),
+        (200, json!({ "status": "ok" }))
+    );
+    let missing = answer(s.http.get(s.url("/v2/nothing")).send().await.unwrap()).await;
+    assert_eq!(missing.status, 404);
+    s.stack.pg.stop().unwrap();
+    let health = answer(s.http.get(s.url("/healthz")).send().await.unwrap()).await;
+    assert_eq!(health.status, 503);
+    assert!(health.error().contains("not reachable"));
+    let jwe = to_sidecar(
+        &s,
+        &signed(&s, "partner-a", &json!({ "email": "down@example.com" })),
+    );
+    let answer = post(&s, "users", "application/jose", jwe).await;
+    assert_eq!(answer.status, 503, "{}", answer.body);
+}
