@@ -549,3 +549,127 @@ async fn healthz_follows_the_upstream() {
     let answer = post(&s, "users", "application/jose", jwe).await;
     assert_eq!(answer.status, 503, "{}", answer.body);
 }
+
+/// An independent JOSE implementation (Python jwcrypto, tests/sidecar/jwcrypto_party.py)
+/// ingests in both serializations, fetches and decrypts; the rows are then checked through
+/// the proxy (plaintext) and directly (ciphertext). Skips without tests/clients/setup.sh,
+/// unless PGCLOAK_REQUIRE_CLIENTS=1 (as in CI).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwcrypto_party_interoperates() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join("tests/clients/.venv/bin/python");
+    if !python.exists() {
+        if std::env::var("PGCLOAK_REQUIRE_CLIENTS").as_deref() == Ok("1") {
+            panic!("tests/clients/.venv is missing: run tests/clients/setup.sh");
+        }
+        eprintln!("skipping: run tests/clients/setup.sh to test with jwcrypto");
+        return;
+    }
+    let s = SidecarStack::start(KeyKind::Rsa).await;
+    let child = tokio::process::Command::new(&python)
+        .arg(root.join("tests/sidecar/jwcrypto_party.py"))
+        .arg(s.url(""))
+        .arg(&s.dir)
+        .kill_on_drop(true)
+        .output();
+    let limit = std::time::Duration::from_secs(120);
+    let output = tokio::time::timeout(limit, child).await.unwrap().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.lines().any(|l| l == "jwcrypto OK"),
+        "jwcrypto_party.py failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    let report: Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    let ids = report["ids"].as_array().unwrap();
+    assert_eq!(ids.len(), 2);
+    for (id, record) in ids.iter().zip(report["records"].as_array().unwrap()) {
+        let (proxied, direct) = user_both_ways(&s, id.as_i64().unwrap() as i32).await;
+        assert_eq!(proxied[0].as_deref(), record["email"].as_str());
+        assert_eq!(proxied[1].as_deref(), record["first_name"].as_str());
+        assert_eq!(proxied[2].as_deref(), record["last_name"].as_str());
+        assert_eq!(proxied[3], record["age"].as_i64().map(|a| a.to_string()));
+        for value in &direct[..3] {
+            assert!(value.as_deref().unwrap().starts_with("pgc1$"), "{value:?}");
+        }
+    }
+    assert_eq!(s.count("users").await, 2, "the forged record was stored");
+}
+
+/// The README's walk-through: `pgcloak jwe encrypt` makes the body, `pgcloak jwe token` the
+/// bearer token, `pgcloak jwe decrypt` opens the fetched record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_line_party_ingests_and_fetches() {
+    let s = SidecarStack::start(KeyKind::Rsa).await;
+    let jwe = |args: &[&str], stdin: &[u8]| {
+        use std::io::Write;
+        let mut child = std::process::Command::new(common::pgcloak_bin())
+            .arg("jwe")
+            .args(args)
+            .current_dir(&s.dir)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "pgcloak jwe {args:?}: {stderr}");
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    };
+    let record = r#"{"email": "cli@example.com", "first_name": "Cy", "age": 5}"#;
+    let sign = ["--sign-with", "partner-a.pem", "--kid", "partner-a"];
+    let compact = jwe(
+        &[&["encrypt", "--to", "sidecar.pub.pem"][..], &sign].concat(),
+        record.as_bytes(),
+    );
+    let answer = post(&s, "users", "application/jose", compact).await;
+    assert_eq!((answer.status, answer.json()), (201, json!({ "id": 1 })));
+    let flattened = jwe(
+        &[&["encrypt", "--json", "--to", "sidecar.pub.pem"][..], &sign].concat(),
+        br#"{"email": "cli2@example.com"}"#,
+    );
+    let answer = post(&s, "users", "application/jose+json", flattened).await;
+    assert_eq!((answer.status, answer.json()), (201, json!({ "id": 2 })));
+    let unsigned = jwe(&["encrypt", "--to", "sidecar.pub.pem"], record.as_bytes());
+    assert_eq!(
+        post(&s, "users", "application/jose", unsigned).await.status,
+        401
+    );
+
+    let token = jwe(
+        &[
+            "token",
+            "--sign-with",
+            "partner-a.pem",
+            "--kid",
+            "partner-a",
+        ],
+        b"",
+    );
+    let answer = get(&s, "users", "1", Some(&format!("Bearer {token}"))).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let row = jwe(
+        &["decrypt", "--key", "partner-a.pem"],
+        answer.body.as_bytes(),
+    );
+    let row: Value = serde_json::from_str(&row).unwrap();
+    let expected = json!({ "id": 1, "email": "cli@example.com", "first_name": "Cy", "last_name": null, "age": 5 });
+    assert_eq!(row, expected);
+
+    // keygen writes a usable pair, the private half readable by its owner only.
+    jwe(&["keygen", "--out", "fresh", "--name", "party"], b"");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(s.dir.join("fresh/party.pem"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let round = jwe(&["encrypt", "--to", "fresh/party.pub.pem"], b"[1]");
+    assert_eq!(
+        jwe(&["decrypt", "--key", "fresh/party.pem"], round.as_bytes()),
+        "[1]"
+    );
+}
