@@ -239,3 +239,99 @@ impl Config {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openssl::pkey::PKey;
+
+    /// A directory with an RSA server key (`server.pem`), a 1024-bit one (`small.pem`) and a
+    /// party's EC public key (`party.pub.pem`).
+    fn key_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "pgcloak-sidecar-config-{}-{name}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let rsa = |bits| PKey::from_rsa(openssl::rsa::Rsa::generate(bits).unwrap()).unwrap();
+        std::fs::write(
+            dir.join("server.pem"),
+            rsa(2048).private_key_to_pem_pkcs8().unwrap(),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("small.pem"),
+            rsa(1024).private_key_to_pem_pkcs8().unwrap(),
+        )
+        .unwrap();
+        let group =
+            openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap();
+        let ec = PKey::from_ec_key(openssl::ec::EcKey::generate(&group).unwrap()).unwrap();
+        std::fs::write(dir.join("party.pub.pem"), ec.public_key_to_pem().unwrap()).unwrap();
+        std::fs::write(dir.join("junk.pem"), "not a key").unwrap();
+        dir
+    }
+
+    const HEAD: &str = "listen: \"127.0.0.1:6432\"\nupstream: {host: 127.0.0.1}\nsidecar:\n  listen: \"127.0.0.1:8080\"\n  database: app\n  user: app\n";
+
+    /// Loads the config `HEAD + sidecar` from `dir`; the sidecar settings or the error text.
+    fn load(dir: &Path, sidecar: &str) -> Result<SidecarSettings, String> {
+        let path = dir.join("pgcloak.yaml");
+        std::fs::write(&path, format!("{HEAD}{sidecar}")).unwrap();
+        let config = Config::load(&path).map_err(|e| e.to_string())?;
+        Ok(config.sidecar(&path).map_err(|e| e.to_string())?.unwrap())
+    }
+
+    #[test]
+    fn a_complete_section_loads_its_keys_and_parties() {
+        let dir = key_dir("ok");
+        let settings = load(
+            &dir,
+            "  private_key_file: server.pem\n  parties:\n    p:\n      public_key_file: party.pub.pem\n      tables:\n        users: [email, name]\n        billing.cards: [holder]\n",
+        )
+        .unwrap();
+        assert_eq!(settings.pool_size, 4);
+        let party = &settings.parties["p"];
+        let cards = TableName::parse("billing.cards").unwrap();
+        assert!(party.tables[&cards].contains("holder"));
+        assert_eq!(
+            party.tables[&TableName::parse("public.users").unwrap()].len(),
+            2
+        );
+        assert_eq!(
+            settings.server_key.algorithms(),
+            ["RSA-OAEP", "RSA-OAEP-256"]
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_file() {
+        let dir = key_dir("errors");
+        let party = "  parties:\n    p:\n      public_key_file: party.pub.pem\n";
+        let cases = [
+            ("  private_key_file: missing.pem\n".to_owned(), "`sidecar.private_key_file`: cannot read"),
+            ("  private_key_file: junk.pem\n".into(), "`sidecar.private_key_file`: not a PEM private key"),
+            ("  private_key_file: small.pem\n".into(), "`sidecar.private_key_file`: RSA key has 1024 bits"),
+            ("  private_key_file: server.pem\n  pool_size: 0\n".into(), "`sidecar.pool_size`"),
+            ("  private_key_file: server.pem\n  password_env: PGCLOAK_UNSET_TEST_VAR_7\n".into(), "`sidecar.password_env`: environment variable PGCLOAK_UNSET_TEST_VAR_7 is not set"),
+            ("  private_key_file: server.pem\n  parties:\n    p:\n      public_key_file: junk.pem\n      tables: {users: [a]}\n".into(), "`sidecar.parties.p.public_key_file`: not a PEM public key"),
+            (format!("  private_key_file: server.pem\n{party}      tables: {{a.b.c: [x]}}\n"), "`sidecar.parties.p.tables.a.b.c`: expected `table` or `schema.table`"),
+            (format!("  private_key_file: server.pem\n{party}      tables: {{users: []}}\n"), "`sidecar.parties.p.tables.users`: names no columns"),
+            (format!("  private_key_file: server.pem\n{party}      tables: {{users: [a, a]}}\n"), "names a twice"),
+            (format!("  private_key_file: server.pem\n{party}      tabels: {{users: [a]}}\n"), "unknown field `tabels`"),
+            ("  private_key_file: server.pem\n  listne: x\n".into(), "unknown field `listne`"),
+        ];
+        for (sidecar, expected) in cases {
+            let error = load(&dir, &sidecar)
+                .err()
+                .unwrap_or_else(|| panic!("accepted: {sidecar}"));
+            assert!(
+                error.starts_with(&dir.join("pgcloak.yaml").display().to_string()),
+                "{error}"
+            );
+            assert!(error.contains(expected), "{sidecar}\n→ {error}");
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
