@@ -625,7 +625,8 @@ async fn command_line_party_ingests_and_fetches() {
         &[&["encrypt", "--to", "sidecar.pub.pem"][..], &sign].concat(),
         record.as_bytes(),
     );
-    let answer = post(&s, "users", "application/jose", compact).await;
+    // As `curl --data-binary @file` sends it: with the final newline.
+    let answer = post(&s, "users", "application/jose", format!("{compact}\n")).await;
     assert_eq!((answer.status, answer.json()), (201, json!({ "id": 1 })));
     let flattened = jwe(
         &[&["encrypt", "--json", "--to", "sidecar.pub.pem"][..], &sign].concat(),

@@ -338,6 +338,8 @@ pub fn open_ingest(
     key: &ServerKey,
     parties: &HashMap<String, Party>,
 ) -> Result<Ingest, Refused> {
+    // curl --data-binary @file sends the file's final newline too.
+    let body = body.trim_ascii();
     let header = jwe_header(body, form)?;
     let claim = |name: &str| header.get(name).and_then(Value::as_str);
     let Some(alg) = claim("alg") else {

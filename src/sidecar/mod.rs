@@ -66,9 +66,10 @@ impl Sidecar {
 
     /// Serves until `shutdown` is cancelled, then lets requests in flight finish.
     pub async fn run(self, shutdown: CancellationToken) {
-        let addr = self.listener.local_addr().ok();
         let parties = self.state.parties.len();
-        tracing::info!(listen = ?addr, parties, "pgcloak sidecar listening");
+        if let Ok(addr) = self.listener.local_addr() {
+            tracing::info!(listen = %addr, parties, "pgcloak sidecar listening");
+        }
         let app = routes::router(self.state);
         let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
