@@ -31,14 +31,7 @@ fn main() {
         .superuser_password(PASSWORD)
         .start()
         .unwrap();
-    runtime.block_on(async {
-        let (client, connection) =
-            tokio_postgres::connect(&pg.url("postgres"), tokio_postgres::NoTls)
-                .await
-                .unwrap();
-        tokio::spawn(connection);
-        client.batch_execute(SCHEMA).await.unwrap();
-    });
+    runtime.block_on(async { connect(&pg).await.batch_execute(SCHEMA).await.unwrap() });
 
     let dir = std::env::temp_dir().join(format!("pgcloak-sidecar-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -242,17 +235,18 @@ fn make_bodies(server: &Path, party: &Path, count: usize) -> Vec<String> {
 
 fn row_count(runtime: &tokio::runtime::Runtime, pg: &PgTemp) -> i64 {
     runtime.block_on(async {
-        let (client, connection) =
-            tokio_postgres::connect(&pg.url("postgres"), tokio_postgres::NoTls)
-                .await
-                .unwrap();
-        tokio::spawn(connection);
-        client
-            .query_one("SELECT count(*) FROM users", &[])
-            .await
-            .unwrap()
-            .get(0)
+        let sql = "SELECT count(*) FROM users";
+        connect(pg).await.query_one(sql, &[]).await.unwrap().get(0)
     })
+}
+
+async fn connect(pg: &PgTemp) -> tokio_postgres::Client {
+    let url = pg.url("postgres");
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
 }
 
 fn write_rsa_pair(dir: &Path, name: &str) -> PathBuf {

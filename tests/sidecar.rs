@@ -674,3 +674,24 @@ async fn command_line_party_ingests_and_fetches() {
         "[1]"
     );
 }
+
+/// docs/openapi.yaml is valid YAML and describes exactly the routes the sidecar serves.
+#[test]
+fn openapi_describes_the_routes() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.yaml");
+    let doc: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let paths = doc["paths"].as_mapping().unwrap();
+    let names: Vec<&str> = paths.keys().filter_map(|k| k.as_str()).collect();
+    let routes = [
+        "/v1/ingest/{table}",
+        "/v1/records/{table}/{id}",
+        "/healthz",
+        "/metrics",
+    ];
+    assert_eq!(names, routes);
+    let ingest = &doc["paths"]["/v1/ingest/{table}"]["post"]["responses"];
+    for status in ["201", "400", "401", "403", "413"] {
+        assert!(ingest.get(status).is_some(), "ingest {status}");
+    }
+}
