@@ -695,3 +695,117 @@ fn openapi_describes_the_routes() {
         assert!(ingest.get(status).is_some(), "ingest {status}");
     }
 }
+
+/// `pgcloak serve` with a `sidecar` section runs both, sharing one keyring: a record posted
+/// to its sidecar reads as plaintext through its proxy. At trace level, its log holds none of
+/// the submitted values, accepted or refused; SIGTERM stops both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_proxy_and_sidecar_on_one_keyring_and_logs_no_values() {
+    let s = SidecarStack::start(KeyKind::Rsa).await;
+    let port = |_| {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (proxy_port, sidecar_port) = (port(0), port(1));
+    let config = s.dir.join("serve.yaml");
+    let tables = common::SIDECAR_POLICY.replace('\n', "\n  ");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: \"127.0.0.1:{proxy_port}\"\nupstream: {{ host: 127.0.0.1, port: {} }}\n\
+             keys: {{ master_key_env: SERVE_TEST_KEY }}\ntables:{tables}\n\
+             sidecar:\n  listen: \"127.0.0.1:{sidecar_port}\"\n  database: postgres\n  user: postgres\n  \
+             password_env: SERVE_TEST_PW\n  private_key_file: sidecar.pem\n  parties:\n    partner-a:\n      \
+             public_key_file: partner-a.pub.pem\n      tables: {{ users: [email, first_name] }}\n",
+            s.stack.pg.port()
+        ),
+    )
+    .unwrap();
+    let log = s.dir.join("serve.log");
+    let mut child = std::process::Command::new(common::pgcloak_bin())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "trace")
+        .env("PGCLOAK_LOG_FORMAT", "json")
+        .env(
+            "SERVE_TEST_KEY",
+            pgcloak::crypto::MasterKey::generate().to_base64(),
+        )
+        .env("SERVE_TEST_PW", common::PASSWORD)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{sidecar_port}");
+    let http = reqwest::Client::new();
+    let healthy = common::eventually(std::time::Duration::from_secs(20), || async {
+        let health = http.get(format!("{base}/healthz")).send().await;
+        health.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(
+        healthy,
+        "the sidecar of pgcloak serve did not become healthy"
+    );
+
+    let post = |record: Value| {
+        let body = to_sidecar(&s, &signed(&s, "partner-a", &record));
+        let request = http.post(format!("{base}/v1/ingest/users"));
+        async move {
+            request
+                .header("content-type", "application/jose")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let secret = json!({ "email": "serve-secret@example.com", "first_name": "Xanthippe" });
+    assert_eq!(post(secret.clone()).await, 201);
+    let refused = json!({ "email": "refused-secret@example.com", "plan": "Quokka" });
+    assert_eq!(post(refused).await, 403);
+    assert_eq!(
+        post(json!({ "email": "x@example.com", "age": "Wombat" })).await,
+        403
+    );
+
+    let url = format!(
+        "postgresql://postgres:{}@127.0.0.1:{proxy_port}/postgres",
+        common::PASSWORD
+    );
+    let proxy = common::connect(&url).await;
+    let row = proxy
+        .query_one(
+            "SELECT first_name FROM users WHERE email = 'serve-secret@example.com'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "Xanthippe");
+    drop(proxy);
+
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let stopped = common::eventually(std::time::Duration::from_secs(20), || {
+        let exited = child.try_wait().unwrap();
+        async move { exited.is_some() }
+    })
+    .await;
+    assert!(stopped, "pgcloak serve did not stop on SIGTERM");
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("pgcloak sidecar listening"), "{log}");
+    assert!(log.contains(r#""reason":"column_not_allowed""#), "{log}");
+    for value in [
+        "serve-secret",
+        "Xanthippe",
+        "refused-secret",
+        "Quokka",
+        "Wombat",
+    ] {
+        assert!(!log.contains(value), "the log holds {value}:\n{log}");
+    }
+}
