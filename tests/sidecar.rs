@@ -11,6 +11,7 @@ use common::{KeyKind, SidecarStack};
 use josekit::jwe::{self, JweHeader, JweHeaderSet};
 use pgcloak::sidecar::jose;
 use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn now() -> i64 {
     std::time::SystemTime::now()
@@ -131,6 +132,36 @@ async fn ingest(s: &SidecarStack, party: &str, table: &str, record: &Value) -> V
     let answer = post(s, table, "application/jose", jwe).await;
     assert_eq!(answer.status, 201, "{}", answer.body);
     answer.json()["id"].clone()
+}
+
+/// Posts `size` bytes chunked (no Content-Length) over a raw connection; the status.
+async fn chunked_post(s: &SidecarStack, size: usize) -> u16 {
+    let mut stream = tokio::net::TcpStream::connect(s.sidecar.addr())
+        .await
+        .unwrap();
+    let head =
+        "POST /v1/ingest/users HTTP/1.1\r\nHost: sidecar\r\nContent-Type: application/jose\r\n\
+                Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+    let mut request = head.as_bytes().to_vec();
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(64 * 1024);
+        request.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+        request.resize(request.len() + n, b'a');
+        request.extend_from_slice(b"\r\n");
+        left -= n;
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    // The server may answer before it has read everything: a failed write is no failure.
+    let _ = stream.write_all(&request).await;
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response).await;
+    let response = String::from_utf8_lossy(&response);
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("no answer: {response:?}"));
+    status.parse().unwrap()
 }
 
 /// A bearer token for `party` with these claims.
@@ -457,6 +488,8 @@ async fn every_ingest_rejection_is_clear_and_stores_nothing() {
         );
     }
     assert_eq!(s.count("users").await, 1);
+    // Without a Content-Length, the limit applies to what arrives.
+    assert_eq!(chunked_post(&s, 1024 * 1024 + 1).await, 413);
 
     let metrics = answer(s.http.get(s.url("/metrics")).send().await.unwrap()).await;
     assert_eq!(metrics.status, 200);
@@ -466,9 +499,9 @@ async fn every_ingest_rejection_is_clear_and_stores_nothing() {
         "pgcloak_sidecar_requests_total{route=\"/v1/ingest/{table}\",status=\"401\"} 4",
         "pgcloak_sidecar_requests_total{route=\"/v1/ingest/{table}\",status=\"403\"} 3",
         "pgcloak_sidecar_rejections_total{reason=\"bad_signature\"} 1",
-        "pgcloak_sidecar_rejections_total{reason=\"too_large\"} 1",
+        "pgcloak_sidecar_rejections_total{reason=\"too_large\"} 2",
         "pgcloak_sidecar_rejections_total{reason=\"undecryptable\"} 1",
-        "pgcloak_sidecar_request_duration_seconds_count{route=\"/v1/ingest/{table}\"} 21",
+        "pgcloak_sidecar_request_duration_seconds_count{route=\"/v1/ingest/{table}\"} 22",
     ] {
         assert!(
             metrics.body.lines().any(|l| l == line),

@@ -615,3 +615,7 @@ pub fn encrypt_response(party: &Party, json: &[u8]) -> Result<String, ApiError> 
     jwe::serialize_compact(json, &header, encrypter.as_ref())
         .map_err(|_| ApiError::internal("cannot encrypt the response"))
 }
+
+#[cfg(test)]
+#[path = "jose_tests.rs"]
+mod tests;
