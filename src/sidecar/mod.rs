@@ -56,6 +56,7 @@ impl Sidecar {
             server_key: settings.server_key,
             parties: settings.parties,
             metrics: metrics::Metrics::default(),
+            jose_slots: tokio::sync::Semaphore::new(jose_slots()),
         });
         Ok(Sidecar { listener, state })
     }
@@ -91,6 +92,12 @@ impl Sidecar {
             task,
         })
     }
+}
+
+/// Decryptions run at once: twice the cores, so the cores stay busy while results are
+/// handed back.
+fn jose_slots() -> usize {
+    std::thread::available_parallelism().map_or(4, |n| n.get() * 2)
 }
 
 impl SidecarHandle {

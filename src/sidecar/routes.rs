@@ -38,6 +38,8 @@ pub struct AppState {
     pub server_key: Arc<ServerKey>,
     pub parties: Arc<HashMap<String, Party>>,
     pub metrics: Metrics,
+    /// Ingests decrypting at once.
+    pub jose_slots: tokio::sync::Semaphore,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -173,8 +175,12 @@ async fn ingest(
             ApiError::new(Reason::MalformedBody, "the body is empty"),
         );
     }
-    // RSA decryption takes about a millisecond: off the async workers, so the proxy's
-    // sessions on the same runtime are not held up.
+    // RSA decryption takes a few hundred microseconds: off the async workers, so the proxy's
+    // sessions on the same runtime are not held up, and a few at a time (one per core is
+    // all the CPU there is), so a burst of requests queues instead of spawning threads.
+    let Ok(_permit) = state.jose_slots.acquire().await else {
+        return refuse(None, ApiError::internal("the sidecar is shutting down"));
+    };
     let (key, parties) = (state.server_key.clone(), state.parties.clone());
     let opened =
         tokio::task::spawn_blocking(move || jose::open_ingest(&body, form, &key, &parties)).await;
