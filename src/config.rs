@@ -1,8 +1,9 @@
 //! The YAML configuration file: its schema, defaults and validation.
 //!
-//! Unknown keys are rejected so that a typo never silently disables a setting. The sections
-//! later features define (`keys`, `tables`, `sidecar`) are accepted and kept opaque for now,
-//! so a complete file still starts the relay. Every error names the file and the key.
+//! Unknown keys are rejected so that a typo never silently disables a setting. Every error
+//! names the file and the key. The `tables` section is read by [`Policy::from_yaml`], the
+//! `sidecar` section by [`crate::sidecar::SidecarConfig`] (its key files by
+//! [`Config::sidecar`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use serde::Deserialize;
 
 use crate::crypto::MasterKey;
 use crate::policy::Policy;
+use crate::sidecar::SidecarConfig;
 
 /// A configuration error, always naming the file it came from.
 #[derive(Debug, thiserror::Error)]
@@ -54,9 +56,9 @@ pub struct Config {
     /// The PII columns: table → column → mode. Validated by [`Policy::from_yaml`].
     #[serde(default)]
     pub tables: Option<serde_yaml::Value>,
-    /// Defined by the JWE sidecar feature; accepted but not yet used.
+    /// The JWE sidecar's HTTP API; started by `pgcloak serve` when present.
     #[serde(default)]
-    pub sidecar: Option<serde_yaml::Value>,
+    pub sidecar: Option<SidecarConfig>,
 }
 
 /// The master key: base64 of 32 bytes, from an environment variable or a file.
@@ -288,7 +290,7 @@ mod tests {
     #[test]
     fn later_sections_are_accepted() {
         let text = format!(
-            "{MINIMAL}keys:\n  master_key_env: K\ntables:\n  users:\n    email: deterministic\nsidecar:\n  listen: \"127.0.0.1:8080\"\n"
+            "{MINIMAL}keys:\n  master_key_env: K\ntables:\n  users:\n    email: deterministic\nsidecar:\n  listen: \"127.0.0.1:8080\"\n  database: app\n  user: app\n  private_key_file: k.pem\n"
         );
         let config = parse(&text).unwrap();
         assert!(config.tables.is_some() && config.keys.is_some() && config.sidecar.is_some());

@@ -9,6 +9,7 @@
 //!   what must be refused.
 //! - [`crypto`]: keys, the randomized and deterministic ciphers, the stored envelope.
 //! - [`cloak`]: applying analysis and crypto to one session's frames.
+//! - [`sidecar`]: the JWE HTTP API through which integrating parties send and fetch records.
 //! - [`pgtemp`]: a throwaway PostgreSQL cluster for tests and `pgcloak demo`.
 
 pub mod cloak;
@@ -18,4 +19,5 @@ pub mod pgtemp;
 pub mod policy;
 pub mod protocol;
 pub mod proxy;
+pub mod sidecar;
 pub mod sql;

@@ -2,16 +2,20 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use pgcloak::cloak::Cloak;
 use pgcloak::config::Config;
 use pgcloak::crypto::MasterKey;
+use pgcloak::policy::Policy;
 use pgcloak::proxy::Proxy;
+use pgcloak::sidecar::Sidecar;
 use tokio_util::sync::CancellationToken;
 
 mod check;
 mod demo;
+mod jwe_cli;
 
 #[derive(Parser)]
 #[command(
@@ -26,7 +30,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the proxy.
+    /// Run the proxy (and the JWE sidecar when the config has a `sidecar` section).
     Serve {
         /// The YAML config file.
         #[arg(long, short)]
@@ -43,6 +47,11 @@ enum Command {
     },
     /// Print a fresh random master key (base64 of 32 bytes) for `keys.master_key_env`.
     Keygen,
+    /// Key pairs, encryption and tokens for the JWE sidecar (the party's side).
+    Jwe {
+        #[command(subcommand)]
+        command: jwe_cli::JweCommand,
+    },
     /// Start a throwaway local Postgres and pgcloak in front of it, until Ctrl-C.
     Demo {
         /// The demo's config; its upstream is replaced by the throwaway Postgres.
@@ -64,6 +73,7 @@ fn main() -> ExitCode {
             println!("{}", MasterKey::generate().to_base64());
             Ok(())
         }
+        Command::Jwe { command } => jwe_cli::run(command),
         Command::Demo { config } => demo::run(config),
     };
     match result {
@@ -100,6 +110,7 @@ fn init_logging() {
 fn check(path: PathBuf, upstream_dsn: Option<String>) -> Result<(), String> {
     let config = Config::load(&path).map_err(|e| e.to_string())?;
     Cloak::from_config(&config, &path).map_err(|e| e.to_string())?;
+    config.sidecar(&path).map_err(|e| e.to_string())?;
     if let Some(dsn) = upstream_dsn {
         check::upstream(&config, &path, &dsn)?;
     }
@@ -111,18 +122,35 @@ fn serve(path: PathBuf) -> Result<(), String> {
     let config = Config::load(&path).map_err(|e| e.to_string())?;
     let settings = config.settings(&path).map_err(|e| e.to_string())?;
     let cloak = Cloak::from_config(&config, &path).map_err(|e| e.to_string())?;
+    let sidecar = config.sidecar(&path).map_err(|e| e.to_string())?;
     let runtime =
         tokio::runtime::Runtime::new().map_err(|e| format!("cannot start runtime: {e}"))?;
     runtime.block_on(async {
         let mut proxy = Proxy::bind(settings.clone())
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
-        if let Some(cloak) = cloak {
-            proxy = proxy.with_cloak(cloak);
+        if let Some(cloak) = &cloak {
+            proxy = proxy.with_cloak(cloak.clone());
         }
+        let sidecar = match sidecar {
+            Some(sidecar_settings) => {
+                // Without a `tables` section every column is plain: the sidecar still needs a
+                // (column-less) keyring.
+                let cloak = cloak.unwrap_or_else(|| {
+                    Arc::new(Cloak::with_key(Policy::default(), &MasterKey::generate()))
+                });
+                Some(Sidecar::bind(sidecar_settings, cloak).await?)
+            }
+            None => None,
+        };
         let shutdown = CancellationToken::new();
         tokio::spawn(cancel_on_signal(shutdown.clone()));
-        proxy.run(shutdown).await;
+        match sidecar {
+            Some(sidecar) => {
+                tokio::join!(proxy.run(shutdown.clone()), sidecar.run(shutdown));
+            }
+            None => proxy.run(shutdown).await,
+        }
         Ok(())
     })
 }

@@ -61,6 +61,16 @@ impl Cloak {
         Cloak::new(Arc::new(policy), keyring)
     }
 
+    /// The column policy.
+    pub fn policy(&self) -> &Policy {
+        self.cache.policy()
+    }
+
+    /// The column keys (shared with the JWE sidecar, which encrypts what parties send).
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
     /// The two filters of one session, sharing its statement state.
     pub fn session(self: &Arc<Cloak>) -> (ClientCloak, ServerCloak) {
         let state = Arc::new(Mutex::new(SessionState::default()));

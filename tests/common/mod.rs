@@ -58,7 +58,7 @@ impl Stack {
         Stack::start_full(PgTemp::builder(), |_| {}, Some(cloak)).await
     }
 
-    async fn start_full(
+    pub async fn start_full(
         builder: PgTempBuilder,
         tweak: impl FnOnce(&mut ProxySettings),
         cloak: Option<Arc<Cloak>>,
@@ -160,4 +160,164 @@ where
 /// The pgcloak binary built for these tests.
 pub fn pgcloak_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_pgcloak"))
+}
+
+/// The tables the sidecar tests write: `users` (PII email/first_name/last_name), a
+/// composite-key `memberships` (PII role) and a plain `orders`.
+pub const SIDECAR_SCHEMA: &str = "
+CREATE TABLE users (id serial PRIMARY KEY, email text UNIQUE, first_name text, last_name text,
+                    plan text, age int, internal_note text);
+CREATE TABLE memberships (org text, member int, role text, PRIMARY KEY (org, member));
+CREATE TABLE orders (id bigserial PRIMARY KEY, item text, qty int);
+";
+
+pub const SIDECAR_POLICY: &str = "
+users:
+  email: deterministic
+  first_name: randomized
+  last_name: randomized
+memberships:
+  role: randomized
+";
+
+/// partner-a (RSA) writes users and memberships; partner-b (EC P-256) writes orders and
+/// users.email; partner-c (Ed25519 signatures, X25519 for responses) writes orders.
+const SIDECAR_PARTIES: &str = "
+  parties:
+    partner-a:
+      public_key_file: partner-a.pub.pem
+      tables:
+        users: [email, first_name, last_name, age]
+        public.memberships: [org, member, role]
+    partner-b:
+      public_key_file: partner-b.pub.pem
+      tables:
+        orders: [item, qty]
+        users: [email]
+    partner-c:
+      public_key_file: partner-c.pub.pem
+      encryption_key_file: partner-c-x25519.pub.pem
+      tables:
+        orders: [item, qty]
+";
+
+const SIDECAR_PASSWORD_ENV: &str = "PGCLOAK_TEST_SIDECAR_PASSWORD";
+
+/// Key types the tests generate.
+#[derive(Debug, Clone, Copy)]
+pub enum KeyKind {
+    Rsa,
+    Ec,
+    Ed25519,
+    X25519,
+}
+
+/// Writes DIR/NAME.pem (PKCS#8) and DIR/NAME.pub.pem (SPKI).
+pub fn write_key_pair(dir: &Path, name: &str, kind: KeyKind) {
+    use openssl::pkey::PKey;
+    let key = match kind {
+        KeyKind::Rsa => PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap(),
+        KeyKind::Ec => {
+            let group =
+                openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap();
+            PKey::from_ec_key(openssl::ec::EcKey::generate(&group).unwrap()).unwrap()
+        }
+        KeyKind::Ed25519 => PKey::generate_ed25519().unwrap(),
+        KeyKind::X25519 => PKey::generate_x25519().unwrap(),
+    };
+    let private = key.private_key_to_pem_pkcs8().unwrap();
+    std::fs::write(dir.join(format!("{name}.pem")), private).unwrap();
+    let public = key.public_key_to_pem().unwrap();
+    std::fs::write(dir.join(format!("{name}.pub.pem")), public).unwrap();
+}
+
+/// A throwaway Postgres with [`SIDECAR_SCHEMA`], the proxy and the JWE sidecar sharing one
+/// cloak ([`SIDECAR_POLICY`]), and the key files of the server and the three parties.
+pub struct SidecarStack {
+    pub stack: Stack,
+    pub sidecar: pgcloak::sidecar::SidecarHandle,
+    pub cloak: Arc<Cloak>,
+    pub dir: std::path::PathBuf,
+    pub http: reqwest::Client,
+}
+
+impl SidecarStack {
+    /// `server_key`: the type of the sidecar's own key (RSA or EC).
+    pub async fn start(server_key: KeyKind) -> SidecarStack {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("pgcloak-sidecar-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        write_key_pair(&dir, "sidecar", server_key);
+        write_key_pair(&dir, "partner-a", KeyKind::Rsa);
+        write_key_pair(&dir, "partner-b", KeyKind::Ec);
+        write_key_pair(&dir, "partner-c", KeyKind::Ed25519);
+        write_key_pair(&dir, "partner-c-x25519", KeyKind::X25519);
+        write_key_pair(&dir, "intruder", KeyKind::Rsa);
+
+        let policy = Policy::from_yaml(&serde_yaml::from_str(SIDECAR_POLICY).unwrap()).unwrap();
+        let cloak = Arc::new(Cloak::with_key(policy, &MasterKey::generate()));
+        let stack = Stack::start_full(PgTemp::builder(), |_| {}, Some(cloak.clone())).await;
+        stack
+            .connect_direct()
+            .await
+            .batch_execute(SIDECAR_SCHEMA)
+            .await
+            .unwrap();
+
+        // SAFETY of set_var: every test sets the same value.
+        std::env::set_var(SIDECAR_PASSWORD_ENV, PASSWORD);
+        let yaml = format!(
+            "listen: \"127.0.0.1:0\"\nupstream:\n  host: {}\n  port: {}\nsidecar:\n  listen: \"127.0.0.1:0\"\n  \
+             database: postgres\n  user: postgres\n  password_env: {SIDECAR_PASSWORD_ENV}\n  \
+             private_key_file: sidecar.pem\n{SIDECAR_PARTIES}",
+            stack.pg.host(),
+            stack.pg.port()
+        );
+        let path = dir.join("pgcloak.yaml");
+        std::fs::write(&path, &yaml).unwrap();
+        let config = pgcloak::config::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let settings = config
+            .sidecar(&path)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap();
+        let sidecar = pgcloak::sidecar::Sidecar::bind(settings, cloak.clone())
+            .await
+            .unwrap()
+            .spawn()
+            .unwrap();
+        SidecarStack {
+            stack,
+            sidecar,
+            cloak,
+            dir,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.sidecar.addr())
+    }
+
+    /// The bytes of a key file (`partner-a.pem`, `sidecar.pub.pem`, ...).
+    pub fn key(&self, file: &str) -> Vec<u8> {
+        std::fs::read(self.dir.join(file)).unwrap()
+    }
+
+    /// Rows in `table`, counted directly in Postgres.
+    pub async fn count(&self, table: &str) -> i64 {
+        let client = self.stack.connect_direct().await;
+        let row = client
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .unwrap();
+        row.get(0)
+    }
+}
+
+impl Drop for SidecarStack {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
