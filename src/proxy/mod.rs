@@ -6,5 +6,6 @@ mod observe;
 mod pump;
 mod server;
 mod session;
+mod workers;
 
 pub use server::{Proxy, ProxyHandle};

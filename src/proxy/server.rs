@@ -1,4 +1,4 @@
-//! The accept loop: one task per client, a connection limit, and graceful shutdown
+//! The accept loop: one task per client (on the session threads of workers.rs), a connection limit, and graceful shutdown
 //! (stop accepting, let sessions finish for a bounded time).
 
 use std::net::SocketAddr;
@@ -6,14 +6,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::session;
+use super::workers::Workers;
 use crate::cloak::Cloak;
 use crate::config::ProxySettings;
 
@@ -61,6 +62,13 @@ impl Proxy {
         } = self;
         let limit = Arc::new(Semaphore::new(settings.max_connections));
         let sessions = TaskTracker::new();
+        let workers = match Workers::per_core() {
+            Ok(workers) => workers,
+            Err(e) => {
+                error!(error = %e, "cannot start the session threads");
+                return;
+            }
+        };
         let next_conn = AtomicU64::new(1);
         info!(listen = %settings.listen, upstream_host = %settings.upstream_host, upstream_port = settings.upstream_port, "pgcloak listening");
         loop {
@@ -73,13 +81,23 @@ impl Proxy {
                     let conn = next_conn.fetch_add(1, Ordering::Relaxed);
                     info!(conn, %peer, "client connected");
                     let permit = limit.clone().try_acquire_owned().ok();
-                    sessions.spawn(session::serve(
-                        stream,
-                        conn,
-                        settings.clone(),
-                        cloak.clone(),
-                        permit,
-                    ));
+                    // Re-registered on the session's own thread (see workers.rs).
+                    let stream = match stream.into_std() {
+                        Ok(stream) => stream,
+                        Err(e) => {
+                            warn!(conn, error = %e, "cannot hand the client to a session thread");
+                            continue;
+                        }
+                    };
+                    let (settings, cloak) = (settings.clone(), cloak.clone());
+                    workers.spawn(&sessions, async move {
+                        match TcpStream::from_std(stream) {
+                            Ok(stream) => {
+                                session::serve(stream, conn, settings, cloak, permit).await
+                            }
+                            Err(e) => warn!(conn, error = %e, "cannot register the client socket"),
+                        }
+                    });
                 }
                 Err(e) => {
                     // Usually EMFILE: back off instead of spinning.
@@ -104,6 +122,7 @@ impl Proxy {
                 "grace period over; closing remaining sessions"
             );
         }
+        let _ = tokio::task::spawn_blocking(move || workers.stop()).await;
         info!("pgcloak stopped");
     }
 
