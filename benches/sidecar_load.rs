@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use openssl::pkey::PKey;
 use pgcloak::crypto::MasterKey;
-use pgcloak::pgtemp::PgTemp;
+use pgcloak::pgtemp::{free_port, PgTemp};
 use pgcloak::sidecar::jose;
 
 const PASSWORD: &str = "bench-pw";
@@ -37,7 +37,7 @@ fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     let server = write_rsa_pair(&dir, "sidecar");
     let party = write_rsa_pair(&dir, "partner-a");
-    let port = free_port();
+    let port = free_port().unwrap();
     let config = dir.join("pgcloak.yaml");
     std::fs::write(
         &config,
@@ -49,7 +49,7 @@ fn main() {
              password_env: BENCH_PG_PASSWORD\n  private_key_file: sidecar.pem\n  parties:\n    \
              partner-a:\n      public_key_file: partner-a.pub.pem\n      \
              tables: {{ users: [email, first_name, last_name] }}\n",
-            free_port(),
+            free_port().unwrap(),
             pg.port()
         ),
     )
@@ -286,14 +286,6 @@ fn write_rsa_pair(dir: &Path, name: &str) -> PathBuf {
     )
     .unwrap();
     private
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn env_number(name: &str, default: u64) -> u64 {

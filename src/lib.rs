@@ -10,8 +10,10 @@
 //! - [`crypto`]: keys, the randomized and deterministic ciphers, the stored envelope.
 //! - [`cloak`]: applying analysis and crypto to one session's frames.
 //! - [`sidecar`]: the JWE HTTP API through which integrating parties send and fetch records.
+//! - [`background`]: the handle of the proxy or sidecar running in the background.
 //! - [`pgtemp`]: a throwaway PostgreSQL cluster for tests and `pgcloak demo`.
 
+pub mod background;
 pub mod cloak;
 pub mod config;
 pub mod crypto;

@@ -530,7 +530,8 @@ fn tail(text: &str) -> String {
     lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
 }
 
-fn free_port() -> Result<u16, PgTempError> {
+/// A TCP port on 127.0.0.1 that was free a moment ago (for tests, benches and the demo).
+pub fn free_port() -> Result<u16, PgTempError> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(PgTempError::FreePort)?;
     let port = listener.local_addr().map_err(PgTempError::FreePort)?.port();
     Ok(port)

@@ -9,20 +9,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{eventually, pgcloak_bin, try_connect, PASSWORD};
-use pgcloak::pgtemp::PgTemp;
+use pgcloak::pgtemp::{free_port, PgTemp};
 
 fn scratch_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("pgcloak-cli-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn signal(child: &Child, sig: i32) {
@@ -121,7 +113,7 @@ async fn serve_shuts_down_gracefully_and_logs_no_content() {
         .start()
         .unwrap();
     let dir = scratch_dir("serve");
-    let port = free_port();
+    let port = free_port().unwrap();
     let config = dir.join("pgcloak.yaml");
     std::fs::write(
         &config,
@@ -184,7 +176,7 @@ async fn serve_shuts_down_gracefully_and_logs_no_content() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_serves_until_interrupted_and_cleans_up() {
     let dir = scratch_dir("demo");
-    let port = free_port();
+    let port = free_port().unwrap();
     let config = dir.join("demo.yaml");
     std::fs::write(
         &config,
@@ -262,7 +254,7 @@ async fn pii_workload_at_trace_level_logs_no_plaintext() {
         .await
         .unwrap();
     let dir = scratch_dir("trace");
-    let port = free_port();
+    let port = free_port().unwrap();
     let config = dir.join("pgcloak.yaml");
     std::fs::write(
         &config,

@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use super::session;
 use super::workers::Workers;
+use crate::background::Background;
 use crate::cloak::Cloak;
 use crate::config::ProxySettings;
 
@@ -26,11 +26,7 @@ pub struct Proxy {
 }
 
 /// A proxy running in the background (tests and the demo use this).
-pub struct ProxyHandle {
-    addr: SocketAddr,
-    shutdown: CancellationToken,
-    task: JoinHandle<()>,
-}
+pub type ProxyHandle = Background;
 
 impl Proxy {
     pub async fn bind(settings: ProxySettings) -> std::io::Result<Proxy> {
@@ -129,24 +125,6 @@ impl Proxy {
     /// Runs the proxy on the current runtime in the background.
     pub fn spawn(self) -> std::io::Result<ProxyHandle> {
         let addr = self.local_addr()?;
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(self.run(shutdown.clone()));
-        Ok(ProxyHandle {
-            addr,
-            shutdown,
-            task,
-        })
-    }
-}
-
-impl ProxyHandle {
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Stops accepting and waits for the proxy to finish its graceful shutdown.
-    pub async fn shutdown(self) {
-        self.shutdown.cancel();
-        let _ = self.task.await;
+        Ok(Background::spawn(addr, |shutdown| self.run(shutdown)))
     }
 }

@@ -20,13 +20,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{Party, PartyConfig, SidecarConfig, SidecarSettings, TableName};
 pub use error::{ApiError, Reason};
 pub use routes::MAX_BODY_BYTES;
 
+use crate::background::Background;
 use crate::cloak::Cloak;
 
 /// A bound, not yet running sidecar.
@@ -36,11 +36,7 @@ pub struct Sidecar {
 }
 
 /// A sidecar running in the background (tests use this).
-pub struct SidecarHandle {
-    addr: SocketAddr,
-    shutdown: CancellationToken,
-    task: JoinHandle<()>,
-}
+pub type SidecarHandle = Background;
 
 impl Sidecar {
     /// Binds the listener and prepares the pool (connections open on first use). `cloak`
@@ -84,13 +80,7 @@ impl Sidecar {
     /// Runs the sidecar on the current runtime in the background.
     pub fn spawn(self) -> std::io::Result<SidecarHandle> {
         let addr = self.local_addr()?;
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(self.run(shutdown.clone()));
-        Ok(SidecarHandle {
-            addr,
-            shutdown,
-            task,
-        })
+        Ok(Background::spawn(addr, |shutdown| self.run(shutdown)))
     }
 }
 
@@ -98,16 +88,4 @@ impl Sidecar {
 /// handed back.
 fn jose_slots() -> usize {
     std::thread::available_parallelism().map_or(4, |n| n.get() * 2)
-}
-
-impl SidecarHandle {
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Stops accepting and waits for requests in flight.
-    pub async fn shutdown(self) {
-        self.shutdown.cancel();
-        let _ = self.task.await;
-    }
 }
