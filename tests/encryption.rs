@@ -541,8 +541,8 @@ async fn schema_through_the_proxy_keeps_constraints_that_work_on_ciphertext() {
     assert_ciphertext(stored(&direct, "first_name", 1).await, "Ann B");
 }
 
-/// `email = ANY($1)` with an array parameter (binary from tokio-postgres, text from psql's
-/// server-side literal form is refused), `= ANY(ARRAY[...])` with literals, and the
+/// `email = ANY($1)` with an array parameter (binary from tokio-postgres, text as most
+/// drivers send lists), an array literal, `= ANY(ARRAY[...])` with literals, and the
 /// INSERT ... SELECT ... FROM (VALUES ...) form ORMs send for multi-row inserts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn any_arrays_and_insert_from_values_are_encrypted() {
@@ -608,6 +608,23 @@ async fn any_arrays_and_insert_from_values_are_encrypted() {
     )
     .await;
     assert_eq!(got, [vec![Some("Bo".to_owned())]]);
+    // An array literal in the SQL text (psql users write lists this way).
+    let got = rows_of(
+        &client,
+        "SELECT first_name FROM users WHERE email = ANY('{\"bo@example.com\", cy@example.com, NULL}') ORDER BY id",
+    )
+    .await;
+    assert_eq!(
+        got,
+        [vec![Some("Bo".to_owned())], vec![Some("Cy".to_owned())]]
+    );
+    let err = client
+        .simple_query("SELECT 1 FROM users WHERE email = ANY('{{al@example.com}}'::text[])")
+        .await
+        .unwrap_err();
+    let db = err.as_db_error().expect("a server error");
+    assert_eq!(db.code(), &SqlState::INVALID_TEXT_REPRESENTATION);
+    assert!(!db.message().contains("al@example.com"), "{}", db.message());
     // A malformed array is refused with its own error; the session goes on.
     let bad = TextParam("{{\"al@example.com\"}}");
     let err = client.query_one(&statement, &[&bad]).await.unwrap_err();

@@ -261,14 +261,18 @@ impl ClientCloak {
         }
         let mut replacements = Vec::with_capacity(plan.literals.len());
         for slot in &plan.literals {
-            let ciphertext = self.encrypt_value(&slot.column, slot.value.as_bytes())?;
+            let ciphertext = if slot.array {
+                self.encrypt_array(&slot.column, slot.value.as_bytes(), false)?
+            } else {
+                self.encrypt_value(&slot.column, slot.value.as_bytes())?
+            };
             let text = String::from_utf8_lossy(&ciphertext);
             replacements.push((slot.range.clone(), format!("'{text}'")));
         }
         Ok(splice(sql, &replacements))
     }
 
-    /// Encrypts each element of an array parameter (`column = ANY($n)`).
+    /// Encrypts each element of an array parameter or literal (`column = ANY($n)`).
     fn encrypt_array(
         &self,
         column: &ColumnId,
@@ -287,7 +291,7 @@ impl ClientCloak {
             Err(e) => Err(Refusal {
                 code: "22P02",
                 message: format!(
-                    "the array parameter compared with {column} cannot be encrypted by pgcloak: {}; pass a one-dimensional array of text values",
+                    "the array compared with {column} cannot be encrypted by pgcloak: {}; pass a one-dimensional array of text values",
                     e.0
                 ),
             }),

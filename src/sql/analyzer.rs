@@ -319,11 +319,18 @@ impl<'a> Walk<'a> {
                 right,
                 ..
             } => match (self.pii(left), strip_text_array_cast(right)) {
-                (Some(column), Expr::Value(v)) if placeholder(&v.value).is_some() => {
+                (Some(column), array @ Expr::Value(_)) => {
                     self.searchable(&column, "= ANY(...)")?;
+                    match bound(array) {
+                        Bound::Param(n) => self.bind_param(n, &column, true)?,
+                        Bound::Literal(value, span) => {
+                            self.bind_literal(value, span, &column.id, true)?
+                        }
+                        Bound::Null => {}
+                        _ => return self.other(expr),
+                    }
                     self.recognise(left);
-                    let n = placeholder(&v.value).unwrap_or_default();
-                    self.bind_param(n, &column, true)
+                    Ok(())
                 }
                 (Some(column), Expr::Array(array)) => {
                     self.searchable(&column, "= ANY(ARRAY[...])")?;
@@ -394,7 +401,7 @@ impl<'a> Walk<'a> {
     /// The value side of `pii_column = value`.
     fn bind_search_value(&mut self, expr: &Expr, column: &PiiColumn) -> Result {
         match bound(expr) {
-            Bound::Literal(value, span) => self.bind_literal(value, span, &column.id),
+            Bound::Literal(value, span) => self.bind_literal(value, span, &column.id, false),
             Bound::Param(n) => self.bind_param(n, column, false),
             Bound::Null => Ok(()),
             Bound::Default | Bound::Other(_) => Err(Refusal::unsupported(format!(
@@ -571,7 +578,7 @@ impl<'a> Walk<'a> {
         assignment: bool,
     ) -> Result {
         match bound(expr) {
-            Bound::Literal(value, span) => self.bind_literal(value, span, &column.id),
+            Bound::Literal(value, span) => self.bind_literal(value, span, &column.id, false),
             Bound::Param(n) => self.bind_param(n, column, false),
             Bound::Null | Bound::Default => Ok(()),
             Bound::Other(inner) => {
@@ -638,7 +645,13 @@ impl<'a> Walk<'a> {
 
     // ---- recording -----------------------------------------------------------------
 
-    fn bind_literal(&mut self, value: String, span: Span, column: &ColumnId) -> Result {
+    fn bind_literal(
+        &mut self,
+        value: String,
+        span: Span,
+        column: &ColumnId,
+        array: bool,
+    ) -> Result {
         let range = self.index.range(span).ok_or_else(|| {
             Refusal::unsupported(format!(
                 "pgcloak could not locate the value for {column} in the statement text; bind it as a parameter instead"
@@ -648,6 +661,7 @@ impl<'a> Walk<'a> {
             range,
             value,
             column: column.clone(),
+            array,
         });
         Ok(())
     }

@@ -57,6 +57,8 @@ pub struct LiteralSlot {
     /// The literal's value, unescaped.
     pub value: String,
     pub column: ColumnId,
+    /// `col = ANY('{a,b}')`: the literal is an array whose elements are encrypted.
+    pub array: bool,
 }
 
 /// A bind parameter whose value must be encrypted for `column`.

@@ -151,7 +151,20 @@ fn equality_search_on_deterministic_columns() {
         [(1, "public.users.email".into(), true)]
     );
     refused("SELECT * FROM users WHERE email = ANY($1::int[])");
-    refused("SELECT * FROM users WHERE email = ANY('{a,b}')");
+    let sql = "SELECT * FROM users WHERE email = ANY('{a,\"b c\"}') OR email = ANY(E'{d}'::text[])";
+    let slots = plan(sql).literals.clone();
+    assert_eq!(
+        slots
+            .iter()
+            .map(|s| (&sql[s.range.clone()], s.value.as_str(), s.array))
+            .collect::<Vec<_>>(),
+        [
+            ("'{a,\"b c\"}'", "{a,\"b c\"}", true),
+            ("E'{d}'", "{d}", true)
+        ]
+    );
+    plan("SELECT * FROM users WHERE email = ANY(NULL::text[])");
+    refused("SELECT * FROM users WHERE email = ANY(string_to_array($1, ','))");
     refused("SELECT * FROM users WHERE first_name = ANY($1)");
     plan("SELECT * FROM users WHERE email IS NULL AND first_name IS NOT NULL");
     plan("SELECT a.id FROM users a JOIN users b ON a.email = b.email");
