@@ -92,9 +92,10 @@ async fn node_postgres() {
     run_client("node", pg, "node_pg_smoke.js", "node-postgres OK").await;
 }
 
-/// The policy sqlalchemy_pii.py runs under: its SQLAlchemy model (`users`), its psycopg
-/// table (`contacts`), a model with a too-short varchar (`sa_short`) and one with an index
-/// on a deterministic column (`sa_indexed`).
+/// The policy the PII client scripts run under: sqlalchemy_pii.py's SQLAlchemy model
+/// (`users`), its psycopg table (`contacts`), a model with a too-short varchar (`sa_short`)
+/// and one with an index on a deterministic column (`sa_indexed`); node_pg_pii.js's table
+/// (`node_people`).
 const PII_POLICY: &str = "
 users:
   email: deterministic
@@ -108,9 +109,13 @@ sa_short:
   first_name: randomized
 sa_indexed:
   email: deterministic
+node_people:
+  email: deterministic
+  first_name: randomized
+  last_name: randomized
 ";
 
-/// The envelope prefix of each PII column of PII_POLICY's users and contacts.
+/// The envelope prefix of each PII column of PII_POLICY's users, contacts and node_people.
 fn envelope_prefix(column: &str) -> &'static str {
     match column {
         "email" => "pgc1$d$",
@@ -119,7 +124,7 @@ fn envelope_prefix(column: &str) -> &'static str {
     }
 }
 
-/// One `stored TABLE ID COLUMN HEX|-` line of sqlalchemy_pii.py: a value as the
+/// One `stored TABLE ID COLUMN HEX|-` line of a PII client script: a value as the
 /// application reads it back through pgcloak.
 struct Stored {
     table: String,
@@ -173,9 +178,28 @@ async fn sqlalchemy_psycopg_pii() {
     )
     .await;
     let stored = parse_stored(&stdout);
-
     let direct = stack.connect_direct().await;
-    for (table, rows) in [("users", 20), ("contacts", 360)] {
+    assert_stored_encrypted(&direct, &stored, &[("users", 20), ("contacts", 360)]).await;
+    // Plain columns stay plain.
+    let note: String = direct
+        .query_one("SELECT note FROM contacts WHERE id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(note, "plain note");
+}
+
+/// Checks what a PII client script reported (`stored` lines) against Postgres: each table
+/// holds the expected rows and all their PII values were reported; every value the
+/// application reads back is, stored, an envelope of the column's mode that contains no
+/// plaintext; distinct emails have distinct ciphertexts and equal first names (the script
+/// stores some twice) different ones.
+async fn assert_stored_encrypted(
+    direct: &tokio_postgres::Client,
+    stored: &[Stored],
+    tables: &[(&str, i64)],
+) {
+    for &(table, rows) in tables {
         let count: i64 = direct
             .query_one(&format!("SELECT count(*) FROM {table}"), &[])
             .await
@@ -187,7 +211,7 @@ async fn sqlalchemy_psycopg_pii() {
             count * 3,
             "{table}: every row's 3 PII values are reported"
         );
-        assert_eq!(count, rows, "{table}: rows left by sqlalchemy_pii.py");
+        assert_eq!(count, rows, "{table}: rows left by the script");
     }
     let plaintexts: Vec<&str> = stored
         .iter()
@@ -196,7 +220,7 @@ async fn sqlalchemy_psycopg_pii() {
     // email plaintext -> its ciphertext, per table (each column has its own key).
     let mut email_ciphertexts = std::collections::HashMap::new();
     let mut first_names = std::collections::HashMap::new();
-    for s in &stored {
+    for s in stored {
         let row = direct
             .query_one(
                 &format!("SELECT {} FROM {} WHERE id = $1", s.column, s.table),
@@ -262,11 +286,25 @@ async fn sqlalchemy_psycopg_pii() {
         unique.dedup();
         assert_eq!(unique.len(), ciphertexts.len(), "{ciphertexts:?}");
     }
-    // Plain columns stay plain.
-    let note: String = direct
-        .query_one("SELECT note FROM contacts WHERE id = 1", &[])
+}
+
+/// node-postgres on PII columns through a proxy with a policy (parameters as untyped text,
+/// named statements, JS arrays as text[], a pool, refusals); then, straight from Postgres,
+/// every value it wrote is ciphertext.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_postgres_pii() {
+    let Some(program) = client_program("node", "node_modules/pg/package.json") else {
+        return;
+    };
+    let stack = common::Stack::start_cloaked(PII_POLICY).await;
+    let stdout = run_script(&stack, &program, "node_pg_pii.js", &[], "node_pg_pii OK").await;
+    let stored = parse_stored(&stdout);
+    let direct = stack.connect_direct().await;
+    assert_stored_encrypted(&direct, &stored, &[("node_people", 15)]).await;
+    let note: Option<String> = direct
+        .query_one("SELECT note FROM node_people WHERE id = 1", &[])
         .await
         .unwrap()
         .get(0);
-    assert_eq!(note, "plain note");
+    assert_eq!(note.as_deref(), Some("first"));
 }
