@@ -350,6 +350,98 @@ async fn unsafe_statements_are_refused_and_the_session_goes_on() {
     );
 }
 
+/// SQL PREPARE/EXECUTE and function bodies, the roads around literals and Bind: PREPARE's
+/// literals are encrypted; a PII parameter whose value EXECUTE would pass in clear is
+/// refused, whether the statement was prepared in SQL or through the protocol (Parse); a
+/// function that names a PII table cannot be created through pgcloak.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepare_execute_and_functions_cannot_store_plaintext() {
+    let (_stack, client, direct) = stack().await;
+    client
+        .batch_execute(
+            "PREPARE add_ann AS INSERT INTO users (email, first_name) VALUES ('ann@example.com', 'Ann');
+             EXECUTE add_ann;
+             PREPARE by_id(int) AS SELECT email, first_name FROM users WHERE id = $1",
+        )
+        .await
+        .unwrap();
+    assert_ciphertext(stored(&direct, "email", 1).await, "ann@example.com");
+    assert_ciphertext(stored(&direct, "first_name", 1).await, "Ann");
+    assert_eq!(
+        rows_of(&client, "EXECUTE by_id(1)").await,
+        [vec![
+            Some("ann@example.com".to_owned()),
+            Some("Ann".to_owned())
+        ]]
+    );
+
+    let refused = |sql: &'static str, column: &'static str| {
+        let client = &client;
+        async move {
+            let err = client.simple_query(sql).await.unwrap_err();
+            let db = err.as_db_error().expect("a server error");
+            assert_eq!(db.code(), &SqlState::FEATURE_NOT_SUPPORTED, "{sql}");
+            assert!(db.message().contains(column), "{sql}: {}", db.message());
+            assert!(!db.message().contains("leak"), "{sql}: {}", db.message());
+        }
+    };
+    refused(
+        "PREPARE add(text) AS INSERT INTO users (email) VALUES ($1)",
+        "public.users.email",
+    )
+    .await;
+    // Through the protocol, tokio-postgres names its statement; SQL EXECUTE of that name
+    // would hand the argument to Postgres in clear.
+    let statement = client
+        .prepare("INSERT INTO users (first_name) VALUES ($1)")
+        .await
+        .unwrap();
+    let name: String = client
+        .query_one(
+            "SELECT name FROM pg_prepared_statements WHERE statement = 'INSERT INTO users (first_name) VALUES ($1)'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let execute = format!("EXECUTE {name}('leak')");
+    let err = client.simple_query(&execute).await.unwrap_err();
+    let db = err.as_db_error().expect("a server error");
+    assert_eq!(db.code(), &SqlState::FEATURE_NOT_SUPPORTED);
+    assert!(
+        db.message().contains("public.users.first_name"),
+        "{}",
+        db.message()
+    );
+    // Through Bind, the same statement stores ciphertext.
+    client.execute(&statement, &[&"Bea"]).await.unwrap();
+    assert_ciphertext(stored(&direct, "first_name", 2).await, "Bea");
+    refused(
+        "CREATE FUNCTION add_user(e text) RETURNS void LANGUAGE sql AS $$ INSERT INTO users (email) VALUES (e) $$",
+        "function or procedure",
+    )
+    .await;
+
+    let leaked: i64 = direct
+        .query_one(
+            "SELECT count(*) FROM users WHERE email LIKE '%leak%' OR first_name LIKE '%leak%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(leaked, 0);
+    let functions: i64 = direct
+        .query_one(
+            "SELECT count(*) FROM pg_proc WHERE proname = 'add_user'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(functions, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampered_or_moved_ciphertext_fails_the_query_not_the_session() {
     let (_stack, client, direct) = stack().await;

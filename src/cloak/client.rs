@@ -76,7 +76,10 @@ impl ClientCloak {
         let sql = match self.cloak.cache.analyze(&query.sql) {
             Analysis::Plain => return Ok(frame),
             Analysis::Refused(refusal) => lock(&self.state).refuse(refusal),
-            Analysis::Plan(plan) => match self.encrypt_literals(&query.sql, &plan) {
+            Analysis::Plan(plan) => match self
+                .check_executes(&plan)
+                .and_then(|()| self.encrypt_literals(&query.sql, &plan))
+            {
                 Ok(sql) => {
                     self.note_plan(&plan);
                     sql
@@ -98,6 +101,7 @@ impl ClientCloak {
             }
             Analysis::Refused(refusal) => Err(refusal),
             Analysis::Plan(plan) => check_param_types(&parse, &plan)
+                .and_then(|()| self.check_executes(&plan))
                 .and_then(|()| self.encrypt_literals(&parse.sql, &plan))
                 .map(|sql| (sql, plan)),
         };
@@ -252,6 +256,26 @@ impl ClientCloak {
             lock(&self.state).copy_in = None;
             self.copying = false;
         }
+    }
+
+    /// SQL `EXECUTE name(args)` passes its arguments as SQL values, not through Bind: refused
+    /// when `name` was prepared (with Parse) with a parameter bound for a PII column. (SQL
+    /// PREPARE of such a statement is refused by the analysis.)
+    fn check_executes(&self, plan: &StatementPlan) -> Result<(), Refusal> {
+        let state = lock(&self.state);
+        for name in &plan.executes {
+            if let Some(slot) = state
+                .statements
+                .get(name)
+                .and_then(|p| p.params.values().next())
+            {
+                return Err(Refusal::unsupported(format!(
+                    "EXECUTE {name}(...) would pass its arguments to {} unencrypted: pgcloak encrypts a prepared statement's parameters only when they come with Bind; execute it through your driver (the extended protocol)",
+                    slot.column
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The SQL with each PII literal replaced by its ciphertext.

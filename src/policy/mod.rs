@@ -153,13 +153,23 @@ impl Policy {
         self.tables.get(&key)
     }
 
-    /// True when some configured table's name occurs in `sql`, ignoring case. Statements
-    /// for which this is false cannot name a PII table and skip analysis.
+    /// True when `sql` may read or write a PII column, ignoring case: some configured
+    /// table's name occurs in it, or `execute` (SQL EXECUTE runs a prepared statement that
+    /// may bind PII parameters). Statements for which this is false skip analysis.
     pub fn may_touch(&self, sql: &str) -> bool {
         if self.needles.is_empty() {
             return false;
         }
         let lower = sql.to_lowercase();
+        lower.contains("execute") || self.names_in(&lower)
+    }
+
+    /// True when some configured table's name occurs in `text`, ignoring case.
+    pub fn names_a_table(&self, text: &str) -> bool {
+        self.names_in(&text.to_lowercase())
+    }
+
+    fn names_in(&self, lower: &str) -> bool {
         self.needles
             .iter()
             .any(|needle| lower.contains(needle.as_str()))
@@ -345,11 +355,15 @@ billing.cards:
     }
 
     #[test]
-    fn may_touch_is_a_case_insensitive_name_check() {
+    fn may_touch_is_a_case_insensitive_name_and_execute_check() {
         let p = policy(EXAMPLE).unwrap();
         assert!(p.may_touch("select * from USERS"));
         assert!(p.may_touch("insert into billing.cards values (1)"));
         assert!(!p.may_touch("select 1"));
+        assert!(p.may_touch("EXECUTE p('x')"));
+        assert!(!p.names_a_table("EXECUTE p('x')"));
+        assert!(p.names_a_table("select * from USERS"));
         assert!(!Policy::default().may_touch("select * from users"));
+        assert!(!Policy::default().may_touch("execute p('x')"));
     }
 }

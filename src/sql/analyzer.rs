@@ -19,7 +19,7 @@ use sqlparser::ast::{
 };
 use sqlparser::tokenizer::Span;
 
-use super::names::{configured_table, normalize, PiiColumn, Scope};
+use super::names::{configured_table, name_parts, normalize, PiiColumn, Scope};
 use super::splice::LineIndex;
 use super::{
     Analysis, CopyFormat, CopyInPlan, CopyOptions, LiteralSlot, ParamSlot, Refusal, StatementPlan,
@@ -47,6 +47,26 @@ pub(super) fn analyze_statements(sql: &str, statements: &[Statement], policy: &P
     let mut plan = StatementPlan::default();
     let mut touched = false;
     for statement in statements {
+        match statement {
+            Statement::Execute {
+                name: Some(name),
+                parameters,
+                using,
+                ..
+            } if !(parameters.is_empty() && using.is_empty()) => {
+                touched = true;
+                plan.executes.push(name_parts(name).join("."));
+                continue;
+            }
+            Statement::CreateFunction(_) | Statement::CreateProcedure { .. }
+                if policy.names_a_table(&statement.to_string()) =>
+            {
+                return Analysis::Refused(Refusal::unsupported(
+                    "this function or procedure names a table with encrypted columns, and pgcloak cannot check or encrypt what runs inside a function: values it writes would be stored in clear; write PII through plain statements, or create it on a connection that bypasses pgcloak after checking that it handles no PII values".into(),
+                ));
+            }
+            _ => {}
+        }
         let scope = Scope::of(statement, policy);
         if scope.is_empty() {
             continue; // the table name occurred in the text, but not as a table
@@ -108,6 +128,16 @@ impl<'a> Walk<'a> {
                 ..
             } => self.copy(source, *to, target, options, legacy_options),
             Statement::Explain { statement, .. } => self.statement(statement),
+            Statement::Prepare { statement, .. } => {
+                self.statement(statement)?;
+                match self.plan.params.values().next() {
+                    Some(slot) => Err(Refusal::unsupported(format!(
+                        "PREPARE of a statement with a parameter bound for {} cannot work: pgcloak cannot encrypt the values EXECUTE passes; use your driver's prepared statements (the extended protocol) or put the values in the statement",
+                        slot.column
+                    ))),
+                    None => Ok(()),
+                }
+            }
             Statement::CreateTable(create) => {
                 self.plan.changes_schema = true;
                 self.create_table(create)

@@ -47,6 +47,9 @@ pub struct StatementPlan {
     pub copy_out: Option<CopyOptions>,
     /// DDL naming a PII table: where its columns live may change.
     pub changes_schema: bool,
+    /// Prepared statements run by SQL `EXECUTE name(args)`: their arguments are SQL values
+    /// pgcloak cannot bind, so the session refuses this when `name` binds a PII parameter.
+    pub executes: Vec<String>,
 }
 
 /// A literal in the SQL text to replace by the ciphertext of its value.
@@ -121,10 +124,14 @@ pub fn analyze(sql: &str, policy: &Policy) -> Analysis {
         Ok(statements) => statements,
         Err(_) => {
             // The parser's message quotes the SQL, which may hold PII: do not pass it on.
-            return Analysis::Refused(Refusal {
-                code: "0A000",
-                message: "pgcloak cannot parse this statement, and it names a table with encrypted columns, so it is refused rather than passed on unchecked; rewrite it in plain SQL (INSERT/UPDATE/DELETE/SELECT/COPY) or run it on a connection that bypasses pgcloak".into(),
-            });
+            let why = if policy.names_a_table(sql) {
+                "it names a table with encrypted columns"
+            } else {
+                "it contains EXECUTE, which may pass values to encrypted columns"
+            };
+            return Analysis::Refused(Refusal::unsupported(format!(
+                "pgcloak cannot parse this statement, and {why}, so it is refused rather than passed on unchecked; rewrite it in plain SQL (INSERT/UPDATE/DELETE/SELECT/COPY) or run it on a connection that bypasses pgcloak"
+            )));
         }
     };
     analyzer::analyze_statements(sql, &statements, policy)

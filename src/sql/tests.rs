@@ -263,6 +263,52 @@ fn unparseable_sql_naming_a_pii_table_is_refused_without_echoing_it() {
     );
 }
 
+/// Statements that carry values to PII columns by another road than a literal or Bind:
+/// SQL PREPARE/EXECUTE and function bodies.
+#[test]
+fn prepare_execute_and_function_bodies_cannot_smuggle_values() {
+    // PREPARE: the statement is analysed; its literals are encrypted, its PII parameters
+    // (whose values EXECUTE would pass in clear) refused.
+    let sql = "PREPARE p AS INSERT INTO users (email, first_name) VALUES ('a@b', 'Ann')";
+    assert_eq!(
+        literals(sql),
+        [
+            lit("'a@b'", "a@b", "public.users.email"),
+            lit("'Ann'", "Ann", "public.users.first_name")
+        ]
+    );
+    let msg = refused("PREPARE p(text) AS INSERT INTO users (email) VALUES ($1)");
+    assert!(msg.contains("public.users.email"), "{msg}");
+    refused("PREPARE p(text) AS SELECT id FROM users WHERE email = $1");
+    refused("PREPARE p AS SELECT id FROM users ORDER BY email");
+    plan("PREPARE p(int) AS SELECT email FROM users WHERE id = $1");
+    // EXECUTE with arguments: named for the session to check against its statements.
+    assert_eq!(plan("EXECUTE p('a@b', 2)").executes, ["p"]);
+    assert_eq!(
+        plan("SELECT 1; EXECUTE \"Q\"($1)").executes,
+        ["Q".to_owned()]
+    );
+    assert_eq!(analyze("EXECUTE p", &policy()), Analysis::Plain);
+    assert_eq!(
+        analyze("GRANT EXECUTE ON FUNCTION f() TO app", &policy()),
+        Analysis::Plain
+    );
+    // Function bodies that name a PII table cannot be checked.
+    let msg = refused("CREATE FUNCTION add_user(e text) RETURNS void LANGUAGE sql AS $$ INSERT INTO users (email) VALUES (e) $$");
+    assert!(msg.contains("function or procedure"), "{msg}");
+    // (sqlparser cannot parse this one: refused as unparseable.)
+    refused("CREATE OR REPLACE PROCEDURE p() LANGUAGE sql AS $$ UPDATE billing.cards SET holder = 'x' $$");
+    assert_eq!(
+        analyze(
+            "CREATE FUNCTION one() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$",
+            &policy()
+        ),
+        Analysis::Plain
+    );
+    let msg = refused("EXECUTE p('secret@x') garbage garbage");
+    assert!(msg.contains("EXECUTE") && !msg.contains("secret"), "{msg}");
+}
+
 #[test]
 fn a_parameter_bound_for_two_columns_is_refused() {
     refused("UPDATE users SET first_name = $1 WHERE email = $1");
