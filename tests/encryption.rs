@@ -442,6 +442,74 @@ async fn prepare_execute_and_functions_cannot_store_plaintext() {
     assert_eq!(functions, 0);
 }
 
+/// A session whose search_path finds billing.cards by its bare name still has its values
+/// encrypted; numbers are stored as Postgres would print them; a cast that would truncate
+/// the ciphertext is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_path_numbers_and_length_casts() {
+    let (_stack, client, direct) = stack().await;
+    client
+        .batch_execute(
+            "SET search_path = billing, public;
+             INSERT INTO cards (user_id, holder) VALUES (1, 'Ann Holder');",
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "INSERT INTO cards (user_id, holder) VALUES (2, $1)",
+            &[&"Bo Holder"],
+        )
+        .await
+        .unwrap();
+    let holders: Vec<String> = client
+        .query("SELECT holder FROM cards ORDER BY user_id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(holders, ["Ann Holder", "Bo Holder"]);
+    for (id, holder) in [(1, "Ann Holder"), (2, "Bo Holder")] {
+        let stored: Option<String> = direct
+            .query_one(
+                "SELECT holder FROM billing.cards WHERE user_id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_ciphertext(stored, holder);
+    }
+
+    client
+        .batch_execute("INSERT INTO users (email, first_name) VALUES (42, 1.50)")
+        .await
+        .unwrap();
+    let row = client
+        .query_one("SELECT email, first_name FROM users WHERE email = 42", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, String>(1)),
+        ("42".to_owned(), "1.50".to_owned())
+    );
+    assert_ciphertext(stored(&direct, "email", 1).await, "42");
+    for sql in [
+        "INSERT INTO users (email) VALUES ('long-enough@example.com'::varchar(20))",
+        "INSERT INTO users (email) VALUES (1e5)",
+    ] {
+        let err = client.simple_query(sql).await.unwrap_err();
+        assert_eq!(err.code(), Some(&SqlState::FEATURE_NOT_SUPPORTED), "{sql}");
+    }
+    let count: i64 = direct
+        .query_one("SELECT count(*) FROM users", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampered_or_moved_ciphertext_fails_the_query_not_the_session() {
     let (_stack, client, direct) = stack().await;

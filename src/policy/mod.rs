@@ -153,6 +153,18 @@ impl Policy {
         self.tables.get(&key)
     }
 
+    /// The schema of the configured table an unqualified `table` may mean: `public` when
+    /// public.table is configured, else the first other schema configuring that name.
+    pub fn schema_of_unqualified(&self, table: &str) -> Option<&str> {
+        if self.table(None, table).is_some() {
+            return Some("public");
+        }
+        self.tables
+            .keys()
+            .find(|(_, name)| name == table)
+            .map(|(schema, _)| schema.as_str())
+    }
+
     /// True when `sql` may read or write a PII column, ignoring case: some configured
     /// table's name occurs in it, or `execute` (SQL EXECUTE runs a prepared statement that
     /// may bind PII parameters). Statements for which this is false skip analysis.

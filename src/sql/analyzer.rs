@@ -870,12 +870,25 @@ fn strip_text_array_cast(expr: &Expr) -> &Expr {
     }
 }
 
+/// A type a PII value or column may be cast to without changing it: text, varchar without
+/// a length, citext. (An explicit cast to `varchar(n)` silently truncates the ciphertext.)
 fn is_text_type(name: &str) -> bool {
-    let name = name.to_lowercase();
-    name == "text"
-        || name.starts_with("varchar")
-        || name.starts_with("character varying")
-        || name == "citext"
+    matches!(
+        name.to_lowercase().as_str(),
+        "text" | "varchar" | "character varying" | "citext"
+    )
+}
+
+/// A numeric literal Postgres stores in a text column exactly as written (`42`, `1.50`),
+/// so that its ciphertext decrypts to what the column would have held; `1e5`, `007` or
+/// `.5` would be stored as `100000`, `7`, `0.5`.
+fn canonical_number(n: &str) -> bool {
+    let (int, frac) = match n.split_once('.') {
+        Some((int, frac)) => (int, Some(frac)),
+        None => (n, None),
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    digits(int) && (int == "0" || !int.starts_with('0')) && frac.is_none_or(digits)
 }
 
 fn placeholder(value: &Value) -> Option<usize> {
@@ -896,7 +909,7 @@ pub(super) fn bound(expr: &Expr) -> Bound<'_> {
             }
             // The literal's own span: a cast around it (`'x'::text`) stays in the text.
             Value::DollarQuotedString(s) => Bound::Literal(s.value.clone(), v.span),
-            Value::Number(n, _) => Bound::Literal(n.to_string(), v.span),
+            Value::Number(n, _) if canonical_number(n) => Bound::Literal(n.to_string(), v.span),
             Value::Placeholder(_) => match placeholder(&v.value) {
                 Some(n) => Bound::Param(n),
                 None => Bound::Other(inner),

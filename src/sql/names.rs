@@ -144,7 +144,13 @@ impl Scope {
 pub(crate) fn configured_table(name: &ObjectName, policy: &Policy) -> Option<TableKey> {
     let parts = name_parts(name);
     let (schema, table) = match parts.as_slice() {
-        [table] => ("public".to_owned(), table.clone()),
+        // pgcloak does not follow search_path: an unqualified name is taken for the
+        // configured table of that name (public first), so a session whose search_path
+        // finds it elsewhere still has its values encrypted.
+        [table] => (
+            policy.schema_of_unqualified(table)?.to_owned(),
+            table.clone(),
+        ),
         [schema, table] => (schema.clone(), table.clone()),
         // database.schema.table
         [_, schema, table] => (schema.clone(), table.clone()),

@@ -520,3 +520,48 @@ orders:
         assert!(matches!(analyze(sql), Analysis::Refused(_)), "{sql}");
     }
 }
+
+/// Values whose ciphertext would not decrypt to what Postgres would have stored: a cast
+/// with a length (explicit casts truncate silently), numbers Postgres rewrites.
+#[test]
+fn values_postgres_would_change_are_refused() {
+    for sql in [
+        "INSERT INTO users (email) VALUES ('abc'::varchar(3))",
+        "INSERT INTO users (email) VALUES ($1::varchar(20))",
+        "INSERT INTO users (email) VALUES (CAST($1 AS character varying(20)))",
+        "SELECT id FROM users WHERE email::varchar(10) = 'a'",
+        "INSERT INTO users (email) VALUES (1e5)",
+        "INSERT INTO users (email) VALUES (007)",
+        "INSERT INTO users (email) VALUES (.5)",
+        "INSERT INTO users (email) VALUES (-5)",
+    ] {
+        let msg = refused(sql);
+        assert!(msg.contains("public.users.email"), "{sql}: {msg}");
+    }
+    assert_eq!(
+        literals(
+            "INSERT INTO users (email, first_name, last_name) VALUES (42, 0.50, '7'::varchar)"
+        ),
+        [
+            lit("42", "42", "public.users.email"),
+            lit("0.50", "0.50", "public.users.first_name"),
+            lit("'7'", "7", "public.users.last_name")
+        ]
+    );
+    assert_eq!(
+        params("INSERT INTO users (email) VALUES (CAST($1 AS character varying))"),
+        [(1, "public.users.email".into(), false)]
+    );
+}
+
+/// pgcloak does not follow search_path: an unqualified name means the configured table of
+/// that name, in public or (when only there) another schema.
+#[test]
+fn unqualified_names_of_tables_outside_public_are_encrypted() {
+    assert_eq!(
+        literals("INSERT INTO cards (holder) VALUES ('Ann')"),
+        [lit("'Ann'", "Ann", "billing.cards.holder")]
+    );
+    assert!(plan("COPY cards (holder) FROM STDIN").copy_in.is_some());
+    refused("SELECT id FROM cards ORDER BY holder");
+}
