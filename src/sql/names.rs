@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    CopySource, Expr, Ident, ObjectName, ObjectNamePart, Statement, TableFactor, Visit, Visitor,
+    CopySource, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName,
+    ObjectNamePart, Statement, TableFactor, Visit, Visitor,
 };
 
 use crate::crypto::Mode;
@@ -133,8 +134,24 @@ impl Scope {
     /// True when `expr` is a bare name or alias of a configured table used as a value: a
     /// whole-row reference, whose text would carry ciphertext out undecrypted.
     pub(crate) fn is_whole_row(&self, expr: &Expr) -> bool {
+        let names_pii_table =
+            |prefix: &ObjectName| self.qualifiers.contains_key(&name_parts(prefix).join("."));
         match expr {
             Expr::Identifier(ident) => self.qualifiers.contains_key(&normalize(ident)),
+            // `u.*` inside an expression (`ROW(u.*)`) or as a function argument
+            // (`to_json(u.*)`).
+            Expr::QualifiedWildcard(prefix, _) => names_pii_table(prefix),
+            Expr::Function(function) => match &function.args {
+                FunctionArguments::List(list) => list.args.iter().any(|arg| match arg {
+                    FunctionArg::Unnamed(FunctionArgExpr::QualifiedWildcard(prefix))
+                    | FunctionArg::Named {
+                        arg: FunctionArgExpr::QualifiedWildcard(prefix),
+                        ..
+                    } => names_pii_table(prefix),
+                    _ => false,
+                }),
+                _ => false,
+            },
             _ => false,
         }
     }

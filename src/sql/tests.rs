@@ -231,8 +231,17 @@ fn operations_that_need_plaintext_are_refused() {
         let msg = refused(sql);
         assert!(msg.contains(column), "{sql}: {msg}");
     }
-    let msg = refused("SELECT users FROM users");
-    assert!(msg.contains("whole-row"), "{msg}");
+    for sql in [
+        "SELECT users FROM users",
+        "SELECT row_to_json(u) FROM users u",
+        "SELECT to_json(u.*) FROM users u",
+        "SELECT json_agg(c.*) FROM billing.cards c",
+        "SELECT ROW(u.*) FROM users u",
+    ] {
+        let msg = refused(sql);
+        assert!(msg.contains("whole-row"), "{sql}: {msg}");
+    }
+    plan("SELECT u.*, count(*) OVER () FROM users u");
 }
 
 #[test]
