@@ -183,6 +183,22 @@ async fn reads_through_joins_views_ctes_and_unions_are_decrypted() {
             .unwrap(),
     );
     assert_eq!(got, [vec![Some("Eve".into())], vec![Some("EVE E".into())]]);
+    // A cursor (psycopg's named cursors, SQLAlchemy's stream_results): FETCH in the simple
+    // and the extended protocol.
+    client
+        .batch_execute(
+            "BEGIN; DECLARE c SCROLL CURSOR FOR SELECT first_name, email FROM users WHERE email = 'eve@example.com'",
+        )
+        .await
+        .unwrap();
+    let fetched = rows(&client.simple_query("FETCH 1 FROM c").await.unwrap());
+    assert_eq!(
+        fetched,
+        [vec![Some("Eve".into()), Some("eve@example.com".into())]]
+    );
+    let row = client.query_one("FETCH FIRST FROM c", &[]).await.unwrap();
+    assert_eq!(row.get::<_, &str>(1), "eve@example.com");
+    client.batch_execute("COMMIT").await.unwrap();
     // UNIQUE and ON CONFLICT work on the deterministic column.
     let err = client
         .execute(

@@ -128,6 +128,16 @@ impl<'a> Walk<'a> {
                 ..
             } => self.copy(source, *to, target, options, legacy_options),
             Statement::Explain { statement, .. } => self.statement(statement),
+            // DECLARE ... CURSOR FOR <query> (psycopg's named cursors, SQLAlchemy's
+            // stream_results): FETCH returns the query's rows, decrypted like any result.
+            Statement::Declare { stmts, .. } => {
+                for declare in stmts {
+                    if let Some(query) = &declare.for_query {
+                        self.query(query)?;
+                    }
+                }
+                Ok(())
+            }
             Statement::Prepare { statement, .. } => {
                 self.statement(statement)?;
                 match self.plan.params.values().next() {

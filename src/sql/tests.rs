@@ -242,6 +242,11 @@ fn operations_that_need_plaintext_are_refused() {
         assert!(msg.contains("whole-row"), "{sql}: {msg}");
     }
     plan("SELECT u.*, count(*) OVER () FROM users u");
+    assert_eq!(
+        literals("DECLARE c CURSOR WITH HOLD FOR SELECT first_name FROM users WHERE email = 'a'"),
+        [lit("'a'", "a", "public.users.email")]
+    );
+    refused("DECLARE c CURSOR FOR SELECT id FROM users ORDER BY email");
 }
 
 #[test]

@@ -405,6 +405,22 @@ def pg_copy(conn):
 
 
 @psycopg_check
+def pg_named_cursor(conn):
+    # A server-side cursor: DECLARE ... CURSOR FOR with the parameter bound (encrypted in
+    # the Bind), then FETCHes whose rows come back decrypted.
+    with conn.transaction():
+        with conn.cursor(name="pii_cursor") as cur:
+            cur.itersize = 50
+            cur.execute(
+                "SELECT id, first_name, email FROM contacts WHERE email <> %s AND id >= 1000 AND id < 1200",
+                ("copy3@example.com",),
+            )
+            rows = list(cur)
+    assert len(rows) == 199, len(rows)
+    assert {(i, f"Copy{i - 1000}", f"copy{i - 1000}@example.com") for i in range(1000, 1200) if i != 1003} == set(rows)
+
+
+@psycopg_check
 def pg_refused(conn):
     # Autocommit: the refusal ends the statement, the connection goes on.
     try:
@@ -448,6 +464,7 @@ TESTS = [
     pg_executemany,
     pg_prepared_and_binary,
     pg_copy,
+    pg_named_cursor,
     pg_refused,
 ]
 
