@@ -602,6 +602,58 @@ async fn tampered_or_moved_ciphertext_fails_the_query_not_the_session() {
     assert_eq!(row.get::<_, &str>(0), "kim@example.com");
 }
 
+/// A session with client_encoding LATIN1 (psql with PGCLIENTENCODING): statements that
+/// cannot concern a PII table pass as before, in their own encoding; those that may are
+/// refused (pgcloak encrypts and decrypts UTF-8) until the session switches to UTF8.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_in_another_encoding_cannot_touch_pii() {
+    let (stack, _client, direct) = stack().await;
+    let psql_latin1 = |script: &[u8]| {
+        let path = std::env::temp_dir().join(format!("pgcloak-latin1-{}.sql", std::process::id()));
+        std::fs::write(&path, script).unwrap();
+        let out = std::process::Command::new("psql")
+            .arg(stack.proxy_url())
+            .args(["-X", "-At", "-w", "-f"])
+            .arg(&path)
+            .env("PGCLIENTENCODING", "LATIN1")
+            .output()
+            .expect("run psql");
+        let _ = std::fs::remove_file(&path);
+        out
+    };
+    // caf\xe9 is "café" in LATIN1, not valid UTF-8: Postgres converts it, as without pgcloak.
+    let out = psql_latin1(b"SELECT 'caf\xe9' AS plain;\nSELECT convert_to('caf\xe9', 'UTF8');\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"caf\xe9\n\\x636166c3a9\n");
+    let out = psql_latin1(
+        b"INSERT INTO users (email, first_name) VALUES ('a@example.com', 'Ren\xe9');\n\
+          SELECT first_name FROM users;\n\
+          SET client_encoding = 'UTF8';\n\
+          INSERT INTO users (email, first_name) VALUES ('b@example.com', 'Rene');\n\
+          SELECT first_name FROM users;\n",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.matches("client_encoding is LATIN1").count(),
+        2,
+        "{stderr}"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "SET\nINSERT 0 1\nRene\n");
+    let stored: Vec<Option<String>> = direct
+        .query("SELECT first_name FROM users", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(stored.len(), 1);
+    assert_ciphertext(stored[0].clone(), "Rene");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_results_and_psql_see_plaintext() {
     let (stack, client, _direct) = stack().await;

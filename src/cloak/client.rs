@@ -71,6 +71,19 @@ impl ClientCloak {
     }
 
     fn query(&mut self, body: &[u8], frame: Bytes) -> Result<Bytes, FilterError> {
+        let raw_sql = body.split(|&b| b == 0).next().unwrap_or_default();
+        match self.check_text(raw_sql) {
+            TextCheck::Analyse => {}
+            TextCheck::PassOn => {
+                self.end_copy();
+                return Ok(frame);
+            }
+            TextCheck::Refuse(refusal) => {
+                self.end_copy();
+                let sql = lock(&self.state).refuse(refusal);
+                return Ok(encode(|out| Query { sql }.encode(out)));
+            }
+        }
         let query = Query::decode(body).map_err(malformed)?;
         self.end_copy();
         let sql = match self.cloak.cache.analyze(&query.sql) {
@@ -91,6 +104,31 @@ impl ClientCloak {
     }
 
     fn parse(&mut self, body: &[u8], frame: Bytes) -> Result<Bytes, FilterError> {
+        let mut fields = body.splitn(3, |&b| b == 0);
+        let (raw_name, raw_sql) = (fields.next(), fields.next().unwrap_or_default());
+        let name = String::from_utf8_lossy(raw_name.unwrap_or_default()).into_owned();
+        match self.check_text(raw_sql) {
+            TextCheck::Analyse => {}
+            TextCheck::PassOn => {
+                let mut state = lock(&self.state);
+                state.statements.remove(&name);
+                state.statement_columns.remove(&name);
+                return Ok(frame);
+            }
+            TextCheck::Refuse(refusal) => {
+                self.end_copy();
+                let mut state = lock(&self.state);
+                state.statements.remove(&name);
+                state.statement_columns.remove(&name);
+                let sql = state.refuse(refusal);
+                let parse = Parse {
+                    name,
+                    sql,
+                    param_types: Vec::new(),
+                };
+                return Ok(encode(|out| parse.encode(out)));
+            }
+        }
         let mut parse = Parse::decode(body).map_err(malformed)?;
         self.end_copy();
         lock(&self.state).statement_columns.remove(&parse.name);
@@ -258,6 +296,36 @@ impl ClientCloak {
         }
     }
 
+    /// Statement text pgcloak cannot read as UTF-8 (a session whose client_encoding is not
+    /// UTF8, or invalid bytes): passed on untouched when it cannot concern a PII table
+    /// (Postgres decodes it as usual), refused when it may, since PII values in it, in its
+    /// parameters or in its results would be encrypted or returned in the wrong encoding.
+    fn check_text(&self, raw_sql: &[u8]) -> TextCheck {
+        let encoding = lock(&self.state).foreign_encoding.clone();
+        let utf8 = std::str::from_utf8(raw_sql).is_ok();
+        if encoding.is_none() && utf8 {
+            return TextCheck::Analyse;
+        }
+        // Table names are ASCII, which every client encoding Postgres accepts keeps as is.
+        if !self
+            .cloak
+            .cache
+            .policy()
+            .may_touch(&String::from_utf8_lossy(raw_sql))
+        {
+            return TextCheck::PassOn;
+        }
+        TextCheck::Refuse(Refusal {
+            code: "22021",
+            message: match encoding {
+                Some(encoding) => format!(
+                    "this session's client_encoding is {encoding}, and pgcloak encrypts and decrypts PII values as UTF-8, so statements on tables with encrypted columns need client_encoding UTF8: SET client_encoding = 'UTF8' (or PGCLIENTENCODING=UTF8)"
+                ),
+                None => "this statement names a table with encrypted columns and is not valid UTF-8".into(),
+            },
+        })
+    }
+
     /// SQL `EXECUTE name(args)` passes its arguments as SQL values, not through Bind: refused
     /// when `name` was prepared (with Parse) with a parameter bound for a PII column. (SQL
     /// PREPARE of such a statement is refused by the analysis.)
@@ -393,6 +461,13 @@ impl Filter for ClientCloak {
             _ => Ok(frame),
         }
     }
+}
+
+/// What to do with a statement's text, before analysis.
+enum TextCheck {
+    Analyse,
+    PassOn,
+    Refuse(Refusal),
 }
 
 /// A Close or Describe body: the kind byte and the name.

@@ -108,6 +108,8 @@ struct SessionState {
     statement_columns: HashMap<String, Arc<Vec<Option<String>>>>,
     /// Portal → the statement it was bound from.
     portals: HashMap<String, String>,
+    /// The session's client_encoding, as the server reports it, when it is not UTF8.
+    foreign_encoding: Option<String>,
 }
 
 /// A client message still to be answered, as far as result rows are concerned.

@@ -236,6 +236,20 @@ fn marker_in(message: &str) -> Option<&str> {
     Some(&rest[..end])
 }
 
+impl ServerCloak {
+    /// ParameterStatus: notes the session's client_encoding (reported at startup and on
+    /// every change), which decides whether pgcloak can handle its PII statements.
+    fn parameter_status(&self, frame: &[u8]) {
+        let mut fields = frame[Header::SIZE..].split(|&b| b == 0);
+        if fields.next() != Some(b"client_encoding".as_slice()) {
+            return;
+        }
+        let value = String::from_utf8_lossy(fields.next().unwrap_or_default());
+        lock(&self.state).foreign_encoding =
+            (!value.eq_ignore_ascii_case("UTF8")).then(|| value.into_owned());
+    }
+}
+
 impl Filter for ServerCloak {
     fn on_frame(&mut self, header: Header, _bytes: &[u8]) {
         let tag = header.tag;
@@ -309,11 +323,14 @@ impl Filter for ServerCloak {
     fn holds(&self, tag: u8) -> bool {
         self.discarding
             || self.loading.is_some()
-            || matches!(tag, b'D' | b'E' | b'T')
+            || matches!(tag, b'D' | b'E' | b'T' | b'S')
             || (tag == b'd' && self.copy_out.is_some())
     }
 
     fn rewrite(&mut self, frame: Bytes) -> Result<Bytes, FilterError> {
+        if frame[0] == b'S' {
+            self.parameter_status(&frame);
+        }
         if self.loading.is_some() && !matches!(frame[0], b'A' | b'N' | b'S') {
             return Ok(self.catalog_frame(frame));
         }
