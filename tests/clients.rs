@@ -1,5 +1,5 @@
-//! Real non-Rust clients through the proxy: psycopg 3, SQLAlchemy 2 on psycopg 3, and
-//! node-postgres. The scripts and their pinned dependencies live in tests/clients/;
+//! Real non-Rust clients through the proxy: psycopg 3, SQLAlchemy 2 on psycopg 3,
+//! node-postgres, and (on PII tables) asyncpg, psycopg2 and pg8000. The scripts and their pinned dependencies live in tests/clients/;
 //! `tests/clients/setup.sh` installs them. Without them these tests skip, unless
 //! PGCLOAK_REQUIRE_CLIENTS=1 (as in CI), where they fail.
 
@@ -95,7 +95,7 @@ async fn node_postgres() {
 /// The policy the PII client scripts run under: sqlalchemy_pii.py's SQLAlchemy model
 /// (`users`), its psycopg table (`contacts`), a model with a too-short varchar (`sa_short`)
 /// and one with an index on a deterministic column (`sa_indexed`); node_pg_pii.js's table
-/// (`node_people`).
+/// (`node_people`); python_drivers_pii.py's (`py_people`).
 const PII_POLICY: &str = "
 users:
   email: deterministic
@@ -113,9 +113,14 @@ node_people:
   email: deterministic
   first_name: randomized
   last_name: randomized
+py_people:
+  email: deterministic
+  first_name: randomized
+  last_name: randomized
 ";
 
-/// The envelope prefix of each PII column of PII_POLICY's users, contacts and node_people.
+/// The envelope prefix of each PII column of PII_POLICY's users, contacts, node_people and
+/// py_people.
 fn envelope_prefix(column: &str) -> &'static str {
     match column {
         "email" => "pgc1$d$",
@@ -307,4 +312,26 @@ async fn node_postgres_pii() {
         .unwrap()
         .get(0);
     assert_eq!(note.as_deref(), Some("first"));
+}
+
+/// asyncpg, psycopg2 and pg8000 on PII columns through a proxy with a policy; then,
+/// straight from Postgres, every value they wrote is ciphertext.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_drivers_pii() {
+    let python = ".venv/bin/python";
+    let Some(program) = client_program(python, python) else {
+        return;
+    };
+    let stack = common::Stack::start_cloaked(PII_POLICY).await;
+    let stdout = run_script(
+        &stack,
+        &program,
+        "python_drivers_pii.py",
+        &[],
+        "python_drivers_pii OK",
+    )
+    .await;
+    let stored = parse_stored(&stdout);
+    let direct = stack.connect_direct().await;
+    assert_stored_encrypted(&direct, &stored, &[("py_people", 6)]).await;
 }

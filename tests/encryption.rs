@@ -642,7 +642,10 @@ async fn sessions_in_another_encoding_cannot_touch_pii() {
         2,
         "{stderr}"
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "SET\nINSERT 0 1\nRene\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "SET\nINSERT 0 1\nRene\n"
+    );
     let stored: Vec<Option<String>> = direct
         .query("SELECT first_name FROM users", &[])
         .await
