@@ -1,8 +1,10 @@
 //! `pgcloak check --upstream-dsn DSN`: checks the configured PII columns against a live
 //! database. Every column must exist (names match exactly, as Postgres stores them) and have
 //! a type that can hold a ciphertext envelope: `text`, or `varchar` without a limit or with
-//! one large enough. One catalog query ([`CATALOG_QUERY`]) fetches the facts; the rest is pure
-//! logic ([`check_column`], [`classify`]) so it is unit-tested without a server.
+//! one large enough. Relations that reach PII columns without being in the policy (views,
+//! partitions, inheritance children) are reported too. Two catalog queries
+//! ([`CATALOG_QUERY`], [`DERIVED_QUERY`]) fetch the facts; the rest is pure logic
+//! ([`check_column`], [`classify`], [`check_derived`]) so it is unit-tested without a server.
 
 use std::path::Path;
 use std::time::Duration;
@@ -28,6 +30,44 @@ const CATALOG_QUERY: &str =
      LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
      WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') \
      AND lower(n.nspname) = ANY($1) AND lower(c.relname) = ANY($2)";
+
+/// Relations that reach configured PII columns without being in the policy: views whose
+/// definition reads them (their `pg_rewrite` dependencies) and partitions or inheritance
+/// children of their tables, at any depth. `$1`: the configured `schema.table.column`s.
+/// Per row: the relation's schema and name, the PII column it reaches, whether it is a
+/// view, and whether INSERT or UPDATE can go through it.
+const DERIVED_QUERY: &str = "
+WITH RECURSIVE pii AS (
+    SELECT c.oid AS relid, a.attnum, n.nspname || '.' || c.relname || '.' || a.attname AS id
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+    WHERE n.nspname || '.' || c.relname || '.' || a.attname = ANY($1)
+), children(relid, id) AS (
+    SELECT i.inhrelid, p.id FROM pg_inherits i JOIN pii p ON p.relid = i.inhparent
+    UNION
+    SELECT i.inhrelid, ch.id FROM pg_inherits i JOIN children ch ON ch.relid = i.inhparent
+)
+SELECT n.nspname, v.relname, p.id, true, pg_relation_is_updatable(v.oid, true) & 12 <> 0
+FROM pg_depend d
+JOIN pii p ON d.refobjid = p.relid AND d.refobjsubid = p.attnum
+JOIN pg_rewrite r ON r.oid = d.objid
+JOIN pg_class v ON v.oid = r.ev_class AND v.oid <> p.relid
+JOIN pg_namespace n ON n.oid = v.relnamespace
+WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
+UNION
+SELECT n.nspname, c.relname, ch.id, false, true
+FROM children ch JOIN pg_class c ON c.oid = ch.relid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+ORDER BY 1, 2, 3";
+
+/// One row of [`DERIVED_QUERY`].
+struct DerivedRow {
+    schema: String,
+    relation: String,
+    pii_column: String,
+    view: bool,
+    writable: bool,
+}
 
 /// One row of [`CATALOG_QUERY`]: schema, table, column and its `format_type`, and whether
 /// the column has a DEFAULT other than NULL.
@@ -57,13 +97,29 @@ pub fn upstream(config: &Config, path: &Path, dsn: &str) -> Result<(), String> {
         columns.iter().map(|(id, _)| f(id).to_lowercase()).collect()
     };
     let (schemas, tables) = (lower(|id| &id.schema), lower(|id| &id.table));
-    let rows = runtime.block_on(async {
+    let ids: Vec<String> = columns.iter().map(|(id, _)| id.to_string()).collect();
+    let (rows, derived) = runtime.block_on(async {
         let (client, connection) = (pg.connect(NoTls).await)
             .map_err(|e| format!("cannot connect to {target}: {}", chain(&e)))?;
         tokio::spawn(async move { drop(connection.await) });
-        (client.query(CATALOG_QUERY, &[&schemas, &tables]).await)
-            .map_err(|e| format!("cannot read the catalog of {target}: {}", chain(&e)))
+        let catalog_error = |e: tokio_postgres::Error| {
+            format!("cannot read the catalog of {target}: {}", chain(&e))
+        };
+        let rows =
+            (client.query(CATALOG_QUERY, &[&schemas, &tables]).await).map_err(catalog_error)?;
+        let derived = (client.query(DERIVED_QUERY, &[&ids]).await).map_err(catalog_error)?;
+        Ok::<_, String>((rows, derived))
     })?;
+    let derived: Vec<DerivedRow> = (derived.iter())
+        .map(|r| DerivedRow {
+            schema: r.get(0),
+            relation: r.get(1),
+            pii_column: r.get(2),
+            view: r.get(3),
+            writable: r.get(4),
+        })
+        .filter(|r| policy.table(Some(&r.schema), &r.relation).is_none())
+        .collect();
     let rows: Vec<CatalogRow> = (rows.iter())
         .map(|r| CatalogRow {
             schema: r.get(0),
@@ -75,6 +131,12 @@ pub fn upstream(config: &Config, path: &Path, dsn: &str) -> Result<(), String> {
     let mut problems = Vec::new();
     for (id, mode) in &columns {
         match check_column(id, *mode, &rows) {
+            Ok(line) => println!("{line}"),
+            Err(line) => problems.push(line),
+        }
+    }
+    for outcome in check_derived(&derived) {
+        match outcome {
             Ok(line) => println!("{line}"),
             Err(line) => problems.push(line),
         }
@@ -150,6 +212,39 @@ fn check_column(id: &ColumnId, mode: Mode, rows: &[CatalogRow]) -> Result<String
         ));
     }
     Ok(format!("{id}: {type_name}, {mode} — ok"))
+}
+
+/// One line per relation of `rows` (not in the policy) that reaches PII columns: a
+/// problem when values can be written through it (pgcloak sees its name, not the PII
+/// table's, so it would pass them on in clear), else a note.
+fn check_derived(rows: &[DerivedRow]) -> Vec<Result<String, String>> {
+    let mut out = Vec::new();
+    let mut rest = rows;
+    while let Some(first) = rest.first() {
+        let same = rest
+            .iter()
+            .take_while(|r| r.schema == first.schema && r.relation == first.relation)
+            .count();
+        let (group, tail) = rest.split_at(same);
+        rest = tail;
+        let reached: Vec<&str> = group.iter().map(|r| r.pii_column.as_str()).collect();
+        let reached = reached.join(", ");
+        let name = format!("{}.{}", first.schema, first.relation);
+        let configure =
+            "add it under `tables` with its PII columns and `same_key_as: <the column>`";
+        out.push(match (first.view, first.writable) {
+            (false, _) => Err(format!(
+                "{name}: a partition or child table of the table holding {reached}, not in the policy: rows written to it directly are stored in clear; {configure}"
+            )),
+            (true, true) => Err(format!(
+                "{name}: an updatable view reading {reached}, not in the policy: values written through it are stored in clear; {configure}, or make it read-only (REVOKE INSERT, UPDATE)"
+            )),
+            (true, false) => Ok(format!(
+                "{name}: a view reading {reached} — rows read through it are decrypted; to search it by those columns, {configure}"
+            )),
+        });
+    }
+    out
 }
 
 /// Whether a column of type `type_name` (as printed by `format_type`) can hold `mode`
@@ -257,6 +352,37 @@ mod tests {
         let upper = problem("Users", "email");
         assert!(upper.contains("public.Users does not exist, but public.users does"));
         assert!(problem("orders", "card").contains("public.orders does not exist: create it"));
+    }
+
+    #[test]
+    fn relations_reaching_pii_columns_outside_the_policy() {
+        let row = |relation: &str, pii_column: &str, view: bool, writable: bool| DerivedRow {
+            schema: "public".into(),
+            relation: relation.into(),
+            pii_column: pii_column.into(),
+            view,
+            writable,
+        };
+        let rows = [
+            row("names", "public.users.email", true, false),
+            row("names", "public.users.first_name", true, false),
+            row("users_2024", "public.users.email", false, true),
+            row("writable", "public.users.email", true, true),
+        ];
+        let out = check_derived(&rows);
+        assert_eq!(out.len(), 3);
+        let note = out[0].as_ref().unwrap();
+        assert!(note.starts_with("public.names: a view reading public.users.email, public.users.first_name — rows read"), "{note}");
+        let child = out[1].as_ref().unwrap_err();
+        assert!(
+            child.starts_with("public.users_2024: a partition or child table"),
+            "{child}"
+        );
+        let view = out[2].as_ref().unwrap_err();
+        assert!(
+            view.contains("updatable view") && view.contains("REVOKE INSERT, UPDATE"),
+            "{view}"
+        );
     }
 
     #[test]

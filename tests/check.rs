@@ -126,3 +126,61 @@ async fn check_names_every_column_that_cannot_hold_ciphertext() {
     assert!(!stderr.contains("hunter2"), "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Relations through which PII columns can be written without pgcloak seeing the PII
+/// table's name — an updatable view, a partition, an inheritance child — are problems until
+/// the policy names them; a read-only view is a note.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_views_and_children_outside_the_policy() {
+    let pg = PgTemp::builder().superuser_password("pw").start().unwrap();
+    let dsn = pg.url("postgres");
+    let (client, connection) = tokio_postgres::connect(&dsn, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(
+            "CREATE TABLE users (id int, email text, plan text);
+             CREATE VIEW user_emails AS SELECT id, email AS address FROM users;
+             CREATE VIEW email_counts AS SELECT email, count(*) FROM users GROUP BY email;
+             CREATE VIEW plans AS SELECT id, plan FROM users;
+             CREATE TABLE events (at date, email text) PARTITION BY RANGE (at);
+             CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+             CREATE TABLE old_users (legacy bool) INHERITS (users);",
+        )
+        .await
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("pgcloak-check-derived-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = String::from_utf8(pgcloak(&["keygen"], "").stdout)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let tables = "  users:\n    email: deterministic\n  events:\n    email: deterministic\n";
+    let config = write_config(&dir, "derived.yaml", tables);
+    let (out, stdout, stderr) = check(&config, &dsn, &key);
+    println!("--- stdout\n{stdout}--- stderr\n{stderr}");
+    assert!(!out.status.success());
+    assert!(stderr.contains("3 problem(s)"), "{stderr}");
+    for text in [
+        "public.user_emails: an updatable view reading public.users.email",
+        "public.events_2026: a partition or child table of the table holding public.events.email",
+        "public.old_users: a partition or child table of the table holding public.users.email",
+    ] {
+        assert!(stderr.contains(text), "missing {text:?} in:\n{stderr}");
+    }
+    assert!(
+        stdout.contains("public.email_counts: a view reading public.users.email — rows read"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("public.plans") && !stderr.contains("public.plans"));
+
+    // Named in the policy (sharing the keys of the columns they reach), they are fine.
+    let tables = format!(
+        "{tables}  user_emails:\n    address: {{ mode: deterministic, same_key_as: users.email }}\n  \
+         events_2026:\n    email: {{ mode: deterministic, same_key_as: events.email }}\n  \
+         old_users:\n    email: {{ mode: deterministic, same_key_as: users.email }}\n"
+    );
+    let config = write_config(&dir, "derived-ok.yaml", &tables);
+    let (out, stdout, stderr) = check(&config, &dsn, &key);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
