@@ -34,8 +34,8 @@ const CATALOG_QUERY: &str =
 /// Relations that reach configured PII columns without being in the policy: views whose
 /// definition reads them (their `pg_rewrite` dependencies) and partitions or inheritance
 /// children of their tables, at any depth. `$1`: the configured `schema.table.column`s.
-/// Per row: the relation's schema and name, the PII column it reaches, whether it is a
-/// view, and whether INSERT or UPDATE can go through it.
+/// Per row: the relation's schema and name, the PII column it reaches, and whether it is a
+/// view (else a partition or child).
 const DERIVED_QUERY: &str = "
 WITH RECURSIVE pii AS (
     SELECT c.oid AS relid, a.attnum, n.nspname || '.' || c.relname || '.' || a.attname AS id
@@ -47,7 +47,7 @@ WITH RECURSIVE pii AS (
     UNION
     SELECT i.inhrelid, ch.id FROM pg_inherits i JOIN children ch ON ch.relid = i.inhparent
 )
-SELECT n.nspname, v.relname, p.id, true, pg_relation_is_updatable(v.oid, true) & 12 <> 0
+SELECT n.nspname, v.relname, p.id, true
 FROM pg_depend d
 JOIN pii p ON d.refobjid = p.relid AND d.refobjsubid = p.attnum
 JOIN pg_rewrite r ON r.oid = d.objid
@@ -55,7 +55,7 @@ JOIN pg_class v ON v.oid = r.ev_class AND v.oid <> p.relid
 JOIN pg_namespace n ON n.oid = v.relnamespace
 WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
 UNION
-SELECT n.nspname, c.relname, ch.id, false, true
+SELECT n.nspname, c.relname, ch.id, false
 FROM children ch JOIN pg_class c ON c.oid = ch.relid
 JOIN pg_namespace n ON n.oid = c.relnamespace
 ORDER BY 1, 2, 3";
@@ -66,7 +66,6 @@ struct DerivedRow {
     relation: String,
     pii_column: String,
     view: bool,
-    writable: bool,
 }
 
 /// One row of [`CATALOG_QUERY`]: schema, table, column and its `format_type`, and whether
@@ -116,7 +115,6 @@ pub fn upstream(config: &Config, path: &Path, dsn: &str) -> Result<(), String> {
             relation: r.get(1),
             pii_column: r.get(2),
             view: r.get(3),
-            writable: r.get(4),
         })
         .filter(|r| policy.table(Some(&r.schema), &r.relation).is_none())
         .collect();
@@ -135,12 +133,7 @@ pub fn upstream(config: &Config, path: &Path, dsn: &str) -> Result<(), String> {
             Err(line) => problems.push(line),
         }
     }
-    for outcome in check_derived(&derived) {
-        match outcome {
-            Ok(line) => println!("{line}"),
-            Err(line) => problems.push(line),
-        }
-    }
+    problems.extend(check_derived(&derived));
     match problems.len() {
         0 => Ok(()),
         n => Err(format!(
@@ -214,10 +207,11 @@ fn check_column(id: &ColumnId, mode: Mode, rows: &[CatalogRow]) -> Result<String
     Ok(format!("{id}: {type_name}, {mode} — ok"))
 }
 
-/// One line per relation of `rows` (not in the policy) that reaches PII columns: a
-/// problem when values can be written through it (pgcloak sees its name, not the PII
-/// table's, so it would pass them on in clear), else a note.
-fn check_derived(rows: &[DerivedRow]) -> Vec<Result<String, String>> {
+/// One problem per relation of `rows` (not in the policy) that reaches PII columns:
+/// pgcloak recognises PII columns by the table names in a statement, so values written
+/// through it would pass in clear, and searches on a view would compare plaintext with
+/// ciphertext.
+fn check_derived(rows: &[DerivedRow]) -> Vec<String> {
     let mut out = Vec::new();
     let mut rest = rows;
     while let Some(first) = rest.first() {
@@ -232,16 +226,13 @@ fn check_derived(rows: &[DerivedRow]) -> Vec<Result<String, String>> {
         let name = format!("{}.{}", first.schema, first.relation);
         let configure =
             "add it under `tables` with its PII columns and `same_key_as: <the column>`";
-        out.push(match (first.view, first.writable) {
-            (false, _) => Err(format!(
+        out.push(match first.view {
+            true => format!(
+                "{name}: a view showing {reached}, not in the policy: searches on it would compare plaintext with ciphertext and values written through it would be stored in clear; {configure}"
+            ),
+            false => format!(
                 "{name}: a partition or child table of the table holding {reached}, not in the policy: rows written to it directly are stored in clear; {configure}"
-            )),
-            (true, true) => Err(format!(
-                "{name}: an updatable view reading {reached}, not in the policy: values written through it are stored in clear; {configure}, or make it read-only (REVOKE INSERT, UPDATE)"
-            )),
-            (true, false) => Ok(format!(
-                "{name}: a view reading {reached} — rows read through it are decrypted; to search it by those columns, {configure}"
-            )),
+            ),
         });
     }
     out
@@ -356,32 +347,30 @@ mod tests {
 
     #[test]
     fn relations_reaching_pii_columns_outside_the_policy() {
-        let row = |relation: &str, pii_column: &str, view: bool, writable: bool| DerivedRow {
+        let row = |relation: &str, pii_column: &str, view: bool| DerivedRow {
             schema: "public".into(),
             relation: relation.into(),
             pii_column: pii_column.into(),
             view,
-            writable,
         };
         let rows = [
-            row("names", "public.users.email", true, false),
-            row("names", "public.users.first_name", true, false),
-            row("users_2024", "public.users.email", false, true),
-            row("writable", "public.users.email", true, true),
+            row("names", "public.users.email", true),
+            row("names", "public.users.first_name", true),
+            row("users_2024", "public.users.email", false),
         ];
         let out = check_derived(&rows);
-        assert_eq!(out.len(), 3);
-        let note = out[0].as_ref().unwrap();
-        assert!(note.starts_with("public.names: a view reading public.users.email, public.users.first_name — rows read"), "{note}");
-        let child = out[1].as_ref().unwrap_err();
+        assert_eq!(out.len(), 2);
         assert!(
-            child.starts_with("public.users_2024: a partition or child table"),
-            "{child}"
+            out[0].starts_with(
+                "public.names: a view showing public.users.email, public.users.first_name, not in the policy"
+            ),
+            "{}",
+            out[0]
         );
-        let view = out[2].as_ref().unwrap_err();
         assert!(
-            view.contains("updatable view") && view.contains("REVOKE INSERT, UPDATE"),
-            "{view}"
+            out[1].starts_with("public.users_2024: a partition or child table"),
+            "{}",
+            out[1]
         );
     }
 

@@ -979,6 +979,40 @@ user_names:
         .await
         .unwrap();
     assert_eq!((row.get::<_, i32>(0), row.get::<_, &str>(1)), (2, "Bob"));
+    // Written through the configured view: encrypted, and readable from the table.
+    client
+        .execute(
+            "INSERT INTO user_names (email, first_name) VALUES ($1, $2)",
+            &[&"cy@example.com", &"Cy"],
+        )
+        .await
+        .unwrap();
+    let row = client
+        .query_one(
+            "SELECT id, first_name FROM users WHERE email = 'cy@example.com'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, &str>(1), "Cy");
+    let id: i32 = row.get(0);
+    assert_ciphertext(stored(&direct, "email", id).await, "cy@example.com");
+    assert_ciphertext(stored(&direct, "first_name", id).await, "Cy");
+    // Views showing PII columns and child tables that the policy does not name cannot be
+    // created through pgcloak: searches on them, or writes through them, would go wrong.
+    for sql in [
+        "CREATE VIEW emails AS SELECT id, email FROM users",
+        "CREATE VIEW email_counts AS SELECT email, count(*) FROM users GROUP BY email",
+        "CREATE TABLE old_users () INHERITS (users)",
+    ] {
+        let err = client.batch_execute(sql).await.unwrap_err();
+        assert_eq!(err.code(), Some(&SqlState::FEATURE_NOT_SUPPORTED), "{sql}");
+        assert!(err
+            .as_db_error()
+            .unwrap()
+            .message()
+            .contains("not in the pgcloak policy"));
+    }
     // Columns with their own keys still cannot be compared.
     let err = client
         .query(

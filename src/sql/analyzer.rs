@@ -152,6 +152,10 @@ impl<'a> Walk<'a> {
                 self.plan.changes_schema = true;
                 self.create_table(create)
             }
+            Statement::CreateView(view) => {
+                self.plan.changes_schema = true;
+                self.create_view(view)
+            }
             Statement::CreateIndex(index) => {
                 self.plan.changes_schema = true;
                 self.create_index(index)

@@ -7,17 +7,30 @@
 
 use sqlparser::ast::{
     AlterColumnOperation, AlterTable, AlterTableOperation, ColumnDef, ColumnOption, CreateIndex,
-    CreateTable, ForeignKeyConstraint, IndexColumn, ObjectName, Statement, TableConstraint,
+    CreateTable, CreateView, ForeignKeyConstraint, IndexColumn, ObjectName, SelectItem,
+    SelectItemQualifiedWildcardKind, SetExpr, Statement, TableConstraint, TableFactor,
 };
 
 use super::analyzer::{bound, Bound, Result, Walk};
-use super::names::{configured_table, normalize, PiiColumn, TableKey};
+use super::names::{configured_table, name_parts, normalize, PiiColumn, TableKey};
 use super::Refusal;
 use crate::crypto::Mode;
 
 impl Walk<'_> {
     pub(super) fn create_table(&mut self, create: &CreateTable) -> Result {
         let table = configured_table(&create.name, self.policy);
+        let parents = create
+            .partition_of
+            .iter()
+            .chain(create.inherits.iter().flatten());
+        for parent in parents {
+            if let (Some(parent), None) = (configured_table(parent, self.policy), &table) {
+                return Err(Refusal::unsupported(format!(
+                    "{} would be a partition or child of {}.{}, whose columns pgcloak encrypts, but is not in the pgcloak policy: rows written to it directly would be stored in clear; add it under `tables` with its PII columns and `same_key_as: {}.<column>`, then create it",
+                    create.name, parent.0, parent.1, parent.1
+                )));
+            }
+        }
         for column in &create.columns {
             self.column_def(column, table.as_ref())?;
         }
@@ -200,6 +213,72 @@ impl Walk<'_> {
         Ok(())
     }
 
+    /// CREATE [MATERIALIZED] VIEW: its query is analysed like any SELECT. A view that shows
+    /// PII columns must be in the policy (with `same_key_as`): pgcloak recognises a statement's
+    /// PII columns by its table names, so values written through an unnamed view would pass
+    /// in clear and searches on it would silently compare plaintext with ciphertext.
+    pub(super) fn create_view(&mut self, view: &CreateView) -> Result {
+        self.query(&view.query)?;
+        if configured_table(&view.name, self.policy).is_some() {
+            return Ok(());
+        }
+        match self.shown_pii(&view.query.body) {
+            Some(column) => Err(Refusal::unsupported(format!(
+                "the view {} shows {column}, but is not in the pgcloak policy: searches on it would compare plaintext with ciphertext and values written through it would be stored in clear; add it under `tables` with its PII columns and `same_key_as: <the column each shows>`, then create it",
+                view.name
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// The first PII column a query's result shows, by name or through a wildcard.
+    fn shown_pii(&self, body: &SetExpr) -> Option<String> {
+        match body {
+            SetExpr::Select(select) => select.projection.iter().find_map(|item| match item {
+                SelectItem::UnnamedExpr(expr)
+                | SelectItem::ExprWithAlias { expr, .. }
+                | SelectItem::ExprWithAliases { expr, .. } => {
+                    self.pii(expr).map(|c| c.id.to_string())
+                }
+                SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..) => {
+                    // `alias.*` shows the tables of that alias or name; `*` all of them.
+                    let qualifier = match item {
+                        SelectItem::QualifiedWildcard(
+                            SelectItemQualifiedWildcardKind::ObjectName(name),
+                            _,
+                        ) => name_parts(name).last().cloned(),
+                        _ => None,
+                    };
+                    select
+                        .from
+                        .iter()
+                        .flat_map(|from| {
+                            std::iter::once(&from.relation)
+                                .chain(from.joins.iter().map(|j| &j.relation))
+                        })
+                        .filter_map(|relation| match relation {
+                            TableFactor::Table { name, alias, .. } => {
+                                let called = alias
+                                    .as_ref()
+                                    .map(|a| normalize(&a.name))
+                                    .or_else(|| name_parts(name).last().cloned());
+                                let wanted = qualifier.is_none() || qualifier == called;
+                                configured_table(name, self.policy).filter(|_| wanted)
+                            }
+                            _ => None,
+                        })
+                        .find_map(|table| self.first_pii(&table))
+                        .map(|c| c.id.to_string())
+                }
+            }),
+            SetExpr::Query(query) => self.shown_pii(&query.body),
+            SetExpr::SetOperation { left, right, .. } => {
+                self.shown_pii(left).or_else(|| self.shown_pii(right))
+            }
+            _ => None,
+        }
+    }
+
     fn first_pii(&self, table: &TableKey) -> Option<PiiColumn> {
         let columns = &self.policy.table(Some(&table.0), &table.1)?.columns;
         let name = columns.keys().next()?;
@@ -214,13 +293,19 @@ fn foreign_key(column: &PiiColumn) -> Refusal {
     ))
 }
 
-/// The tables the foreign keys of a CREATE TABLE or ALTER TABLE refer to.
+/// The tables a CREATE TABLE or ALTER TABLE refers to: by foreign keys, and as the parent
+/// of a partition or inheritance child.
 pub(super) fn referred_tables(statement: &Statement) -> Vec<&ObjectName> {
+    let mut parents = Vec::new();
     let (columns, constraints): (Vec<&ColumnDef>, Vec<&TableConstraint>) = match statement {
-        Statement::CreateTable(create) => (
-            create.columns.iter().collect(),
-            create.constraints.iter().collect(),
-        ),
+        Statement::CreateTable(create) => {
+            parents.extend(create.partition_of.iter());
+            parents.extend(create.inherits.iter().flatten());
+            (
+                create.columns.iter().collect(),
+                create.constraints.iter().collect(),
+            )
+        }
         Statement::AlterTable(alter) => {
             let mut columns = Vec::new();
             let mut constraints = Vec::new();
@@ -248,5 +333,8 @@ pub(super) fn referred_tables(statement: &Statement) -> Vec<&ObjectName> {
         TableConstraint::ForeignKey(key) => Some(&key.foreign_table),
         _ => None,
     });
-    from_columns.chain(from_constraints).collect()
+    from_columns
+        .chain(from_constraints)
+        .chain(parents)
+        .collect()
 }

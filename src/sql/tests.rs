@@ -579,3 +579,39 @@ fn unqualified_names_of_tables_outside_public_are_encrypted() {
     assert!(plan("COPY cards (holder) FROM STDIN").copy_in.is_some());
     refused("SELECT id FROM cards ORDER BY holder");
 }
+
+/// Views and child tables created through pgcloak: a view that shows PII columns, or a
+/// partition / inheritance child of a PII table, must be in the policy.
+#[test]
+fn views_and_child_tables_of_pii_tables_must_be_configured() {
+    for (sql, what) in [
+        ("CREATE VIEW v AS SELECT id, email FROM users", "the view v shows public.users.email"),
+        ("CREATE OR REPLACE VIEW v AS SELECT * FROM users WHERE id > 0", "the view v shows public.users."),
+        ("CREATE VIEW v AS SELECT email, count(*) FROM users GROUP BY email", "shows public.users.email"),
+        ("CREATE VIEW v AS SELECT c.id, u.* FROM billing.cards c JOIN users u ON u.id = c.user_id", "shows public.users."),
+        ("CREATE VIEW v AS SELECT id FROM billing.cards UNION SELECT id FROM users UNION SELECT holder FROM billing.cards", "shows billing.cards.holder"),
+        ("CREATE MATERIALIZED VIEW v AS SELECT id, email FROM users", "shows public.users.email"),
+        ("CREATE TABLE users_2024 PARTITION OF users FOR VALUES FROM (1) TO (2)", "users_2024 would be a partition or child of public.users"),
+        ("CREATE TABLE old_users () INHERITS (users)", "old_users would be a partition or child of public.users"),
+    ] {
+        let msg = refused(sql);
+        assert!(msg.contains(what), "{sql}: {msg}");
+    }
+    // Views showing plain columns only: fine.
+    plan("CREATE VIEW v AS SELECT id, count(*) FROM users WHERE email = 'a' GROUP BY id");
+    refused("CREATE VIEW v AS SELECT id FROM users ORDER BY email");
+    // Configured views and children are created as usual.
+    let policy = Policy::from_yaml(
+        &serde_yaml::from_str(
+            "users:\n  email: deterministic\nv:\n  email: { mode: deterministic, same_key_as: users.email }\nold_users:\n  email: { mode: deterministic, same_key_as: users.email }\n",
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    for sql in [
+        "CREATE VIEW v AS SELECT id, email FROM users",
+        "CREATE TABLE old_users () INHERITS (users)",
+    ] {
+        assert!(matches!(analyze(sql, &policy), Analysis::Plan(_)), "{sql}");
+    }
+}
