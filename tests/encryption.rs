@@ -434,7 +434,7 @@ async fn prepare_execute_and_functions_cannot_store_plaintext() {
     assert_ciphertext(stored(&direct, "first_name", 2).await, "Bea");
     refused(
         "CREATE FUNCTION add_user(e text) RETURNS void LANGUAGE sql AS $$ INSERT INTO users (email) VALUES (e) $$",
-        "function or procedure",
+        "function, procedure or rule",
     )
     .await;
 

@@ -58,11 +58,13 @@ pub(super) fn analyze_statements(sql: &str, statements: &[Statement], policy: &P
                 plan.executes.push(name_parts(name).join("."));
                 continue;
             }
-            Statement::CreateFunction(_) | Statement::CreateProcedure { .. }
+            Statement::CreateFunction(_)
+            | Statement::CreateProcedure { .. }
+            | Statement::CreateRule(_)
                 if policy.names_a_table(&statement.to_string()) =>
             {
                 return Analysis::Refused(Refusal::unsupported(
-                    "this function or procedure names a table with encrypted columns, and pgcloak cannot check or encrypt what runs inside a function: values it writes would be stored in clear; write PII through plain statements, or create it on a connection that bypasses pgcloak after checking that it handles no PII values".into(),
+                    "this function, procedure or rule names a table with encrypted columns, and pgcloak cannot check or encrypt what runs inside it: values it writes would be stored in clear; write PII through plain statements, or create it on a connection that bypasses pgcloak after checking that it handles no PII values".into(),
                 ));
             }
             _ => {}

@@ -25,10 +25,7 @@ impl Walk<'_> {
             .chain(create.inherits.iter().flatten());
         for parent in parents {
             if let (Some(parent), None) = (configured_table(parent, self.policy), &table) {
-                return Err(Refusal::unsupported(format!(
-                    "{} would be a partition or child of {}.{}, whose columns pgcloak encrypts, but is not in the pgcloak policy: rows written to it directly would be stored in clear; add it under `tables` with its PII columns and `same_key_as: {}.<column>`, then create it",
-                    create.name, parent.0, parent.1, parent.1
-                )));
+                return Err(child_not_configured(&create.name, &parent));
             }
         }
         for column in &create.columns {
@@ -86,11 +83,46 @@ impl Walk<'_> {
                     Some(column) => self.default_value(&column, value)?,
                     None => self.other(value)?,
                 },
+                // The policy names tables and columns, and their keys derive from those
+                // names: renamed, they would no longer be recognised nor decrypt.
+                AlterTableOperation::RenameTable { .. }
+                | AlterTableOperation::RenameColumn { .. }
+                    if self.renames_pii(operation, table.as_ref()) =>
+                {
+                    return Err(Refusal::unsupported(format!(
+                        "renaming {} or its PII columns through pgcloak would leave the policy naming what no longer exists, and statements on the new name would not be encrypted; pgcloak's keys derive from the names, so keep them, or copy the data into a new table through pgcloak",
+                        alter.name
+                    )));
+                }
+                AlterTableOperation::AttachPartitionOf { partition, .. } => {
+                    if let (Some(parent), None) = (&table, configured_table(partition, self.policy))
+                    {
+                        return Err(child_not_configured(partition, parent));
+                    }
+                }
+                AlterTableOperation::Inherit { parent } => {
+                    if let (Some(parent), None) = (configured_table(parent, self.policy), &table) {
+                        return Err(child_not_configured(&alter.name, &parent));
+                    }
+                }
                 // Anything else is checked by the final walk over every reference.
                 _ => {}
             }
         }
         Ok(())
+    }
+
+    fn renames_pii(&self, operation: &AlterTableOperation, table: Option<&TableKey>) -> bool {
+        match (operation, table) {
+            (AlterTableOperation::RenameTable { .. }, Some(_)) => true,
+            (
+                AlterTableOperation::RenameColumn {
+                    old_column_name, ..
+                },
+                Some(table),
+            ) => self.column(table, &normalize(old_column_name)).is_some(),
+            _ => false,
+        }
     }
 
     fn column_def(&mut self, def: &ColumnDef, table: Option<&TableKey>) -> Result {
@@ -286,6 +318,13 @@ impl Walk<'_> {
     }
 }
 
+fn child_not_configured(child: &ObjectName, parent: &TableKey) -> Refusal {
+    Refusal::unsupported(format!(
+        "{child} would be a partition or child of {}.{}, whose columns pgcloak encrypts, but is not in the pgcloak policy: rows written to it directly would be stored in clear; add it under `tables` with its PII columns and `same_key_as: {}.<column>` first",
+        parent.0, parent.1, parent.1
+    ))
+}
+
 fn foreign_key(column: &PiiColumn) -> Refusal {
     Refusal::unsupported(format!(
         "a foreign key on {} cannot work: pgcloak encrypts each column with its own key, so the ciphertexts on both sides never match; make both columns deterministic with one `same_key_as` the other in the pgcloak policy, or enforce the reference in the application",
@@ -311,6 +350,7 @@ pub(super) fn referred_tables(statement: &Statement) -> Vec<&ObjectName> {
             let mut constraints = Vec::new();
             for operation in &alter.operations {
                 match operation {
+                    AlterTableOperation::Inherit { parent } => parents.push(parent),
                     AlterTableOperation::AddColumn { column_def, .. } => columns.push(column_def),
                     AlterTableOperation::AddConstraint { constraint, .. } => {
                         constraints.push(constraint)

@@ -309,7 +309,7 @@ fn prepare_execute_and_function_bodies_cannot_smuggle_values() {
     );
     // Function bodies that name a PII table cannot be checked.
     let msg = refused("CREATE FUNCTION add_user(e text) RETURNS void LANGUAGE sql AS $$ INSERT INTO users (email) VALUES (e) $$");
-    assert!(msg.contains("function or procedure"), "{msg}");
+    assert!(msg.contains("function, procedure or rule"), "{msg}");
     // (sqlparser cannot parse this one: refused as unparseable.)
     refused("CREATE OR REPLACE PROCEDURE p() LANGUAGE sql AS $$ UPDATE billing.cards SET holder = 'x' $$");
     assert_eq!(
@@ -614,4 +614,23 @@ fn views_and_child_tables_of_pii_tables_must_be_configured() {
     ] {
         assert!(matches!(analyze(sql, &policy), Analysis::Plan(_)), "{sql}");
     }
+}
+
+/// Schema changes that would take PII columns out of pgcloak's sight: renames (the policy
+/// and the keys follow the names), attaching or inheriting into a relation the policy does
+/// not name, rules that write PII tables.
+#[test]
+fn schema_changes_that_hide_pii_columns_are_refused() {
+    for (sql, what) in [
+        ("ALTER TABLE users RENAME TO customers", "renaming users"),
+        ("ALTER TABLE users RENAME COLUMN email TO mail", "renaming users"),
+        ("ALTER TABLE users ATTACH PARTITION users_2024 FOR VALUES FROM (1) TO (2)", "users_2024 would be a partition or child of public.users"),
+        ("ALTER TABLE old_users INHERIT users", "old_users would be a partition or child of public.users"),
+        ("CREATE RULE r AS ON INSERT TO v DO INSTEAD INSERT INTO users (email) VALUES (NEW.email)", "function, procedure or rule"),
+    ] {
+        let msg = refused(sql);
+        assert!(msg.contains(what), "{sql}: {msg}");
+    }
+    plan("ALTER TABLE users RENAME COLUMN nick TO nickname");
+    plan("ALTER TABLE users ADD COLUMN nick text");
 }
