@@ -8,6 +8,7 @@
 mod analyzer;
 mod ddl;
 mod insert_values;
+mod maintenance;
 mod names;
 mod splice;
 #[cfg(test)]
@@ -122,6 +123,7 @@ pub fn analyze(sql: &str, policy: &Policy) -> Analysis {
     }
     let statements = match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
         Ok(statements) => statements,
+        Err(_) if maintenance::is_lone_maintenance(sql) => return Analysis::Plain,
         Err(_) => {
             // The parser's message quotes the SQL, which may hold PII: do not pass it on.
             let why = if policy.names_a_table(sql) {
