@@ -19,12 +19,14 @@ pub(super) fn is_lone_maintenance(sql: &str) -> bool {
         .peekable();
     let first = words.next();
     let second = words.peek().copied();
-    let safe = match (keyword(first), keyword(second)) {
-        (Some(Keyword::ALTER), Some(Keyword::SEQUENCE)) => true,
-        (Some(Keyword::VACUUM | Keyword::ANALYZE | Keyword::REINDEX), _) => true,
-        (Some(Keyword::CLUSTER), _) => true,
-        _ => false,
-    };
+    let safe = matches!(
+        (keyword(first), keyword(second)),
+        (Some(Keyword::ALTER), Some(Keyword::SEQUENCE))
+            | (
+                Some(Keyword::VACUUM | Keyword::ANALYZE | Keyword::REINDEX | Keyword::CLUSTER),
+                _
+            )
+    );
     // One statement: no `;` but trailing ones (comments are whitespace tokens).
     let mut rest = tokens.iter().skip_while(|t| **t != Token::SemiColon);
     safe && rest.all(|t| matches!(t, Token::SemiColon | Token::Whitespace(_)))
