@@ -46,7 +46,23 @@ pub(super) fn analyze_statements(sql: &str, statements: &[Statement], policy: &P
     let index = LineIndex::new(sql);
     let mut plan = StatementPlan::default();
     let mut touched = false;
+    // COPY ... FROM STDIN / TO STDOUT statements of any table: the session follows one COPY
+    // of each direction per query string.
+    let (mut copies_in, mut copies_out) = (0, 0);
     for statement in statements {
+        match statement {
+            Statement::Copy {
+                to: false,
+                target: CopyTarget::Stdin,
+                ..
+            } => copies_in += 1,
+            Statement::Copy {
+                to: true,
+                target: CopyTarget::Stdout,
+                ..
+            } => copies_out += 1,
+            _ => {}
+        }
         match statement {
             Statement::Execute {
                 name: Some(name),
@@ -90,6 +106,11 @@ pub(super) fn analyze_statements(sql: &str, statements: &[Statement], policy: &P
     }
     if !touched {
         return Analysis::Plain;
+    }
+    if (plan.copy_in.is_some() && copies_in > 1) || (plan.copy_out.is_some() && copies_out > 1) {
+        return Analysis::Refused(Refusal::unsupported(
+            "a COPY of a table with encrypted columns must be the only COPY in its query string, so that pgcloak knows which data is whose; send each COPY as a query of its own".into(),
+        ));
     }
     plan.literals.sort_by_key(|slot| slot.range.start);
     Analysis::Plan(Arc::new(plan))

@@ -634,3 +634,27 @@ fn schema_changes_that_hide_pii_columns_are_refused() {
     plan("ALTER TABLE users RENAME COLUMN nick TO nickname");
     plan("ALTER TABLE users ADD COLUMN nick text");
 }
+
+/// The session follows one COPY per direction per query string: a COPY of a PII table
+/// beside another COPY in the same direction is refused (the other's data would be taken
+/// for it, and its own passed in clear).
+#[test]
+fn a_pii_copy_must_be_the_only_copy_of_its_direction_in_the_string() {
+    for sql in [
+        "COPY plain FROM STDIN; COPY users (email) FROM STDIN",
+        "COPY users (email) FROM STDIN; COPY users (first_name) FROM STDIN",
+        "COPY users TO STDOUT; COPY plain TO STDOUT",
+    ] {
+        let msg = refused(sql);
+        assert!(msg.contains("the only COPY"), "{sql}: {msg}");
+    }
+    assert!(
+        plan("BEGIN; COPY users (email) FROM STDIN; COPY users TO STDOUT; COMMIT")
+            .copy_in
+            .is_some()
+    );
+    assert_eq!(
+        analyze("COPY a FROM STDIN; COPY b FROM STDIN", &policy()),
+        Analysis::Plain
+    );
+}
