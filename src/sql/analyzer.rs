@@ -305,6 +305,12 @@ impl<'a> Walk<'a> {
         if self.recognise(expr) {
             return Ok(());
         }
+        // `col IS [NOT] NULL` works on ciphertext (NULL stays NULL), as in a WHERE.
+        if let Expr::IsNull(inner) | Expr::IsNotNull(inner) = strip(expr) {
+            if self.recognise(inner) {
+                return Ok(());
+            }
+        }
         if let Expr::Function(function) = expr {
             let name = function.name.to_string().to_lowercase();
             if let (true, FunctionArguments::List(list)) = (name == "count", &function.args) {

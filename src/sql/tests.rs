@@ -167,6 +167,7 @@ fn equality_search_on_deterministic_columns() {
     refused("SELECT * FROM users WHERE email = ANY(string_to_array($1, ','))");
     refused("SELECT * FROM users WHERE first_name = ANY($1)");
     plan("SELECT * FROM users WHERE email IS NULL AND first_name IS NOT NULL");
+    plan("SELECT id, first_name IS NULL AS no_name, (email IS NOT NULL) FROM users");
     plan("SELECT a.id FROM users a JOIN users b ON a.email = b.email");
     plan("SELECT email, count(*) FROM users GROUP BY email");
     plan("SELECT count(DISTINCT email), count(first_name) FROM users");
