@@ -19,7 +19,7 @@ use sqlparser::ast::{
 };
 use sqlparser::tokenizer::Span;
 
-use super::names::{configured_table, name_parts, normalize, PiiColumn, Scope};
+use super::names::{configured_table, name_parts, normalize, PiiColumn, Scope, TableKey};
 use super::splice::LineIndex;
 use super::{
     Analysis, CopyFormat, CopyInPlan, CopyOptions, LiteralSlot, ParamSlot, Refusal, StatementPlan,
@@ -692,6 +692,7 @@ impl<'a> Walk<'a> {
             return Ok(());
         };
         let what = format!("{}.{}", table.0, table.1);
+        let raw_options = options;
         let options = copy_options(options, legacy, &what)?;
         if to {
             self.plan.copy_out = Some(options);
@@ -708,11 +709,66 @@ impl<'a> Walk<'a> {
                 table.1
             )));
         }
-        let fields = columns
+        let fields: Vec<Option<ColumnId>> = columns
             .iter()
             .map(|ident| self.column(&table, &normalize(ident)).map(|c| c.id))
             .collect();
+        self.unsupported_copy_in_options(raw_options, legacy, &table, &fields)?;
         self.plan.copy_in = Some(CopyInPlan { options, fields });
+        Ok(())
+    }
+
+    /// COPY FROM options pgcloak does not implement, refused where they would change how a
+    /// PII field is read: FORCE_NOT_NULL / FORCE_NULL on a PII column (NULL or empty is
+    /// decided before encryption), an ENCODING other than UTF8 (values are encrypted as the
+    /// bytes they are).
+    fn unsupported_copy_in_options(
+        &self,
+        options: &[CopyOption],
+        legacy: &[CopyLegacyOption],
+        table: &TableKey,
+        fields: &[Option<ColumnId>],
+    ) -> Result {
+        let forced = options
+            .iter()
+            .flat_map(|option| match option {
+                CopyOption::ForceNotNull(columns) | CopyOption::ForceNull(columns) => {
+                    columns.as_slice()
+                }
+                _ => &[],
+            })
+            .chain(legacy.iter().flat_map(|option| {
+                match option {
+                    CopyLegacyOption::Csv(csv) => csv
+                        .iter()
+                        .flat_map(|o| match o {
+                            CopyLegacyCsvOption::ForceNotNull(columns) => columns.as_slice(),
+                            _ => &[],
+                        })
+                        .collect::<Vec<_>>(),
+                    _ => Vec::new(),
+                }
+            }));
+        for ident in forced {
+            if let Some(column) = self.column(table, &normalize(ident)) {
+                return Err(Refusal::unsupported(format!(
+                    "FORCE_NOT_NULL / FORCE_NULL on {} is not supported by pgcloak, which decides NULL before encrypting; drop the option (send NULL as the NULL string)",
+                    column.id
+                )));
+            }
+        }
+        let encoding = options.iter().find_map(|option| match option {
+            CopyOption::Encoding(name) => Some(name),
+            _ => None,
+        });
+        if let Some(name) = encoding {
+            let utf8 = name.eq_ignore_ascii_case("utf8") || name.eq_ignore_ascii_case("utf-8");
+            if let (false, Some(column)) = (utf8, fields.iter().flatten().next()) {
+                return Err(Refusal::unsupported(format!(
+                    "COPY ... ENCODING '{name}' into {column} is not supported by pgcloak, which encrypts UTF-8; convert the data to UTF-8 and drop the option"
+                )));
+            }
+        }
         Ok(())
     }
 

@@ -659,3 +659,28 @@ fn a_pii_copy_must_be_the_only_copy_of_its_direction_in_the_string() {
         Analysis::Plain
     );
 }
+
+/// COPY FROM options that would change how a PII field is read are refused.
+#[test]
+fn copy_options_pgcloak_does_not_implement_are_refused_on_pii_fields() {
+    for sql in [
+        "COPY users (email, first_name) FROM STDIN (FORMAT csv, FORCE_NOT_NULL (first_name))",
+        "COPY users (email, first_name) FROM STDIN (FORMAT csv, FORCE_NULL (email))",
+        "COPY users (email) FROM STDIN WITH CSV FORCE NOT NULL email",
+        "COPY users (email) FROM STDIN (ENCODING 'LATIN1')",
+    ] {
+        let msg = refused(sql);
+        assert!(
+            msg.contains("public.users.email") || msg.contains("public.users.first_name"),
+            "{sql}: {msg}"
+        );
+    }
+    assert!(
+        plan("COPY users (email, nick) FROM STDIN (FORMAT csv, FORCE_NOT_NULL (nick))")
+            .copy_in
+            .is_some()
+    );
+    assert!(plan("COPY users (email) FROM STDIN (ENCODING 'UTF8')")
+        .copy_in
+        .is_some());
+}
