@@ -173,18 +173,8 @@ async fn sqlalchemy_psycopg_pii() {
     let Some(program) = client_program(python, python) else {
         return;
     };
-    let stack = common::Stack::start_cloaked(PII_POLICY).await;
-    let stdout = run_script(
-        &stack,
-        &program,
-        "sqlalchemy_pii.py",
-        &[],
-        "sqlalchemy_pii OK",
-    )
-    .await;
-    let stored = parse_stored(&stdout);
-    let direct = stack.connect_direct().await;
-    assert_stored_encrypted(&direct, &stored, &[("users", 20), ("contacts", 360)]).await;
+    let tables = [("users", 20), ("contacts", 360)];
+    let (_stack, direct) = run_pii_script(&program, "sqlalchemy_pii.py", &tables).await;
     // Plain columns stay plain.
     let note: String = direct
         .query_one("SELECT note FROM contacts WHERE id = 1", &[])
@@ -192,6 +182,23 @@ async fn sqlalchemy_psycopg_pii() {
         .unwrap()
         .get(0);
     assert_eq!(note, "plain note");
+}
+
+/// Runs a PII client script (tests/clients/<script>, printing `<stem> OK` and `stored`
+/// lines) through a proxy with PII_POLICY, then checks from Postgres that `tables` hold the
+/// rows it reported, as ciphertext. Returns a direct client for further checks.
+async fn run_pii_script(
+    program: &Path,
+    script: &str,
+    tables: &[(&str, i64)],
+) -> (common::Stack, tokio_postgres::Client) {
+    let stack = common::Stack::start_cloaked(PII_POLICY).await;
+    let stem = script.split('.').next().unwrap_or(script);
+    let stdout = run_script(&stack, program, script, &[], &format!("{stem} OK")).await;
+    let stored = parse_stored(&stdout);
+    let direct = stack.connect_direct().await;
+    assert_stored_encrypted(&direct, &stored, tables).await;
+    (stack, direct)
 }
 
 /// Checks what a PII client script reported (`stored` lines) against Postgres: each table
@@ -301,11 +308,8 @@ async fn node_postgres_pii() {
     let Some(program) = client_program("node", "node_modules/pg/package.json") else {
         return;
     };
-    let stack = common::Stack::start_cloaked(PII_POLICY).await;
-    let stdout = run_script(&stack, &program, "node_pg_pii.js", &[], "node_pg_pii OK").await;
-    let stored = parse_stored(&stdout);
-    let direct = stack.connect_direct().await;
-    assert_stored_encrypted(&direct, &stored, &[("node_people", 15)]).await;
+    let tables = [("node_people", 15)];
+    let (_stack, direct) = run_pii_script(&program, "node_pg_pii.js", &tables).await;
     let note: Option<String> = direct
         .query_one("SELECT note FROM node_people WHERE id = 1", &[])
         .await
@@ -322,16 +326,5 @@ async fn python_drivers_pii() {
     let Some(program) = client_program(python, python) else {
         return;
     };
-    let stack = common::Stack::start_cloaked(PII_POLICY).await;
-    let stdout = run_script(
-        &stack,
-        &program,
-        "python_drivers_pii.py",
-        &[],
-        "python_drivers_pii OK",
-    )
-    .await;
-    let stored = parse_stored(&stdout);
-    let direct = stack.connect_direct().await;
-    assert_stored_encrypted(&direct, &stored, &[("py_people", 6)]).await;
+    run_pii_script(&program, "python_drivers_pii.py", &[("py_people", 6)]).await;
 }

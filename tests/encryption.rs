@@ -350,12 +350,7 @@ async fn unsafe_statements_are_refused_and_the_session_goes_on() {
     let err = tx.simple_query("SELECT 1").await.unwrap_err();
     assert_eq!(err.code(), Some(&SqlState::IN_FAILED_SQL_TRANSACTION));
     tx.rollback().await.unwrap();
-    let count: i64 = direct
-        .query_one("SELECT count(*) FROM users", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(count, 1);
+    assert_eq!(count(&direct, "SELECT count(*) FROM users").await, 1);
     assert_eq!(
         client
             .query_one("SELECT 1", &[])
@@ -438,24 +433,22 @@ async fn prepare_execute_and_functions_cannot_store_plaintext() {
     )
     .await;
 
-    let leaked: i64 = direct
-        .query_one(
-            "SELECT count(*) FROM users WHERE email LIKE '%leak%' OR first_name LIKE '%leak%'",
-            &[],
+    assert_eq!(
+        count(
+            &direct,
+            "SELECT count(*) FROM users WHERE email LIKE '%leak%' OR first_name LIKE '%leak%'"
         )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(leaked, 0);
-    let functions: i64 = direct
-        .query_one(
-            "SELECT count(*) FROM pg_proc WHERE proname = 'add_user'",
-            &[],
+        .await,
+        0
+    );
+    assert_eq!(
+        count(
+            &direct,
+            "SELECT count(*) FROM pg_proc WHERE proname = 'add_user'"
         )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(functions, 0);
+        .await,
+        0
+    );
 }
 
 /// A session whose search_path finds billing.cards by its bare name still has its values
@@ -518,12 +511,7 @@ async fn search_path_numbers_and_length_casts() {
         let err = client.simple_query(sql).await.unwrap_err();
         assert_eq!(err.code(), Some(&SqlState::FEATURE_NOT_SUPPORTED), "{sql}");
     }
-    let count: i64 = direct
-        .query_one("SELECT count(*) FROM users", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(count, 1);
+    assert_eq!(count(&direct, "SELECT count(*) FROM users").await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -952,6 +940,11 @@ async fn any_arrays_and_insert_from_values_are_encrypted() {
     );
 }
 
+/// The number a `SELECT count(*) ...` without parameters returns.
+async fn count(client: &Client, sql: &str) -> i64 {
+    client.query_one(sql, &[]).await.unwrap().get(0)
+}
+
 async fn rows_of(client: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
     rows(&client.simple_query(sql).await.unwrap())
 }
@@ -1014,15 +1007,7 @@ user_names:
         .await
         .unwrap();
     // Both columns store the same deterministic ciphertext for the same email.
-    let same: i64 = direct
-        .query_one(
-            "SELECT count(*) FROM orders o JOIN users u ON o.customer_email = u.email WHERE o.customer_email LIKE 'pgc1$d$%'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(same, 3);
+    assert_eq!(count(&direct, "SELECT count(*) FROM orders o JOIN users u ON o.customer_email = u.email WHERE o.customer_email LIKE 'pgc1$d$%'").await, 3);
     let rows = client
         .query(
             "SELECT u.first_name, o.item, o.customer_email FROM users u JOIN orders o ON o.customer_email = u.email WHERE u.email = $1 ORDER BY o.item",
