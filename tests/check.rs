@@ -31,20 +31,25 @@ fn check(config: &Path, dsn: &str, key: &str) -> (Output, String, String) {
     (out, stdout, stderr)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn check_names_every_column_that_cannot_hold_ciphertext() {
+/// A throwaway Postgres (superuser password `pw`) holding `schema`: the cluster, its DSN
+/// and a client.
+async fn database(schema: &str) -> (PgTemp, String, tokio_postgres::Client) {
     let pg = PgTemp::builder().superuser_password("pw").start().unwrap();
     let dsn = pg.url("postgres");
     let (client, connection) = tokio_postgres::connect(&dsn, NoTls).await.unwrap();
     tokio::spawn(connection);
-    client
-        .batch_execute(
-            "CREATE TABLE users (id serial PRIMARY KEY, email text, bio varchar(500), \
-             nickname varchar(20), age integer, code char(10), \
-             greeting text DEFAULT 'hello', note text DEFAULT NULL)",
-        )
-        .await
-        .unwrap();
+    client.batch_execute(schema).await.unwrap();
+    (pg, dsn, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_every_column_that_cannot_hold_ciphertext() {
+    let (pg, dsn, client) = database(
+        "CREATE TABLE users (id serial PRIMARY KEY, email text, bio varchar(500), \
+         nickname varchar(20), age integer, code char(10), \
+         greeting text DEFAULT 'hello', note text DEFAULT NULL)",
+    )
+    .await;
 
     let dir = std::env::temp_dir().join(format!("pgcloak-check-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -131,22 +136,16 @@ async fn check_names_every_column_that_cannot_hold_ciphertext() {
 /// partitions, inheritance children — are problems until the policy names them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_names_views_and_children_outside_the_policy() {
-    let pg = PgTemp::builder().superuser_password("pw").start().unwrap();
-    let dsn = pg.url("postgres");
-    let (client, connection) = tokio_postgres::connect(&dsn, NoTls).await.unwrap();
-    tokio::spawn(connection);
-    client
-        .batch_execute(
-            "CREATE TABLE users (id int, email text, plan text);
-             CREATE VIEW user_emails AS SELECT id, email AS address FROM users;
-             CREATE VIEW email_counts AS SELECT email, count(*) FROM users GROUP BY email;
-             CREATE VIEW plans AS SELECT id, plan FROM users;
-             CREATE TABLE events (at date, email text) PARTITION BY RANGE (at);
-             CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
-             CREATE TABLE old_users (legacy bool) INHERITS (users);",
-        )
-        .await
-        .unwrap();
+    let (_pg, dsn, _client) = database(
+        "CREATE TABLE users (id int, email text, plan text);
+         CREATE VIEW user_emails AS SELECT id, email AS address FROM users;
+         CREATE VIEW email_counts AS SELECT email, count(*) FROM users GROUP BY email;
+         CREATE VIEW plans AS SELECT id, plan FROM users;
+         CREATE TABLE events (at date, email text) PARTITION BY RANGE (at);
+         CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+         CREATE TABLE old_users (legacy bool) INHERITS (users);",
+    )
+    .await;
     let dir = std::env::temp_dir().join(format!("pgcloak-check-derived-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let key = String::from_utf8(pgcloak(&["keygen"], "").stdout)
