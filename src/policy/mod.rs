@@ -167,13 +167,14 @@ impl Policy {
 
     /// True when `sql` may read or write a PII column, ignoring case: some configured
     /// table's name occurs in it, or `execute` (SQL EXECUTE runs a prepared statement that
-    /// may bind PII parameters). Statements for which this is false skip analysis.
+    /// may bind PII parameters), or `u&"` (a Unicode-escaped identifier may spell a table's
+    /// name). Statements for which this is false skip analysis.
     pub fn may_touch(&self, sql: &str) -> bool {
         if self.needles.is_empty() {
             return false;
         }
         let lower = sql.to_lowercase();
-        lower.contains("execute") || self.names_in(&lower)
+        lower.contains("execute") || lower.contains("u&\"") || self.names_in(&lower)
     }
 
     /// True when some configured table's name occurs in `text`, ignoring case.

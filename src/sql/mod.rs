@@ -121,6 +121,11 @@ pub fn analyze(sql: &str, policy: &Policy) -> Analysis {
     if !policy.may_touch(sql) {
         return Analysis::Plain;
     }
+    if sql.to_lowercase().contains("u&\"") {
+        return Analysis::Refused(Refusal::unsupported(
+            "this statement contains a Unicode-escaped identifier (U&\"...\"), which pgcloak does not resolve and which may name a table with encrypted columns; write the name plainly".into(),
+        ));
+    }
     let statements = match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
         Ok(statements) => statements,
         Err(_) if maintenance::is_lone_maintenance(sql) => return Analysis::Plain,

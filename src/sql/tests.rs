@@ -684,3 +684,29 @@ fn copy_options_pgcloak_does_not_implement_are_refused_on_pii_fields() {
         .copy_in
         .is_some());
 }
+
+/// A Unicode-escaped identifier (`U&"us\0065rs"`) can name a PII table without its name
+/// appearing in the text: such statements are refused whenever a policy is loaded.
+#[test]
+fn unicode_escaped_identifiers_are_refused() {
+    for sql in [
+        r#"INSERT INTO U&"us\0065rs" (email) VALUES ('x')"#,
+        r#"insert into u&"us!0065rs" uescape '!' (email) values ('x')"#,
+        r#"INSERT INTO users (U&"em\0061il") VALUES ('x')"#,
+    ] {
+        let msg = refused(sql);
+        assert!(
+            msg.contains("Unicode-escaped identifier") || msg.contains("names a table"),
+            "{sql}: {msg}"
+        );
+        assert!(!msg.contains("'x'"), "{msg}");
+    }
+    assert_eq!(
+        analyze(r#"SELECT U&'caf\00e9'"#, &policy()),
+        Analysis::Plain
+    );
+    assert_eq!(
+        analyze(r#"SELECT 1 FROM U&"t\0061ble""#, &Policy::default()),
+        Analysis::Plain
+    );
+}
