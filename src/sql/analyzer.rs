@@ -74,13 +74,15 @@ pub(super) fn analyze_statements(sql: &str, statements: &[Statement], policy: &P
                 plan.executes.push(name_parts(name).join("."));
                 continue;
             }
+            // Code that runs inside the server: refused when it names a PII table or builds
+            // SQL at run time (EXECUTE), which could name one unseen.
             Statement::CreateFunction(_)
             | Statement::CreateProcedure { .. }
             | Statement::CreateRule(_)
-                if policy.names_a_table(&statement.to_string()) =>
+                if policy.may_touch(&statement.to_string()) =>
             {
                 return Analysis::Refused(Refusal::unsupported(
-                    "this function, procedure or rule names a table with encrypted columns, and pgcloak cannot check or encrypt what runs inside it: values it writes would be stored in clear; write PII through plain statements, or create it on a connection that bypasses pgcloak after checking that it handles no PII values".into(),
+                    "this function, procedure or rule names a table with encrypted columns or runs dynamic SQL (EXECUTE), and pgcloak cannot check or encrypt what runs inside it: values it writes would be stored in clear; write PII through plain statements, or create it on a connection that bypasses pgcloak after checking that it handles no PII values".into(),
                 ));
             }
             _ => {}

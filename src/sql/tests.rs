@@ -309,6 +309,7 @@ fn prepare_execute_and_function_bodies_cannot_smuggle_values() {
         Analysis::Plain
     );
     // Function bodies that name a PII table cannot be checked.
+    refused("CREATE FUNCTION f(v text) RETURNS void LANGUAGE plpgsql AS $$ BEGIN EXECUTE format('INSERT INTO %I (email) VALUES ($1)', 'us' || 'ers') USING v; END $$");
     let msg = refused("CREATE FUNCTION add_user(e text) RETURNS void LANGUAGE sql AS $$ INSERT INTO users (email) VALUES (e) $$");
     assert!(msg.contains("function, procedure or rule"), "{msg}");
     // (sqlparser cannot parse this one: refused as unparseable.)
