@@ -7,7 +7,7 @@
 
 use sqlparser::ast::{
     AlterColumnOperation, AlterTable, AlterTableOperation, ColumnDef, ColumnOption, CreateIndex,
-    CreateTable, CreateView, ForeignKeyConstraint, IndexColumn, ObjectName, SelectItem,
+    CreateTable, CreateView, DataType, ForeignKeyConstraint, IndexColumn, ObjectName, SelectItem,
     SelectItemQualifiedWildcardKind, SetExpr, Statement, TableConstraint, TableFactor,
 };
 
@@ -75,6 +75,17 @@ impl Walk<'_> {
                 }
                 AlterTableOperation::AlterColumn {
                     column_name,
+                    op: AlterColumnOperation::SetDataType { data_type, .. },
+                } => {
+                    let column = table
+                        .as_ref()
+                        .and_then(|t| self.column(t, &normalize(column_name)));
+                    if let Some(column) = column {
+                        column_type(&column, data_type)?;
+                    }
+                }
+                AlterTableOperation::AlterColumn {
+                    column_name,
                     op: AlterColumnOperation::SetDefault { value },
                 } => match table
                     .as_ref()
@@ -135,6 +146,7 @@ impl Walk<'_> {
         let Some(column) = pii else {
             return Ok(());
         };
+        column_type(&column, &def.data_type)?;
         for option in &def.options {
             match &option.option {
                 ColumnOption::Default(value) => self.default_value(&column, value)?,
@@ -316,6 +328,23 @@ impl Walk<'_> {
         let name = columns.keys().next()?;
         self.column(table, name)
     }
+}
+
+/// The type a PII column is created or altered with must store the envelope as it is:
+/// `text`, or `varchar` (Postgres refuses values over a length limit, loudly). `citext`
+/// would compare ciphertexts case-insensitively, `char(n)` pads them, other types cannot
+/// hold them.
+fn column_type(column: &PiiColumn, data_type: &DataType) -> Result {
+    let name = data_type.to_string().to_lowercase();
+    let text_family =
+        name == "text" || name.starts_with("varchar") || name.starts_with("character varying");
+    if text_family && !name.ends_with("[]") {
+        return Ok(());
+    }
+    Err(Refusal::unsupported(format!(
+        "{} is encrypted by pgcloak and its ciphertext is text: declare it as text (or varchar), not {name}",
+        column.id
+    )))
 }
 
 fn child_not_configured(child: &ObjectName, parent: &TableKey) -> Refusal {

@@ -711,3 +711,27 @@ fn unicode_escaped_identifiers_are_refused() {
         Analysis::Plain
     );
 }
+
+/// A PII column must be created or altered as text (or varchar): citext compares
+/// ciphertexts case-insensitively, char(n) pads them, other types cannot hold them.
+#[test]
+fn pii_columns_must_be_text() {
+    for sql in [
+        "CREATE TABLE users (id int, email citext)",
+        "CREATE TABLE users (id int, email char(200))",
+        "CREATE TABLE users (id int, first_name integer)",
+        "CREATE TABLE users (id int, email text[])",
+        "ALTER TABLE users ALTER COLUMN email TYPE citext",
+        "ALTER TABLE users ADD COLUMN last_name bytea",
+    ] {
+        let msg = refused(sql);
+        assert!(msg.contains("declare it as text"), "{sql}: {msg}");
+    }
+    for sql in [
+        "CREATE TABLE users (id int, email TEXT, first_name varchar, last_name character varying(300), nick citext)",
+        "ALTER TABLE users ALTER COLUMN email TYPE varchar(500)",
+        "ALTER TABLE users ALTER COLUMN nick TYPE citext",
+    ] {
+        plan(sql);
+    }
+}
