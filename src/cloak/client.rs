@@ -72,34 +72,23 @@ impl ClientCloak {
 
     fn query(&mut self, body: &[u8], frame: Bytes) -> Result<Bytes, FilterError> {
         let raw_sql = body.split(|&b| b == 0).next().unwrap_or_default();
-        match self.check_text(raw_sql) {
-            TextCheck::Analyse => {}
-            TextCheck::PassOn => {
-                self.end_copy();
-                return Ok(frame);
-            }
-            TextCheck::Refuse(refusal) => {
-                self.end_copy();
-                let sql = lock(&self.state).refuse(refusal);
-                return Ok(encode(|out| Query { sql }.encode(out)));
-            }
-        }
-        let query = Query::decode(body).map_err(malformed)?;
         self.end_copy();
-        let sql = match self.cloak.cache.analyze(&query.sql) {
-            Analysis::Plain => return Ok(frame),
-            Analysis::Refused(refusal) => lock(&self.state).refuse(refusal),
-            Analysis::Plan(plan) => match self
-                .check_executes(&plan)
-                .and_then(|()| self.encrypt_literals(&query.sql, &plan))
-            {
-                Ok(sql) => {
-                    self.note_plan(&plan);
-                    sql
+        let outcome = match self.check_text(raw_sql) {
+            TextCheck::PassOn => return Ok(frame),
+            TextCheck::Refuse(refusal) => Err(refusal),
+            TextCheck::Analyse => {
+                let query = Query::decode(body).map_err(malformed)?;
+                match self.cloak.cache.analyze(&query.sql) {
+                    Analysis::Plain => return Ok(frame),
+                    Analysis::Refused(refusal) => Err(refusal),
+                    Analysis::Plan(plan) => self
+                        .check_executes(&plan)
+                        .and_then(|()| self.encrypt_literals(&query.sql, &plan))
+                        .inspect(|_| self.note_plan(&plan)),
                 }
-                Err(refusal) => lock(&self.state).refuse(refusal),
-            },
+            }
         };
+        let sql = outcome.unwrap_or_else(|refusal| lock(&self.state).refuse(refusal));
         Ok(encode(|out| Query { sql }.encode(out)))
     }
 
@@ -107,58 +96,51 @@ impl ClientCloak {
         let mut fields = body.splitn(3, |&b| b == 0);
         let (raw_name, raw_sql) = (fields.next(), fields.next().unwrap_or_default());
         let name = String::from_utf8_lossy(raw_name.unwrap_or_default()).into_owned();
-        match self.check_text(raw_sql) {
-            TextCheck::Analyse => {}
-            TextCheck::PassOn => {
-                let mut state = lock(&self.state);
-                state.statements.remove(&name);
-                state.statement_columns.remove(&name);
-                return Ok(frame);
-            }
-            TextCheck::Refuse(refusal) => {
-                self.end_copy();
-                let mut state = lock(&self.state);
-                state.statements.remove(&name);
-                state.statement_columns.remove(&name);
-                let sql = state.refuse(refusal);
-                let parse = Parse {
-                    name,
-                    sql,
-                    param_types: Vec::new(),
-                };
-                return Ok(encode(|out| parse.encode(out)));
-            }
-        }
-        let mut parse = Parse::decode(body).map_err(malformed)?;
         self.end_copy();
-        lock(&self.state).statement_columns.remove(&parse.name);
-        let outcome = match self.cloak.cache.analyze(&parse.sql) {
-            Analysis::Plain => {
-                lock(&self.state).statements.remove(&parse.name);
-                return Ok(frame);
+        {
+            // Whatever this Parse holds replaces what the name meant before.
+            let mut state = lock(&self.state);
+            state.statements.remove(&name);
+            state.statement_columns.remove(&name);
+        }
+        let (mut parse, outcome) = match self.check_text(raw_sql) {
+            TextCheck::PassOn => return Ok(frame),
+            TextCheck::Refuse(refusal) => {
+                let (sql, param_types) = (String::new(), Vec::new());
+                (
+                    Parse {
+                        name,
+                        sql,
+                        param_types,
+                    },
+                    Err(refusal),
+                )
             }
-            Analysis::Refused(refusal) => Err(refusal),
-            Analysis::Plan(plan) => check_param_types(&parse, &plan)
-                .and_then(|()| self.check_executes(&plan))
-                .and_then(|()| self.encrypt_literals(&parse.sql, &plan))
-                .map(|sql| (sql, plan)),
+            TextCheck::Analyse => {
+                let parse = Parse::decode(body).map_err(malformed)?;
+                let outcome = match self.cloak.cache.analyze(&parse.sql) {
+                    Analysis::Plain => return Ok(frame),
+                    Analysis::Refused(refusal) => Err(refusal),
+                    Analysis::Plan(plan) => check_param_types(&parse, &plan)
+                        .and_then(|()| self.check_executes(&plan))
+                        .and_then(|()| self.encrypt_literals(&parse.sql, &plan))
+                        .map(|sql| (sql, plan)),
+                };
+                (parse, outcome)
+            }
         };
-        let mut state = lock(&self.state);
         match outcome {
             Ok((sql, plan)) => {
                 parse.sql = sql;
-                drop(state);
                 self.note_plan(&plan);
-                let mut state = lock(&self.state);
-                if plan.params.is_empty() {
-                    state.statements.remove(&parse.name);
-                } else {
-                    state.statements.insert(parse.name.clone(), plan);
+                if !plan.params.is_empty() {
+                    lock(&self.state)
+                        .statements
+                        .insert(parse.name.clone(), plan);
                 }
             }
             Err(refusal) => {
-                state.statements.remove(&parse.name);
-                parse.sql = state.refuse(refusal);
+                parse.sql = lock(&self.state).refuse(refusal);
                 parse.param_types.clear();
             }
         }
