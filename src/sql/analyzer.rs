@@ -61,9 +61,6 @@ pub(super) fn analyze_statements(sql: &str, statements: &[Statement], policy: &P
                 target: CopyTarget::Stdout,
                 ..
             } => copies_out += 1,
-            _ => {}
-        }
-        match statement {
             Statement::Execute {
                 name: Some(name),
                 parameters,
@@ -694,10 +691,9 @@ impl<'a> Walk<'a> {
             return Ok(());
         };
         let what = format!("{}.{}", table.0, table.1);
-        let raw_options = options;
-        let options = copy_options(options, legacy, &what)?;
+        let parsed = copy_options(options, legacy, &what)?;
         if to {
-            self.plan.copy_out = Some(options);
+            self.plan.copy_out = Some(parsed);
             return Ok(());
         }
         if !matches!(target, CopyTarget::Stdin) {
@@ -715,8 +711,11 @@ impl<'a> Walk<'a> {
             .iter()
             .map(|ident| self.column(&table, &normalize(ident)).map(|c| c.id))
             .collect();
-        self.unsupported_copy_in_options(raw_options, legacy, &table, &fields)?;
-        self.plan.copy_in = Some(CopyInPlan { options, fields });
+        self.unsupported_copy_in_options(options, legacy, &table, &fields)?;
+        self.plan.copy_in = Some(CopyInPlan {
+            options: parsed,
+            fields,
+        });
         Ok(())
     }
 
@@ -731,25 +730,20 @@ impl<'a> Walk<'a> {
         table: &TableKey,
         fields: &[Option<ColumnId>],
     ) -> Result {
-        let forced = options
-            .iter()
+        let legacy_csv = legacy.iter().flat_map(|option| match option {
+            CopyLegacyOption::Csv(csv) => csv.as_slice(),
+            _ => &[],
+        });
+        let forced = (options.iter())
             .flat_map(|option| match option {
                 CopyOption::ForceNotNull(columns) | CopyOption::ForceNull(columns) => {
                     columns.as_slice()
                 }
                 _ => &[],
             })
-            .chain(legacy.iter().flat_map(|option| {
-                match option {
-                    CopyLegacyOption::Csv(csv) => csv
-                        .iter()
-                        .flat_map(|o| match o {
-                            CopyLegacyCsvOption::ForceNotNull(columns) => columns.as_slice(),
-                            _ => &[],
-                        })
-                        .collect::<Vec<_>>(),
-                    _ => Vec::new(),
-                }
+            .chain(legacy_csv.flat_map(|option| match option {
+                CopyLegacyCsvOption::ForceNotNull(columns) => columns.as_slice(),
+                _ => &[],
             }));
         for ident in forced {
             if let Some(column) = self.column(table, &normalize(ident)) {
