@@ -40,11 +40,17 @@ async fn stored(direct: &Client, column: &str, id: i32) -> Option<String> {
     direct.query_one(&sql, &[&id]).await.unwrap().get(0)
 }
 
-/// Asserts a stored value is an envelope that does not contain the plaintext.
+/// Asserts a stored value is an envelope that does not contain the plaintext. Short
+/// plaintexts ("Al") turn up in random base64 by chance (CI once saw `...rnHAlltm...`), so
+/// the substring check is made for plaintexts of 6 bytes or more only; for every length the
+/// value must be an envelope, which pgcloak writes only by encrypting.
 fn assert_ciphertext(stored: Option<String>, plaintext: &str) {
     let stored = stored.expect("a stored value, not NULL");
     assert!(stored.starts_with("pgc1$"), "not an envelope: {stored}");
-    assert!(!stored.contains(plaintext), "plaintext visible in {stored}");
+    assert!(
+        plaintext.len() < 6 || !stored.contains(plaintext),
+        "plaintext visible in {stored}"
+    );
 }
 
 fn rows(messages: &[SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
@@ -751,10 +757,7 @@ async fn binary_results_and_psql_see_plaintext() {
         &stack.pg.url("postgres"),
         &["-At", "-c", "SELECT first_name FROM users"],
     ));
-    assert!(
-        direct.starts_with("pgc1$") && !direct.contains("Lou"),
-        "{direct}"
-    );
+    assert_ciphertext(Some(direct.trim().to_owned()), "Lou");
 }
 
 /// Schema made through pgcloak: UNIQUE, PRIMARY KEY and indexes on a deterministic column
