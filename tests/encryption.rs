@@ -323,6 +323,11 @@ async fn unsafe_statements_are_refused_and_the_session_goes_on() {
         ("SELECT * FROM users ORDER BY email", "public.users.email"),
         ("SELECT lower(email) FROM users", "public.users.email"),
         (
+            // citext would compare ciphertexts, not emails, case-insensitively.
+            "SELECT id FROM users WHERE email::citext = 'IVY@EXAMPLE.COM'",
+            "public.users.email",
+        ),
+        (
             "INSERT INTO users (email) VALUES (lower('X@Y'))",
             "public.users.email",
         ),

@@ -966,11 +966,13 @@ fn strip_text_array_cast(expr: &Expr) -> &Expr {
 }
 
 /// A type a PII value or column may be cast to without changing it: text, varchar without
-/// a length, citext. (An explicit cast to `varchar(n)` silently truncates the ciphertext.)
+/// a length. (An explicit cast to `varchar(n)` silently truncates the ciphertext; `citext`
+/// would compare ciphertexts case-insensitively, so `email::citext = 'ANN@X.COM'` would
+/// look for the ciphertext of the upper-case text and silently find nothing.)
 fn is_text_type(name: &str) -> bool {
     matches!(
         name.to_lowercase().as_str(),
-        "text" | "varchar" | "character varying" | "citext"
+        "text" | "varchar" | "character varying"
     )
 }
 

@@ -538,10 +538,15 @@ orders:
 }
 
 /// Values whose ciphertext would not decrypt to what Postgres would have stored: a cast
-/// with a length (explicit casts truncate silently), numbers Postgres rewrites.
+/// with a length (explicit casts truncate silently), numbers Postgres rewrites; casts to
+/// citext, which would compare ciphertexts case-insensitively instead of plaintexts.
 #[test]
 fn values_postgres_would_change_are_refused() {
     for sql in [
+        "SELECT id FROM users WHERE email::citext = 'ANN@EXAMPLE.COM'",
+        "SELECT id FROM users WHERE email = $1::citext",
+        "INSERT INTO users (email) VALUES ($1::citext)",
+        "SELECT id FROM users WHERE CAST(email AS citext) IN ('a', 'b')",
         "INSERT INTO users (email) VALUES ('abc'::varchar(3))",
         "INSERT INTO users (email) VALUES ($1::varchar(20))",
         "INSERT INTO users (email) VALUES (CAST($1 AS character varying(20)))",
