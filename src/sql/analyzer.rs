@@ -5,6 +5,7 @@
 //! been recognised: anything else (a function, LIKE, a range, ORDER BY, a construct this
 //! walk does not know) is refused. Unknown means refused, never passed on.
 
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -13,12 +14,14 @@ use sqlparser::ast::Spanned;
 use sqlparser::ast::{
     AssignmentTarget, BinaryOperator, CopyLegacyCsvOption, CopyLegacyOption, CopyOption,
     CopySource, CopyTarget, Delete, Distinct, Expr, FromTable, FunctionArg, FunctionArgExpr,
-    FunctionArguments, GroupByExpr, InTarget, Insert, JoinConstraint, JoinOperator,
-    OnConflictAction, OnInsert, OrderByKind, Query, Select, SelectItem, SetExpr, Statement,
+    FunctionArguments, GroupByExpr, InTarget, Insert, JoinConstraint, JoinOperator, ObjectName,
+    OnConflictAction, OnInsert, OrderByKind, Query, Select, SelectItem,
+    SelectItemQualifiedWildcardKind, SetExpr, SetOperator, SetQuantifier, Statement, TableAlias,
     TableFactor, TableObject, TableWithJoins, Update, Value, Visit, Visitor,
 };
 use sqlparser::tokenizer::Span;
 
+use super::levels::{self, Level, Output, Outputs, Relation, Resolved};
 use super::names::{configured_table, name_parts, normalize, PiiColumn, Scope, TableKey};
 use super::splice::LineIndex;
 use super::{
@@ -95,9 +98,14 @@ pub(super) fn analyze_statements(sql: &str, statements: &[Statement], policy: &P
             scope,
             plan: &mut plan,
             recognised: HashSet::new(),
+            levels: Vec::new(),
+            ctes: Vec::new(),
+            cleared: RefCell::default(),
+            deferred: RefCell::default(),
         };
         let outcome = walk
             .statement(statement)
+            .and_then(|()| walk.deferred.take().map_or(Ok(()), Err))
             .and_then(|()| walk.check_all_recognised(statement));
         if let Err(refusal) = outcome {
             return Analysis::Refused(refusal);
@@ -123,6 +131,16 @@ pub(super) struct Walk<'a> {
     /// PII references seen in a place where they work on ciphertext, by their place in
     /// the SQL text (which, unlike a node's address, survives cloning a subquery).
     recognised: HashSet<SpanKey>,
+    /// The FROM lists the walk is inside, innermost last.
+    levels: Vec<Level>,
+    /// The CTEs in reach, innermost last, with their outputs (None inside their own query).
+    ctes: Vec<(String, Option<Outputs>)>,
+    /// References the statement-wide scope takes for PII columns that the FROM lists show to
+    /// be plain columns (`orders.email` in a subquery of a statement that also reads users).
+    cleared: RefCell<HashSet<SpanKey>>,
+    /// A refusal found while resolving a name (ambiguous, or a mixed UNION column), raised
+    /// when the walk ends.
+    deferred: RefCell<Option<Refusal>>,
 }
 
 /// What a value bound for a PII column is.
@@ -137,10 +155,10 @@ pub(super) enum Bound<'e> {
 impl<'a> Walk<'a> {
     fn statement(&mut self, statement: &Statement) -> Result {
         match statement {
-            Statement::Query(query) => self.query(query),
-            Statement::Insert(insert) => self.insert(insert),
-            Statement::Update(update) => self.update(update),
-            Statement::Delete(delete) => self.delete(delete),
+            Statement::Query(query) => self.query(query).map(drop),
+            Statement::Insert(insert) => self.insert(insert).map(drop),
+            Statement::Update(update) => self.update(update).map(drop),
+            Statement::Delete(delete) => self.delete(delete).map(drop),
             Statement::Copy {
                 source,
                 to,
@@ -197,13 +215,29 @@ impl<'a> Walk<'a> {
 
     // ---- queries -------------------------------------------------------------------
 
-    pub(super) fn query(&mut self, query: &Query) -> Result {
+    /// Walks a query and says what its output columns carry.
+    pub(super) fn query(&mut self, query: &Query) -> Result<Outputs> {
+        let ctes_in_reach = self.ctes.len();
+        let outputs = self.query_in_scope(query);
+        self.ctes.truncate(ctes_in_reach);
+        outputs
+    }
+
+    fn query_in_scope(&mut self, query: &Query) -> Result<Outputs> {
         if let Some(with) = &query.with {
             for cte in &with.cte_tables {
-                self.query(&cte.query)?;
+                let name = normalize(&cte.alias.name);
+                // Inside its own query (WITH RECURSIVE) its columns are not known yet.
+                self.ctes.push((name.clone(), None));
+                let outputs = self.query(&cte.query)?;
+                let outputs = self.renamed(outputs, Some(&cte.alias))?;
+                self.scope.derived(&name, &outputs);
+                if let Some(last) = self.ctes.last_mut() {
+                    last.1 = Some(outputs);
+                }
             }
         }
-        self.set_expr(&query.body)?;
+        let outputs = self.set_expr(&query.body)?;
         if let Some(order_by) = &query.order_by {
             if let OrderByKind::Expressions(exprs) = &order_by.kind {
                 for item in exprs {
@@ -217,16 +251,22 @@ impl<'a> Walk<'a> {
                 }
             }
         }
-        Ok(())
+        Ok(outputs)
     }
 
-    fn set_expr(&mut self, body: &SetExpr) -> Result {
+    fn set_expr(&mut self, body: &SetExpr) -> Result<Outputs> {
         match body {
             SetExpr::Select(select) => self.select(select),
             SetExpr::Query(query) => self.query(query),
-            SetExpr::SetOperation { left, right, .. } => {
-                self.set_expr(left)?;
-                self.set_expr(right)
+            SetExpr::SetOperation {
+                op,
+                set_quantifier,
+                left,
+                right,
+            } => {
+                let left = self.set_expr(left)?;
+                let right = self.set_expr(right)?;
+                self.set_operation(op, set_quantifier, left, right)
             }
             SetExpr::Values(values) => {
                 for row in &values.rows {
@@ -234,31 +274,159 @@ impl<'a> Walk<'a> {
                         self.other(expr)?;
                     }
                 }
-                Ok(())
+                let width = values.rows.first().map_or(0, |row| row.content.len());
+                Ok(Outputs {
+                    columns: (1..=width)
+                        .map(|i| (Some(format!("column{i}")), Output::Plain))
+                        .collect(),
+                    complete: true,
+                })
             }
             SetExpr::Insert(statement)
             | SetExpr::Update(statement)
-            | SetExpr::Delete(statement) => self.statement(statement),
-            _ => Ok(()),
+            | SetExpr::Delete(statement) => match statement {
+                Statement::Insert(insert) => self.insert(insert),
+                Statement::Update(update) => self.update(update),
+                Statement::Delete(delete) => self.delete(delete),
+                other => self.statement(other).map(|()| Outputs::default()),
+            },
+            _ => Ok(Outputs::default()),
         }
     }
 
-    fn select(&mut self, select: &Select) -> Result {
+    /// UNION, INTERSECT and EXCEPT compare whole rows (all but UNION ALL): a PII column
+    /// must meet the same deterministic column, or one sharing its key, in every branch.
+    fn set_operation(
+        &self,
+        op: &SetOperator,
+        quantifier: &SetQuantifier,
+        left: Outputs,
+        right: Outputs,
+    ) -> Result<Outputs> {
+        let compares =
+            !(matches!(op, SetOperator::Union) && matches!(quantifier, SetQuantifier::All));
+        let Some(pii) = left.first_pii().or(right.first_pii()).cloned() else {
+            let complete = left.complete && right.complete;
+            return Ok(Outputs {
+                columns: left.columns,
+                complete,
+            });
+        };
+        let refusal = |column: &PiiColumn| {
+            Refusal::unsupported(format!(
+                "{op} compares whole rows, and {} is encrypted by pgcloak where the other branch does not hold the same deterministic column (or one sharing its key): equal values would not match; use UNION ALL, or select the same column in every branch",
+                column.id
+            ))
+        };
+        if !(left.complete && right.complete) {
+            if compares {
+                return Err(refusal(&pii));
+            }
+            let columns = left
+                .columns
+                .into_iter()
+                .map(|(name, output)| (name, mixed(output)))
+                .chain(right.columns.into_iter().filter_map(|(_, output)| {
+                    output.column().is_some().then(|| (None, mixed(output)))
+                }))
+                .collect();
+            return Ok(Outputs {
+                columns,
+                complete: false,
+            });
+        }
+        let mut columns = Vec::with_capacity(left.columns.len());
+        for ((name, a), (_, b)) in left.columns.into_iter().zip(right.columns) {
+            let merged = match (&a, &b) {
+                (Output::Plain, Output::Plain) => Output::Plain,
+                (Output::Pii(x), Output::Pii(y)) if self.same_key(x, y) => Output::Pii(x.clone()),
+                _ => mixed(if a.column().is_some() { a } else { b }),
+            };
+            if compares {
+                match &merged {
+                    Output::Plain => {}
+                    Output::Pii(column) if column.mode == Mode::Deterministic => {}
+                    Output::Pii(column) | Output::Mixed(column) => return Err(refusal(column)),
+                }
+            }
+            columns.push((name, merged));
+        }
+        Ok(Outputs {
+            columns,
+            complete: true,
+        })
+    }
+
+    fn select(&mut self, select: &Select) -> Result<Outputs> {
+        self.in_level(Level::new(), |walk| walk.select_in_scope(select))
+    }
+
+    /// Runs `inner` with `level` as the innermost FROM list.
+    fn in_level<T>(
+        &mut self,
+        level: Level,
+        inner: impl FnOnce(&mut Self) -> Result<T>,
+    ) -> Result<T> {
+        self.levels.push(level);
+        let outcome = inner(self);
+        self.levels.pop();
+        outcome
+    }
+
+    fn select_in_scope(&mut self, select: &Select) -> Result<Outputs> {
         for from in &select.from {
             self.from(from)?;
         }
         let distinct = matches!(select.distinct, Some(Distinct::Distinct | Distinct::On(_)));
+        let mut outputs = Outputs {
+            columns: Vec::with_capacity(select.projection.len()),
+            complete: true,
+        };
         for item in &select.projection {
-            let expr = match item {
-                SelectItem::UnnamedExpr(expr) => expr,
-                SelectItem::ExprWithAlias { expr, .. } => expr,
-                SelectItem::ExprWithAliases { expr, .. } => expr,
-                _ => continue, // wildcards: values are decrypted in the result rows
+            let shown = match item {
+                SelectItem::UnnamedExpr(expr)
+                | SelectItem::ExprWithAlias { expr, .. }
+                | SelectItem::ExprWithAliases { expr, .. } => {
+                    if distinct {
+                        self.require_deterministic(expr, "SELECT DISTINCT")?;
+                    }
+                    let name = match item {
+                        SelectItem::ExprWithAlias { alias, .. } => Some(normalize(alias)),
+                        _ => output_name(expr),
+                    };
+                    let output = self.projection(expr)?;
+                    outputs.columns.push((name, output));
+                    continue;
+                }
+                SelectItem::Wildcard(_) => {
+                    let level = self.levels.last().map(Vec::as_slice).unwrap_or_default();
+                    let mut shown = Outputs {
+                        columns: Vec::new(),
+                        complete: true,
+                    };
+                    for relation in level {
+                        let expanded = relation.expand(self.policy);
+                        shown.complete &= expanded.complete;
+                        shown.columns.extend(expanded.columns);
+                    }
+                    shown
+                }
+                SelectItem::QualifiedWildcard(
+                    SelectItemQualifiedWildcardKind::ObjectName(name),
+                    _,
+                ) => match levels::relation(&self.levels, &name_parts(name).join(".")) {
+                    Some(relation) => relation.expand(self.policy),
+                    None => Outputs::default(),
+                },
+                SelectItem::QualifiedWildcard(..) => Outputs::default(),
             };
             if distinct {
-                self.require_deterministic(expr, "SELECT DISTINCT")?;
+                for column in shown.columns.iter().filter_map(|(_, o)| o.column()) {
+                    self.searchable(column, "SELECT DISTINCT")?;
+                }
             }
-            self.projection(expr)?;
+            outputs.complete &= shown.complete;
+            outputs.columns.extend(shown.columns);
         }
         if let Some(selection) = &select.selection {
             self.predicate(selection)?;
@@ -274,40 +442,179 @@ impl<'a> Walk<'a> {
         if let Some(having) = &select.having {
             self.predicate(having)?;
         }
-        Ok(())
+        Ok(outputs)
     }
 
+    /// Adds the relations of a FROM item to the innermost FROM list, checking its joins.
     fn from(&mut self, from: &TableWithJoins) -> Result {
         self.table_factor(&from.relation)?;
         for join in &from.joins {
+            let left = self.levels.last().map_or(0, Vec::len);
             self.table_factor(&join.relation)?;
-            if let Some(JoinConstraint::On(on)) = join_constraint(&join.join_operator) {
-                self.predicate(on)?;
+            match join_constraint(&join.join_operator) {
+                Some(JoinConstraint::On(on)) => self.predicate(on)?,
+                Some(JoinConstraint::Using(names) | JoinConstraint::UsingAlias(names, _)) => {
+                    self.join_using(names, left)?
+                }
+                Some(JoinConstraint::Natural) => self.natural_join()?,
+                _ => {}
             }
         }
         Ok(())
     }
 
     fn table_factor(&mut self, factor: &TableFactor) -> Result {
-        match factor {
-            TableFactor::Derived { subquery, .. } => self.query(subquery),
+        let relation = match factor {
+            TableFactor::Table { name, alias, .. } => self.table_relation(name, alias.as_ref())?,
+            TableFactor::Derived {
+                lateral,
+                subquery,
+                alias,
+                ..
+            } => {
+                let outputs = if *lateral {
+                    self.query(subquery)?
+                } else {
+                    // A subquery in FROM sees the FROM lists around it, not its siblings.
+                    let siblings = self.levels.pop();
+                    let outputs = self.query(subquery);
+                    self.levels.extend(siblings);
+                    outputs?
+                };
+                let outputs = self.renamed(outputs, alias.as_ref())?;
+                let name = alias.as_ref().map(|alias| normalize(&alias.name));
+                if let Some(name) = &name {
+                    self.scope.derived(name, &outputs);
+                }
+                Relation::Derived { name, outputs }
+            }
             TableFactor::NestedJoin {
-                table_with_joins, ..
-            } => self.from(table_with_joins),
-            _ => Ok(()),
+                table_with_joins,
+                alias,
+            } => {
+                self.from(table_with_joins)?;
+                match alias {
+                    Some(alias) => Relation::Opaque {
+                        names: vec![normalize(&alias.name)],
+                    },
+                    None => return Ok(()),
+                }
+            }
+            // Table functions, UNNEST, ...: their arguments are checked by the final pass.
+            _ => Relation::Other { names: Vec::new() },
+        };
+        if let Some(level) = self.levels.last_mut() {
+            level.push(relation);
+        }
+        Ok(())
+    }
+
+    /// A table (or CTE) in a FROM list.
+    fn table_relation(&self, name: &ObjectName, alias: Option<&TableAlias>) -> Result<Relation> {
+        let parts = name_parts(name);
+        let alias_name = alias.map(|alias| normalize(&alias.name));
+        // An unqualified name means a CTE in reach before a table.
+        if let [bare] = parts.as_slice() {
+            if let Some((_, outputs)) = self.ctes.iter().rev().find(|(cte, _)| cte == bare) {
+                let name = alias_name.unwrap_or_else(|| bare.clone());
+                return Ok(match outputs {
+                    Some(outputs) => Relation::Derived {
+                        outputs: self.renamed(outputs.clone(), alias)?,
+                        name: Some(name),
+                    },
+                    None => Relation::Opaque { names: vec![name] },
+                });
+            }
+        }
+        let mut names = vec![parts.join(".")];
+        names.extend(parts.last().cloned());
+        match configured_table(name, self.policy) {
+            Some(table) => {
+                if let Some(alias) = alias.filter(|alias| !alias.columns.is_empty()) {
+                    return Err(Refusal::unsupported(format!(
+                        "FROM {name} {alias} renames the columns of a table with encrypted columns by position, which pgcloak cannot follow without the table's column order; alias the columns in the select list instead (SELECT col AS other_name ...)"
+                    )));
+                }
+                names.extend(alias_name);
+                Ok(Relation::Table { names, table })
+            }
+            None => Ok(Relation::Other {
+                names: alias_name.map_or(names, |alias| vec![alias]),
+            }),
+        }
+    }
+
+    /// Renames `outputs` by the column list of `alias`, if it has one.
+    fn renamed(&self, outputs: Outputs, alias: Option<&TableAlias>) -> Result<Outputs> {
+        let Some(alias) = alias else {
+            return Ok(outputs);
+        };
+        let names: Vec<String> = alias.columns.iter().map(|c| normalize(&c.name)).collect();
+        outputs.renamed(&names).ok_or_else(|| {
+            Refusal::unsupported(format!(
+                "the column list of {alias} renames columns by position, but a * in its query includes encrypted columns whose position pgcloak does not know; list the columns in the query"
+            ))
+        })
+    }
+
+    /// `JOIN ... USING (col)` compares the two sides' `col`: both plain, or both the same
+    /// deterministic column (or columns sharing a key).
+    fn join_using(&self, names: &[ObjectName], left: usize) -> Result {
+        let level = self.levels.last().map(Vec::as_slice).unwrap_or_default();
+        let (left, right) = level.split_at(left.min(level.len()));
+        for name in names {
+            let Some(column) = name_parts(name).pop() else {
+                continue;
+            };
+            let a = levels::pii_of(left, &column, self.policy);
+            let b = levels::pii_of(right, &column, self.policy);
+            match (&a, &b) {
+                (None, None) => {}
+                (Some(Output::Pii(x)), Some(Output::Pii(y)))
+                    if x.mode == Mode::Deterministic && self.same_key(x, y) => {}
+                _ => {
+                    let column = a.or(b);
+                    let column = column.as_ref().and_then(Output::column);
+                    return Err(Refusal::unsupported(format!(
+                        "JOIN ... USING ({}) compares {}, encrypted by pgcloak, with a column that is not the same deterministic column (or one sharing its key): equal values would not match; join ON columns that share a deterministic key, or join in the application",
+                        name,
+                        column.map_or(name.to_string(), |c| c.id.to_string())
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// NATURAL JOIN joins on whichever columns share a name, which pgcloak cannot see.
+    fn natural_join(&self) -> Result {
+        let level = self.levels.last().map(Vec::as_slice).unwrap_or_default();
+        match level
+            .iter()
+            .find_map(|relation| relation.expand(self.policy).first_pii().cloned())
+        {
+            Some(column) => Err(Refusal::unsupported(format!(
+                "NATURAL JOIN joins on every column name the two sides share, and {} is encrypted by pgcloak; name the join columns with JOIN ... ON or USING",
+                column.id
+            ))),
+            None => Ok(()),
         }
     }
 
     /// An output column: a PII column (possibly cast to text) is decrypted in the result;
     /// count() of one reveals nothing but NULL-ness (and equality, for DISTINCT).
-    fn projection(&mut self, expr: &Expr) -> Result {
-        if self.recognise(expr) {
-            return Ok(());
+    fn projection(&mut self, expr: &Expr) -> Result<Output> {
+        if let Expr::Subquery(query) = strip(expr) {
+            return Ok(self.query(query)?.single());
+        }
+        if let Some(column) = self.pii(expr) {
+            self.recognise(expr);
+            return Ok(Output::Pii(column));
         }
         // `col IS [NOT] NULL` works on ciphertext (NULL stays NULL), as in a WHERE.
         if let Expr::IsNull(inner) | Expr::IsNotNull(inner) = strip(expr) {
             if self.recognise(inner) {
-                return Ok(());
+                return Ok(Output::Plain);
             }
         }
         if let Expr::Function(function) = expr {
@@ -318,12 +625,13 @@ impl<'a> Walk<'a> {
                         self.require_deterministic(arg, "count(DISTINCT ...)")?;
                     }
                     if self.recognise(arg) {
-                        return Ok(());
+                        return Ok(Output::Plain);
                     }
                 }
             }
         }
-        self.other(expr)
+        self.other(expr)?;
+        Ok(Output::Plain)
     }
 
     // ---- predicates ----------------------------------------------------------------
@@ -369,22 +677,7 @@ impl<'a> Walk<'a> {
                 expr: left,
                 target: InTarget::Subquery(subquery),
                 ..
-            } => {
-                if let Some(column) = self.pii(left) {
-                    self.searchable(&column, "IN (SELECT ...)")?;
-                    if single_projection(subquery)
-                        .and_then(|projected| self.pii(projected))
-                        .is_some_and(|projected| self.same_key(&projected, &column))
-                    {
-                        self.recognise(left);
-                    }
-                }
-                self.query(subquery)?;
-                if self.pii(left).is_none() {
-                    self.other(left)?;
-                }
-                Ok(())
-            }
+            } => self.compare_with_query(left, subquery, "IN (SELECT ...)"),
             Expr::AnyOp {
                 left,
                 compare_op: BinaryOperator::Eq,
@@ -412,9 +705,22 @@ impl<'a> Walk<'a> {
                     }
                     Ok(())
                 }
+                (_, Expr::Subquery(subquery)) => {
+                    self.compare_with_query(left, subquery, "= ANY(SELECT ...)")
+                }
                 _ => self.other(expr),
             },
-            Expr::Exists { subquery, .. } => self.query(subquery),
+            Expr::AllOp {
+                left,
+                compare_op: BinaryOperator::NotEq,
+                right,
+            } if matches!(strip(right), Expr::Subquery(_)) => match strip(right) {
+                Expr::Subquery(subquery) => {
+                    self.compare_with_query(left, subquery, "<> ALL(SELECT ...)")
+                }
+                _ => self.other(expr),
+            },
+            Expr::Exists { subquery, .. } => self.query(subquery).map(drop),
             _ => self.other(expr),
         }
     }
@@ -422,15 +728,18 @@ impl<'a> Walk<'a> {
     /// `a = b`: a PII column compared with a value (encrypted deterministically) or with the
     /// same column (equal ciphertexts mean equal values).
     fn compare(&mut self, left: &Expr, right: &Expr) -> Result {
+        match (strip(left), strip(right)) {
+            (value, Expr::Subquery(query)) | (Expr::Subquery(query), value) => {
+                return self.compare_with_query(value, query, "=")
+            }
+            _ => {}
+        }
         match (self.pii(left), self.pii(right)) {
             (Some(l), Some(r)) => {
                 self.searchable(&l, "=")?;
                 self.searchable(&r, "=")?;
                 if !self.same_key(&l, &r) {
-                    return Err(Refusal::unsupported(format!(
-                        "comparing {} with {} cannot work: pgcloak encrypts each column with its own key, so equal values have different ciphertexts; give one `same_key_as: <the other>` in the pgcloak policy, or compare in the application",
-                        l.id, r.id
-                    )));
+                    return Err(different_keys(&l, &r));
                 }
                 self.recognise(left);
                 self.recognise(right);
@@ -450,6 +759,37 @@ impl<'a> Walk<'a> {
                 self.other(left)?;
                 self.other(right)
             }
+        }
+    }
+
+    /// `value = (SELECT ...)`, `value IN (SELECT ...)`: the query's one output column is
+    /// compared with `value` like a column would be.
+    fn compare_with_query(&mut self, value: &Expr, query: &Query, operation: &str) -> Result {
+        let output = self.query(query)?.single();
+        match (self.pii(value), output) {
+            (None, Output::Plain) => self.other(value),
+            (Some(column), Output::Pii(selected)) => {
+                self.searchable(&column, operation)?;
+                self.searchable(&selected, operation)?;
+                if !self.same_key(&column, &selected) {
+                    return Err(different_keys(&column, &selected));
+                }
+                self.recognise(value);
+                Ok(())
+            }
+            // A literal or parameter compared with an encrypted subquery result.
+            (None, Output::Pii(selected)) => {
+                self.searchable(&selected, operation)?;
+                self.bind_search_value(value, &selected)
+            }
+            (Some(column), Output::Plain) => Err(Refusal::unsupported(format!(
+                "{operation} compares {}, encrypted by pgcloak, with what a subquery selects, which is not the same column (or one sharing its key); compare with literals or parameters, or in the application",
+                column.id
+            ))),
+            (_, Output::Mixed(selected)) => Err(Refusal::unsupported(format!(
+                "{operation} compares with a subquery column that mixes {} (encrypted by pgcloak) with other values; select one column in the subquery, or compare in the application",
+                selected.id
+            ))),
         }
     }
 
@@ -485,7 +825,7 @@ impl<'a> Walk<'a> {
 
     // ---- writes --------------------------------------------------------------------
 
-    fn insert(&mut self, insert: &Insert) -> Result {
+    fn insert(&mut self, insert: &Insert) -> Result<Outputs> {
         let target = match &insert.table {
             TableObject::TableName(name) => configured_table(name, self.policy),
             _ => None,
@@ -547,10 +887,31 @@ impl<'a> Walk<'a> {
                 }
             }
         }
+        // ON CONFLICT and RETURNING see the target table (the source query does not).
+        let mut level = Level::new();
+        if let TableObject::TableName(name) = &insert.table {
+            let alias = insert.table_alias.as_ref().map(|alias| TableAlias {
+                explicit: true,
+                name: alias.alias.clone(),
+                columns: Vec::new(),
+                at: None,
+            });
+            level.push(self.table_relation(name, alias.as_ref())?);
+            if let Some(table) = &target {
+                level.push(Relation::Table {
+                    names: vec!["excluded".to_owned()],
+                    table: table.clone(),
+                });
+            }
+        }
+        self.in_level(level, |walk| walk.insert_tail(insert, target.as_ref()))
+    }
+
+    fn insert_tail(&mut self, insert: &Insert, target: Option<&TableKey>) -> Result<Outputs> {
         if let Some(OnInsert::OnConflict(on_conflict)) = &insert.on {
             if let OnConflictAction::DoUpdate(update) = &on_conflict.action {
                 for assignment in &update.assignments {
-                    self.assignment(&assignment.target, &assignment.value, target.as_ref())?;
+                    self.assignment(&assignment.target, &assignment.value, target)?;
                 }
                 if let Some(selection) = &update.selection {
                     self.predicate(selection)?;
@@ -560,7 +921,11 @@ impl<'a> Walk<'a> {
         self.returning(insert.returning.as_deref())
     }
 
-    fn update(&mut self, update: &Update) -> Result {
+    fn update(&mut self, update: &Update) -> Result<Outputs> {
+        self.in_level(Level::new(), |walk| walk.update_in_scope(update))
+    }
+
+    fn update_in_scope(&mut self, update: &Update) -> Result<Outputs> {
         let target = match &update.table.relation {
             TableFactor::Table { name, .. } => configured_table(name, self.policy),
             _ => None,
@@ -584,7 +949,11 @@ impl<'a> Walk<'a> {
         self.returning(update.returning.as_deref())
     }
 
-    fn delete(&mut self, delete: &Delete) -> Result {
+    fn delete(&mut self, delete: &Delete) -> Result<Outputs> {
+        self.in_level(Level::new(), |walk| walk.delete_in_scope(delete))
+    }
+
+    fn delete_in_scope(&mut self, delete: &Delete) -> Result<Outputs> {
         let (FromTable::WithFromKeyword(tables) | FromTable::WithoutKeyword(tables)) = &delete.from;
         for table in tables.iter().chain(delete.using.iter().flatten()) {
             self.from(table)?;
@@ -595,16 +964,35 @@ impl<'a> Walk<'a> {
         self.returning(delete.returning.as_deref())
     }
 
-    fn returning(&mut self, items: Option<&[SelectItem]>) -> Result {
+    /// RETURNING: shown like a select list.
+    fn returning(&mut self, items: Option<&[SelectItem]>) -> Result<Outputs> {
+        let mut outputs = Outputs {
+            columns: Vec::new(),
+            complete: true,
+        };
         for item in items.unwrap_or_default() {
             match item {
                 SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } => {
-                    self.projection(expr)?
+                    let name = match item {
+                        SelectItem::ExprWithAlias { alias, .. } => Some(normalize(alias)),
+                        _ => output_name(expr),
+                    };
+                    let output = self.projection(expr)?;
+                    outputs.columns.push((name, output));
                 }
-                _ => {}
+                _ => {
+                    // RETURNING *: the target's columns (the first relation of the level).
+                    let level = self.levels.last().map(Vec::as_slice).unwrap_or_default();
+                    let shown = level
+                        .first()
+                        .map(|r| r.expand(self.policy))
+                        .unwrap_or_default();
+                    outputs.complete &= shown.complete;
+                    outputs.columns.extend(shown.columns);
+                }
             }
         }
-        Ok(())
+        Ok(outputs)
     }
 
     /// `SET column = value` in UPDATE or ON CONFLICT DO UPDATE.
@@ -820,19 +1208,58 @@ impl<'a> Walk<'a> {
     }
 
     /// An expression not otherwise understood: its own PII references stay unrecognised
-    /// (and so are refused), but subqueries inside it are analysed in full.
+    /// (and so are refused), but subqueries inside it are analysed in full. A subquery in
+    /// it may not select a PII column (other than under EXISTS): whatever the expression does
+    /// with the value, it would do it to ciphertext.
     pub(super) fn other(&mut self, expr: &Expr) -> Result {
         let mut finder = TopLevelQueries::default();
         let _ = expr.visit(&mut finder);
-        for query in finder.found {
-            self.query(&query)?;
+        for reference in &finder.references {
+            self.pii(reference); // clears plain columns, defers ambiguous ones
+        }
+        for (query, under_exists) in finder.found {
+            let outputs = self.query(&query)?;
+            if let (false, Some(column)) = (under_exists, outputs.first_pii()) {
+                return Err(Refusal::unsupported(format!(
+                    "a subquery selecting {}, encrypted by pgcloak, is used inside an expression, which would work on its ciphertext; select the column itself, or compute in the application",
+                    column.id
+                )));
+            }
         }
         Ok(())
     }
 
-    /// The PII column `expr` names (through casts to text and parentheses).
+    /// The PII column `expr` names (through casts to text and parentheses): by the FROM
+    /// lists around it where they tell, else by the statement-wide scope.
     pub(super) fn pii(&self, expr: &Expr) -> Option<PiiColumn> {
-        let mut found = self.scope.resolve(strip(expr), self.policy);
+        let inner = strip(expr);
+        if let Some((qualifier, column)) = reference(inner) {
+            let resolved =
+                levels::resolve(&self.levels, self.policy, qualifier.as_deref(), &column);
+            match resolved {
+                Resolved::Pii(found) => return Some(found),
+                Resolved::Plain => {
+                    self.cleared.borrow_mut().insert(span_key(inner));
+                    return None;
+                }
+                Resolved::Ambiguous(found) => {
+                    self.defer(format!(
+                        "{inner} may be a column of a table in this subquery or {} further out, which pgcloak encrypts; qualify it with its table name or alias",
+                        found.id
+                    ));
+                    return Some(found);
+                }
+                Resolved::Mixed(found) => {
+                    self.defer(format!(
+                        "{inner} mixes values of {} (encrypted by pgcloak) with other values from a UNION ALL; select from each branch's table directly",
+                        found.id
+                    ));
+                    return Some(found);
+                }
+                Resolved::Unknown => {}
+            }
+        }
+        let mut found = self.scope.resolve(inner, self.policy);
         // Several configured tables with this column: treat it as the first; the final
         // check still requires every reference to be recognised.
         (!found.is_empty()).then(|| found.swap_remove(0))
@@ -852,6 +1279,13 @@ impl<'a> Walk<'a> {
             },
             mode,
         })
+    }
+
+    fn defer(&self, message: String) {
+        let mut deferred = self.deferred.borrow_mut();
+        if deferred.is_none() {
+            *deferred = Some(Refusal::unsupported(message));
+        }
     }
 
     /// Whether two PII columns are encrypted with the same key (one column, or `same_key_as`).
@@ -901,7 +1335,9 @@ impl Visitor for Unrecognised<'_, '_> {
             .into_iter()
             .next();
         if let Some(column) = column {
-            if !self.walk.recognised.contains(&span_key(expr)) {
+            let span = span_key(expr);
+            if !self.walk.recognised.contains(&span) && !self.walk.cleared.borrow().contains(&span)
+            {
                 self.found = Some(Found::Column(column.id));
                 return ControlFlow::Break(());
             }
@@ -913,19 +1349,36 @@ impl Visitor for Unrecognised<'_, '_> {
     }
 }
 
-/// Subqueries directly inside an expression (not those nested in other subqueries).
+/// Subqueries directly inside an expression (not those nested in other subqueries), each
+/// with whether it is the query of an EXISTS; and the column references outside them.
 #[derive(Default)]
 struct TopLevelQueries {
     depth: usize,
-    found: Vec<Query>,
+    exists: bool,
+    found: Vec<(Query, bool)>,
+    references: Vec<Expr>,
 }
 
 impl Visitor for TopLevelQueries {
     type Break = ();
 
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+        if self.depth == 0 {
+            match expr {
+                Expr::Exists { .. } => self.exists = true,
+                Expr::Identifier(_) | Expr::CompoundIdentifier(_) => {
+                    self.references.push(expr.clone())
+                }
+                _ => {}
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
     fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
         if self.depth == 0 {
-            self.found.push(query.clone());
+            self.found
+                .push((query.clone(), std::mem::take(&mut self.exists)));
         }
         self.depth += 1;
         ControlFlow::Continue(())
@@ -1022,14 +1475,41 @@ pub(super) fn bound(expr: &Expr) -> Bound<'_> {
     }
 }
 
-fn single_projection(query: &Query) -> Option<&Expr> {
-    match query.body.as_ref() {
-        SetExpr::Select(select) => match select.projection.as_slice() {
-            [SelectItem::UnnamedExpr(expr)] | [SelectItem::ExprWithAlias { expr, .. }] => {
-                Some(expr)
-            }
-            _ => None,
-        },
+fn different_keys(a: &PiiColumn, b: &PiiColumn) -> Refusal {
+    Refusal::unsupported(format!(
+        "comparing {} with {} cannot work: pgcloak encrypts each column with its own key, so equal values have different ciphertexts; give one `same_key_as: <the other>` in the pgcloak policy, or compare in the application",
+        a.id, b.id
+    ))
+}
+
+/// A UNION ALL column holding a PII column's values among others.
+fn mixed(output: Output) -> Output {
+    match output {
+        Output::Pii(column) => Output::Mixed(column),
+        other => other,
+    }
+}
+
+/// The name Postgres gives an unaliased output column that pgcloak may need to find again:
+/// a column's own name, through casts and parentheses; or a function's name.
+fn output_name(expr: &Expr) -> Option<String> {
+    match strip(expr) {
+        Expr::Identifier(ident) => Some(normalize(ident)),
+        Expr::CompoundIdentifier(parts) => parts.last().map(normalize),
+        Expr::Function(function) => name_parts(&function.name).pop(),
+        _ => None,
+    }
+}
+
+/// `name` or `qualifier.name` of a column reference.
+fn reference(expr: &Expr) -> Option<(Option<String>, String)> {
+    match expr {
+        Expr::Identifier(ident) => Some((None, normalize(ident))),
+        Expr::CompoundIdentifier(parts) => {
+            let (column, qualifier) = parts.split_last()?;
+            let qualifier: Vec<String> = qualifier.iter().map(normalize).collect();
+            Some((Some(qualifier.join(".")), normalize(column)))
+        }
         _ => None,
     }
 }

@@ -7,12 +7,12 @@
 
 use sqlparser::ast::{
     AlterColumnOperation, AlterTable, AlterTableOperation, ColumnDef, ColumnOption, CreateIndex,
-    CreateTable, CreateView, DataType, ForeignKeyConstraint, IndexColumn, ObjectName, SelectItem,
-    SelectItemQualifiedWildcardKind, SetExpr, Statement, TableConstraint, TableFactor,
+    CreateTable, CreateView, DataType, ForeignKeyConstraint, IndexColumn, ObjectName, Statement,
+    TableConstraint,
 };
 
 use super::analyzer::{bound, Bound, Result, Walk};
-use super::names::{configured_table, name_parts, normalize, PiiColumn, TableKey};
+use super::names::{configured_table, normalize, PiiColumn, TableKey};
 use super::Refusal;
 use crate::crypto::Mode;
 
@@ -262,64 +262,16 @@ impl Walk<'_> {
     /// PII columns by its table names, so values written through an unnamed view would pass
     /// in clear and searches on it would silently compare plaintext with ciphertext.
     pub(super) fn create_view(&mut self, view: &CreateView) -> Result {
-        self.query(&view.query)?;
+        let outputs = self.query(&view.query)?;
         if configured_table(&view.name, self.policy).is_some() {
             return Ok(());
         }
-        match self.shown_pii(&view.query.body) {
+        match outputs.first_pii().map(|column| &column.id) {
             Some(column) => Err(Refusal::unsupported(format!(
                 "the view {} shows {column}, but is not in the pgcloak policy: searches on it would compare plaintext with ciphertext and values written through it would be stored in clear; add it under `tables` with its PII columns and `same_key_as: <the column each shows>`, then create it",
                 view.name
             ))),
             None => Ok(()),
-        }
-    }
-
-    /// The first PII column a query's result shows, by name or through a wildcard.
-    fn shown_pii(&self, body: &SetExpr) -> Option<String> {
-        match body {
-            SetExpr::Select(select) => select.projection.iter().find_map(|item| match item {
-                SelectItem::UnnamedExpr(expr)
-                | SelectItem::ExprWithAlias { expr, .. }
-                | SelectItem::ExprWithAliases { expr, .. } => {
-                    self.pii(expr).map(|c| c.id.to_string())
-                }
-                SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..) => {
-                    // `alias.*` shows the tables of that alias or name; `*` all of them.
-                    let qualifier = match item {
-                        SelectItem::QualifiedWildcard(
-                            SelectItemQualifiedWildcardKind::ObjectName(name),
-                            _,
-                        ) => name_parts(name).last().cloned(),
-                        _ => None,
-                    };
-                    select
-                        .from
-                        .iter()
-                        .flat_map(|from| {
-                            std::iter::once(&from.relation)
-                                .chain(from.joins.iter().map(|j| &j.relation))
-                        })
-                        .filter_map(|relation| match relation {
-                            TableFactor::Table { name, alias, .. } => {
-                                let called = alias
-                                    .as_ref()
-                                    .map(|a| normalize(&a.name))
-                                    .or_else(|| name_parts(name).last().cloned());
-                                let wanted = qualifier.is_none() || qualifier == called;
-                                configured_table(name, self.policy).filter(|_| wanted)
-                            }
-                            _ => None,
-                        })
-                        .find_map(|table| self.first_pii(&table))
-                        .map(|c| c.id.to_string())
-                }
-            }),
-            SetExpr::Query(query) => self.shown_pii(&query.body),
-            SetExpr::SetOperation { left, right, .. } => {
-                self.shown_pii(left).or_else(|| self.shown_pii(right))
-            }
-            _ => None,
         }
     }
 

@@ -9,6 +9,7 @@ use sqlparser::ast::{
     ObjectNamePart, Statement, TableFactor, Visit, Visitor,
 };
 
+use super::levels::Outputs;
 use crate::crypto::Mode;
 use crate::policy::{ColumnId, Policy};
 
@@ -48,6 +49,8 @@ pub(crate) struct Scope {
     /// Qualifier (table name or alias) → configured tables it may mean.
     qualifiers: BTreeMap<String, BTreeSet<TableKey>>,
     tables: BTreeSet<TableKey>,
+    /// Subqueries and CTEs that show PII columns: name → output column → what it shows.
+    derived: BTreeMap<String, BTreeMap<String, PiiColumn>>,
 }
 
 impl Scope {
@@ -83,6 +86,18 @@ impl Scope {
         self.tables.is_empty()
     }
 
+    /// Records the PII columns a subquery or CTE called `name` shows, as the walk finds them.
+    pub(crate) fn derived(&mut self, name: &str, outputs: &Outputs) {
+        for (column, output) in &outputs.columns {
+            if let (Some(column), Some(pii)) = (column, output.column()) {
+                self.derived
+                    .entry(name.to_owned())
+                    .or_default()
+                    .insert(column.clone(), pii.clone());
+            }
+        }
+    }
+
     /// Adds `table` under `qualifier` (e.g. `excluded` in ON CONFLICT).
     pub(crate) fn alias(&mut self, qualifier: &str, table: TableKey) {
         self.qualifiers
@@ -103,21 +118,40 @@ impl Scope {
     /// The PII column(s) an expression names, if it is a plain column reference.
     /// More than one means the name is ambiguous between configured tables.
     pub(crate) fn resolve(&self, expr: &Expr, policy: &Policy) -> Vec<PiiColumn> {
-        let (tables, column): (Vec<&TableKey>, String) = match expr {
-            Expr::Identifier(ident) => (self.tables.iter().collect(), normalize(ident)),
+        let (tables, column, derived): (Vec<&TableKey>, String, Vec<PiiColumn>) = match expr {
+            Expr::Identifier(ident) => {
+                let column = normalize(ident);
+                let derived = self
+                    .derived
+                    .values()
+                    .filter_map(|shown| shown.get(&column).cloned())
+                    .collect();
+                (self.tables.iter().collect(), column, derived)
+            }
             Expr::CompoundIdentifier(parts) if parts.len() >= 2 => {
                 let Some((column, qualifier)) = parts.split_last() else {
                     return Vec::new();
                 };
-                let qualifier: Vec<String> = qualifier.iter().map(normalize).collect();
-                match self.qualifiers.get(&qualifier.join(".")) {
-                    Some(tables) => (tables.iter().collect(), normalize(column)),
-                    None => return Vec::new(),
+                let qualifier = qualifier
+                    .iter()
+                    .map(normalize)
+                    .collect::<Vec<_>>()
+                    .join(".");
+                let column = normalize(column);
+                let derived = self
+                    .derived
+                    .get(&qualifier)
+                    .and_then(|shown| shown.get(&column).cloned())
+                    .into_iter()
+                    .collect();
+                match self.qualifiers.get(&qualifier) {
+                    Some(tables) => (tables.iter().collect(), column, derived),
+                    None => (Vec::new(), column, derived),
                 }
             }
             _ => return Vec::new(),
         };
-        tables
+        let mut found: Vec<PiiColumn> = tables
             .into_iter()
             .filter_map(|(schema, table)| {
                 let mode = *policy.table(Some(schema), table)?.columns.get(&column)?;
@@ -128,7 +162,9 @@ impl Scope {
                 };
                 Some(PiiColumn { id, mode })
             })
-            .collect()
+            .collect();
+        found.extend(derived);
+        found
     }
 
     /// True when `expr` is a bare name or alias of a configured table used as a value: a

@@ -596,7 +596,8 @@ fn views_and_child_tables_of_pii_tables_must_be_configured() {
         ("CREATE OR REPLACE VIEW v AS SELECT * FROM users WHERE id > 0", "the view v shows public.users."),
         ("CREATE VIEW v AS SELECT email, count(*) FROM users GROUP BY email", "shows public.users.email"),
         ("CREATE VIEW v AS SELECT c.id, u.* FROM billing.cards c JOIN users u ON u.id = c.user_id", "shows public.users."),
-        ("CREATE VIEW v AS SELECT id FROM billing.cards UNION SELECT id FROM users UNION SELECT holder FROM billing.cards", "shows billing.cards.holder"),
+        ("CREATE VIEW v AS SELECT id FROM billing.cards UNION ALL SELECT id FROM users UNION ALL SELECT holder FROM billing.cards", "shows billing.cards.holder"),
+        ("CREATE VIEW v AS SELECT x.e FROM (SELECT email AS e FROM users) x", "shows public.users.email"),
         ("CREATE MATERIALIZED VIEW v AS SELECT id, email FROM users", "shows public.users.email"),
         ("CREATE TABLE users_2024 PARTITION OF users FOR VALUES FROM (1) TO (2)", "users_2024 would be a partition or child of public.users"),
         ("CREATE TABLE old_users () INHERITS (users)", "old_users would be a partition or child of public.users"),
@@ -736,6 +737,90 @@ fn pii_columns_must_be_text() {
         "CREATE TABLE users (id int, email TEXT, first_name varchar, last_name character varying(300), nick citext)",
         "ALTER TABLE users ALTER COLUMN email TYPE varchar(500)",
         "ALTER TABLE users ALTER COLUMN nick TYPE citext",
+    ] {
+        plan(sql);
+    }
+}
+/// A name means what Postgres binds it to: columns of subqueries in FROM, CTEs and
+/// LATERAL items carry their PII column with them (so a search on them is encrypted, or
+/// refused on a randomized column); a bare name inside a subquery over another table is
+/// refused when it may be that table's plain column or an outer PII column; a name
+/// qualified by another table is plain.
+#[test]
+fn names_resolve_through_subqueries_ctes_and_lateral() {
+    for (sql, literals, params) in [
+        ("SELECT x.e FROM (SELECT email AS e FROM users) x WHERE x.e = 'a'", 1, 0),
+        ("SELECT * FROM (SELECT * FROM users) x WHERE x.email = 'a'", 1, 0),
+        ("SELECT * FROM (SELECT id, email FROM users) x(a, b) WHERE b = 'q'", 1, 0),
+        ("WITH x AS (SELECT email FROM users) SELECT * FROM x WHERE email = 'a'", 1, 0),
+        ("WITH x(e) AS (SELECT email FROM users) SELECT * FROM x WHERE e IN ('a', 'b')", 2, 0),
+        ("SELECT * FROM users u, LATERAL (SELECT u.email AS e) l WHERE l.e = 'a'", 1, 0),
+        // SQLAlchemy's subquery shape.
+        ("SELECT anon_1.users_email FROM (SELECT users.email AS users_email FROM users WHERE users.email = $1) AS anon_1 WHERE anon_1.users_email = $2", 0, 2),
+        ("SELECT * FROM users u WHERE u.email = ANY(SELECT email FROM users)", 0, 0),
+        ("SELECT * FROM users WHERE email = (SELECT email FROM users WHERE id = $1)", 0, 0),
+        // Plain columns of other tables, whatever their name.
+        ("SELECT * FROM users WHERE id IN (SELECT user_id FROM orders o WHERE o.email = 'x')", 0, 0),
+        ("SELECT lower(email) FROM orders WHERE id IN (SELECT id FROM users)", 0, 0),
+        ("SELECT * FROM users u JOIN (SELECT user_id, email FROM orders) o ON o.user_id = u.id WHERE o.email = 'x'", 0, 0),
+        ("UPDATE users SET nick = 'x' FROM orders o WHERE o.email = 'y' AND users.id = o.user_id", 0, 0),
+        ("WITH users AS (SELECT 1 AS email) SELECT * FROM users WHERE email = 'a'", 0, 0),
+        ("INSERT INTO users AS u (email) VALUES ('a') ON CONFLICT (email) DO UPDATE SET first_name = 'b' WHERE u.email = 'c'", 3, 0),
+    ] {
+        let plan = plan(sql);
+        assert_eq!((plan.literals.len(), plan.params.len()), (literals, params), "{sql}");
+    }
+    assert_eq!(
+        literals("SELECT x.e FROM (SELECT email AS e FROM users) x WHERE x.e = 'a'"),
+        [lit("'a'", "a", "public.users.email")]
+    );
+    for (sql, message) in [
+        ("SELECT x.e FROM (SELECT first_name AS e FROM users) x WHERE x.e = 'a'", "randomized"),
+        ("WITH x AS (SELECT first_name AS e FROM users) SELECT * FROM x WHERE e = 'a'", "randomized"),
+        ("SELECT e FROM (SELECT email AS e FROM users) x ORDER BY e", "ORDER BY public.users.email"),
+        ("SELECT lower(x.e) FROM (SELECT email AS e FROM users) x", "public.users.email"),
+        ("SELECT * FROM users WHERE id IN (SELECT user_id FROM orders WHERE email = 'x')", "qualify it"),
+        ("SELECT * FROM public.users AS u(a, b, c)", "by position"),
+        ("SELECT * FROM (SELECT * FROM users) x(a, b)", "by position"),
+        ("SELECT x.e FROM (SELECT first_name AS e FROM users UNION ALL SELECT holder FROM billing.cards) x", "mixes values"),
+    ] {
+        let msg = refused(sql);
+        assert!(msg.contains(message), "{sql}: {msg}");
+    }
+}
+
+/// A plain value compared with what a subquery selects from a PII column, set operations
+/// that compare rows, joins on column names and subqueries inside expressions.
+#[test]
+fn comparisons_with_encrypted_subquery_results_and_rows_are_checked() {
+    for sql in [
+        "SELECT id FROM users WHERE nick IN (SELECT email FROM users)",
+        "SELECT id FROM users WHERE nick = (SELECT email FROM users LIMIT 1)",
+        "SELECT id FROM users WHERE nick = ANY(SELECT email FROM users)",
+        "SELECT id FROM users WHERE email IN (SELECT nick FROM users)",
+        "SELECT id FROM users WHERE email IN (SELECT holder FROM billing.cards)",
+        "SELECT email FROM users UNION SELECT nick FROM users",
+        "SELECT email FROM users INTERSECT SELECT 'a'",
+        "SELECT first_name FROM users UNION SELECT first_name FROM users",
+        "SELECT * FROM users UNION SELECT * FROM users",
+        "SELECT * FROM users JOIN contacts USING (email)",
+        "SELECT * FROM users a JOIN users b USING (first_name)",
+        "SELECT * FROM users NATURAL JOIN contacts",
+        "SELECT ARRAY(SELECT email FROM users)",
+        "SELECT coalesce((SELECT email FROM users LIMIT 1), 'none')",
+        "SELECT DISTINCT * FROM users",
+    ] {
+        refused(sql);
+    }
+    for sql in [
+        "SELECT email FROM users UNION SELECT email FROM users",
+        "SELECT email FROM users EXCEPT SELECT email FROM users WHERE id = 1",
+        "SELECT first_name FROM users UNION ALL SELECT holder FROM billing.cards",
+        "SELECT * FROM users a JOIN users b USING (email)",
+        "SELECT (SELECT email FROM users LIMIT 1) AS e",
+        "SELECT CASE WHEN EXISTS (SELECT * FROM users) THEN 1 END",
+        "SELECT * FROM users WHERE nick IN (SELECT nick FROM users)",
+        "WITH RECURSIVE r AS (SELECT email FROM users UNION ALL SELECT email FROM r) SELECT * FROM r",
     ] {
         plan(sql);
     }
