@@ -36,7 +36,10 @@ pub(super) type Result<T = ()> = std::result::Result<T, Refusal>;
 type SpanKey = (u64, u64, u64, u64);
 
 fn span_key(expr: &Expr) -> SpanKey {
-    let span = expr.span();
+    span_of(expr.span())
+}
+
+fn span_of(span: Span) -> SpanKey {
     (
         span.start.line,
         span.start.column,
@@ -98,6 +101,7 @@ pub(super) fn analyze_statements(sql: &str, statements: &[Statement], policy: &P
             scope,
             plan: &mut plan,
             recognised: HashSet::new(),
+            bound_params: HashSet::new(),
             levels: Vec::new(),
             ctes: Vec::new(),
             cleared: RefCell::default(),
@@ -131,6 +135,9 @@ pub(super) struct Walk<'a> {
     /// PII references seen in a place where they work on ciphertext, by their place in
     /// the SQL text (which, unlike a node's address, survives cloning a subquery).
     recognised: HashSet<SpanKey>,
+    /// Occurrences of parameters bound for a PII column: every other occurrence of such a
+    /// parameter would receive its ciphertext where the plaintext was meant.
+    bound_params: HashSet<SpanKey>,
     /// The FROM lists the walk is inside, innermost last.
     levels: Vec<Level>,
     /// The CTEs in reach, innermost last, with their outputs (None inside their own query).
@@ -146,7 +153,7 @@ pub(super) struct Walk<'a> {
 /// What a value bound for a PII column is.
 pub(super) enum Bound<'e> {
     Literal(String, Span),
-    Param(usize),
+    Param(usize, Span),
     Null,
     Default,
     Other(&'e Expr),
@@ -687,7 +694,7 @@ impl<'a> Walk<'a> {
                 (Some(column), array @ Expr::Value(_)) => {
                     self.searchable(&column, "= ANY(...)")?;
                     match bound(array) {
-                        Bound::Param(n) => self.bind_param(n, &column, true)?,
+                        Bound::Param(n, span) => self.bind_param(n, span, &column, true)?,
                         Bound::Literal(value, span) => {
                             self.bind_literal(value, span, &column.id, true)?
                         }
@@ -814,7 +821,7 @@ impl<'a> Walk<'a> {
     fn bind_search_value(&mut self, expr: &Expr, column: &PiiColumn) -> Result {
         match bound(expr) {
             Bound::Literal(value, span) => self.bind_literal(value, span, &column.id, false),
-            Bound::Param(n) => self.bind_param(n, column, false),
+            Bound::Param(n, span) => self.bind_param(n, span, column, false),
             Bound::Null => Ok(()),
             Bound::Default | Bound::Other(_) => Err(Refusal::unsupported(format!(
                 "{} is encrypted by pgcloak and can only be compared with a literal or a bind parameter, not an expression; compute the value in the application and pass it as a parameter",
@@ -931,9 +938,7 @@ impl<'a> Walk<'a> {
             _ => None,
         };
         self.from(&update.table)?;
-        for assignment in &update.assignments {
-            self.assignment(&assignment.target, &assignment.value, target.as_ref())?;
-        }
+        // FROM items are in reach of SET and WHERE alike.
         if let Some(from) = &update.from {
             let tables = match from {
                 sqlparser::ast::UpdateTableFromKind::BeforeSet(tables)
@@ -942,6 +947,9 @@ impl<'a> Walk<'a> {
             for table in tables {
                 self.from(table)?;
             }
+        }
+        for assignment in &update.assignments {
+            self.assignment(&assignment.target, &assignment.value, target.as_ref())?;
         }
         if let Some(selection) = &update.selection {
             self.predicate(selection)?;
@@ -1039,7 +1047,7 @@ impl<'a> Walk<'a> {
     ) -> Result {
         match bound(expr) {
             Bound::Literal(value, span) => self.bind_literal(value, span, &column.id, false),
-            Bound::Param(n) => self.bind_param(n, column, false),
+            Bound::Param(n, span) => self.bind_param(n, span, column, false),
             Bound::Null | Bound::Default => Ok(()),
             Bound::Other(inner) => {
                 let same_column = self.pii(inner).is_some_and(|c| self.same_key(&c, column));
@@ -1179,11 +1187,12 @@ impl<'a> Walk<'a> {
         Ok(())
     }
 
-    fn bind_param(&mut self, n: usize, column: &PiiColumn, array: bool) -> Result {
+    fn bind_param(&mut self, n: usize, span: Span, column: &PiiColumn, array: bool) -> Result {
         let slot = ParamSlot {
             column: column.id.clone(),
             array,
         };
+        self.bound_params.insert(span_of(span));
         match self.plan.params.get(&n) {
             Some(existing) if *existing != slot => Err(Refusal::unsupported(format!(
                 "parameter ${n} is used for {} and elsewhere; pgcloak encrypts a parameter for one column only: pass the value as a separate parameter for each use",
@@ -1305,6 +1314,9 @@ impl<'a> Walk<'a> {
             Some(Found::Column(id)) => Err(Refusal::unsupported(format!(
                 "{id} is encrypted by pgcloak: it can be selected, tested with IS NULL, and (in deterministic mode) compared with = or IN against literals or parameters, grouped and counted; functions, LIKE, ranges, sorting and arithmetic on it cannot work on ciphertext, so do them in the application"
             ))),
+            Some(Found::Param(n, column)) => Err(Refusal::unsupported(format!(
+                "parameter ${n} is used for {column} and elsewhere; pgcloak encrypts a parameter for one column only: pass the value as a separate parameter for each use"
+            ))),
             Some(Found::WholeRow(name)) => Err(Refusal::unsupported(format!(
                 "a whole-row reference to {name} would carry its encrypted columns out as ciphertext; select the columns by name"
             ))),
@@ -1321,12 +1333,24 @@ struct Unrecognised<'w, 'a> {
 enum Found {
     Column(ColumnId),
     WholeRow(String),
+    /// A parameter bound for a PII column, used again where it is not.
+    Param(usize, ColumnId),
 }
 
 impl Visitor for Unrecognised<'_, '_> {
     type Break = ();
 
     fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+        if let Expr::Value(value) = expr {
+            let slot =
+                placeholder(&value.value).and_then(|n| Some((n, self.walk.plan.params.get(&n)?)));
+            if let Some((n, slot)) = slot {
+                if !self.walk.bound_params.contains(&span_of(value.span)) {
+                    self.found = Some(Found::Param(n, slot.column.clone()));
+                    return ControlFlow::Break(());
+                }
+            }
+        }
         // Only the references themselves: a cast or parentheses around one is not one.
         let column = self
             .walk
@@ -1461,7 +1485,7 @@ pub(super) fn bound(expr: &Expr) -> Bound<'_> {
             Value::DollarQuotedString(s) => Bound::Literal(s.value.clone(), v.span),
             Value::Number(n, _) if canonical_number(n) => Bound::Literal(n.to_string(), v.span),
             Value::Placeholder(_) => match placeholder(&v.value) {
-                Some(n) => Bound::Param(n),
+                Some(n) => Bound::Param(n, v.span),
                 None => Bound::Other(inner),
             },
             _ => Bound::Other(inner),

@@ -328,6 +328,28 @@ fn prepare_execute_and_function_bodies_cannot_smuggle_values() {
 #[test]
 fn a_parameter_bound_for_two_columns_is_refused() {
     refused("UPDATE users SET first_name = $1 WHERE email = $1");
+    // Bound for a PII column and used as a plain value: Postgres would get the ciphertext
+    // for both uses.
+    for sql in [
+        "SELECT id FROM users WHERE email = $1 AND nick = $1",
+        "INSERT INTO users (email, nick) VALUES ($1, $1)",
+        "SELECT $1, id FROM users WHERE email = $1",
+        "UPDATE users SET email = $1 WHERE lower(nick) = lower($1)",
+    ] {
+        let msg = refused(sql);
+        assert!(
+            msg.contains("parameter $1 is used for public.users.email and elsewhere"),
+            "{sql}: {msg}"
+        );
+    }
+    // The same column more than once is fine.
+    for sql in [
+        "INSERT INTO users (email) VALUES ($1), ($1)",
+        "SELECT id FROM users WHERE email = $1 OR email IN ($1, $2)",
+        "INSERT INTO users (email) VALUES ($1) ON CONFLICT (email) DO UPDATE SET email = $1",
+    ] {
+        plan(sql);
+    }
 }
 
 #[test]
@@ -764,6 +786,9 @@ fn names_resolve_through_subqueries_ctes_and_lateral() {
         ("SELECT lower(email) FROM orders WHERE id IN (SELECT id FROM users)", 0, 0),
         ("SELECT * FROM users u JOIN (SELECT user_id, email FROM orders) o ON o.user_id = u.id WHERE o.email = 'x'", 0, 0),
         ("UPDATE users SET nick = 'x' FROM orders o WHERE o.email = 'y' AND users.id = o.user_id", 0, 0),
+        // A ciphertext copied within its own column (FROM items are in reach of SET).
+        ("UPDATE users SET email = x.e FROM (SELECT email AS e FROM users WHERE id = 2) x WHERE users.id = 1", 0, 0),
+        ("COPY (SELECT x.e FROM (SELECT email AS e FROM users) x WHERE x.e = 'a') TO STDOUT", 1, 0),
         ("WITH users AS (SELECT 1 AS email) SELECT * FROM users WHERE email = 'a'", 0, 0),
         ("INSERT INTO users AS u (email) VALUES ('a') ON CONFLICT (email) DO UPDATE SET first_name = 'b' WHERE u.email = 'c'", 3, 0),
     ] {
