@@ -47,7 +47,7 @@ fn main() {
              tables:\n  users: {{ email: deterministic, first_name: randomized, last_name: randomized }}\n\
              sidecar:\n  listen: \"127.0.0.1:{port}\"\n  database: postgres\n  user: postgres\n  \
              password_env: BENCH_PG_PASSWORD\n  private_key_file: sidecar.pem\n  parties:\n    \
-             partner-a:\n      public_key_file: partner-a.pub.pem\n      \
+             partner-a:\n      public_key_file: partner-a.pub.pem\n      require_jti: true\n      \
              tables: {{ users: [email, first_name, last_name] }}\n",
             free_port().unwrap(),
             pg.port()
@@ -211,6 +211,12 @@ fn make_bodies(server: &Path, party: &Path, count: usize) -> Vec<String> {
     let server_pub = std::fs::read(server.with_extension("pub.pem")).unwrap();
     let party_key = std::fs::read(party).unwrap();
     let threads = 2;
+    // Every record is single-use (`jti`), valid for the longest the sidecar accepts.
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 300;
     let chunks: Vec<Vec<String>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
@@ -225,6 +231,8 @@ fn make_bodies(server: &Path, party: &Path, count: usize) -> Vec<String> {
                                 "email": format!("user{i}@example.com"),
                                 "first_name": format!("First{i}"),
                                 "last_name": "Lastname",
+                                "jti": format!("bench-{i}"),
+                                "exp": exp,
                             });
                             let jws = jose::sign(
                                 record.to_string().as_bytes(),

@@ -29,7 +29,8 @@ pub enum JweCommand {
         bits: u32,
     },
     /// Read JSON on stdin and print a JWE encrypted to --to; with --sign-with, the JSON is
-    /// first signed as a JWS whose kid is --kid (what /v1/ingest expects).
+    /// first signed as a JWS whose kid is --kid (what /v1/ingest expects), with a random
+    /// `jti`, `iat` and `exp` added to a JSON object so that the record is accepted once.
     Encrypt {
         /// The recipient's public key (PEM).
         #[arg(long)]
@@ -43,6 +44,10 @@ pub enum JweCommand {
         /// Print the flattened JSON serialization (application/jose+json) instead of compact.
         #[arg(long)]
         json: bool,
+        /// Seconds the signed record stays valid (`exp`; the sidecar accepts at most 300);
+        /// 0 adds no claims, and the record can then be posted more than once.
+        #[arg(long, default_value_t = 240)]
+        ttl: i64,
     },
     /// Print a bearer token for GET /v1/records: a JWT with kid = sub = --kid.
     Token {
@@ -84,14 +89,23 @@ pub fn run(command: JweCommand) -> Result<(), String> {
             sign_with,
             kid,
             json,
+            ttl,
         } => {
             let input = read_stdin()?;
-            serde_json::from_slice::<serde_json::Value>(&input)
+            let value = serde_json::from_slice::<serde_json::Value>(&input)
                 .map_err(|e| format!("stdin is not JSON: {e}"))?;
             let encrypter =
                 jose::encrypter(&read(&to)?).map_err(|e| format!("{}: {e}", to.display()))?;
             let (plaintext, nested) = match (sign_with, kid) {
-                (Some(key), Some(kid)) => (sign(&key, &kid, &input)?.into_bytes(), true),
+                (Some(key), Some(kid)) => {
+                    let payload = match value {
+                        serde_json::Value::Object(record) if ttl > 0 => {
+                            with_claims(record, ttl)?.into_bytes()
+                        }
+                        _ => input,
+                    };
+                    (sign(&key, &kid, &payload)?.into_bytes(), true)
+                }
                 _ => (input, false),
             };
             let jwe = jose::encrypt(&plaintext, encrypter.as_ref(), nested, json)
@@ -104,10 +118,7 @@ pub fn run(command: JweCommand) -> Result<(), String> {
             kid,
             ttl,
         } => {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_err(|e| e.to_string())?
-                .as_secs() as i64;
+            let now = now()?;
             let claims = serde_json::json!({ "sub": kid, "iat": now, "exp": now + ttl });
             println!("{}", sign(&sign_with, &kid, claims.to_string().as_bytes())?);
             Ok(())
@@ -125,6 +136,32 @@ pub fn run(command: JweCommand) -> Result<(), String> {
                 .map_err(|e| e.to_string())
         }
     }
+}
+
+fn now() -> Result<i64, String> {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .map_err(|e| e.to_string())
+}
+
+/// The record with a random `jti`, `iat` now and `exp` in `ttl` seconds, where it has none.
+fn with_claims(
+    mut record: serde_json::Map<String, serde_json::Value>,
+    ttl: i64,
+) -> Result<String, String> {
+    let mut jti = [0u8; 16];
+    openssl::rand::rand_bytes(&mut jti).map_err(|e| format!("no random bytes: {e}"))?;
+    let jti: String = jti.iter().map(|b| format!("{b:02x}")).collect();
+    let now = now()?;
+    for (name, value) in [
+        ("jti", serde_json::Value::from(jti)),
+        ("iat", now.into()),
+        ("exp", (now + ttl).into()),
+    ] {
+        record.entry(name).or_insert(value);
+    }
+    serde_json::to_string(&record).map_err(|e| e.to_string())
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, String> {

@@ -661,6 +661,12 @@ async fn command_line_party_ingests_and_fetches() {
     // As `curl --data-binary @file` sends it: with the final newline.
     let answer = post(&s, "users", "application/jose", format!("{compact}\n")).await;
     assert_eq!((answer.status, answer.json()), (201, json!({ "id": 1 })));
+    // The command signs a `jti`: the same body posted again is a replay.
+    let again = post(&s, "users", "application/jose", compact).await;
+    assert_eq!(again.status, 409, "{}", again.body);
+    assert!(again
+        .error()
+        .contains("already sent a record with this `jti`"));
     let flattened = jwe(
         &[&["encrypt", "--json", "--to", "sidecar.pub.pem"][..], &sign].concat(),
         br#"{"email": "cli2@example.com"}"#,
@@ -706,6 +712,127 @@ async fn command_line_party_ingests_and_fetches() {
         jwe(&["decrypt", "--key", "fresh/party.pem"], round.as_bytes()),
         "[1]"
     );
+}
+
+/// A record with a `jti` is stored once: posted again (a replay) it is refused 409 while its
+/// `exp` lasts, unless the first post was not stored. Claims are not columns; claims that do
+/// not hold are refused 401; a party configured with `require_jti` must send them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_with_a_jti_is_stored_once() {
+    let s = SidecarStack::start(KeyKind::Rsa).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let body = |kid: &str, key: &str, record: Value| {
+        to_sidecar(&s, &signed_by(&s, key, kid, record.to_string().as_bytes()))
+    };
+    let record = json!({ "email": "once@example.com", "jti": "rec-1", "iat": now, "exp": now + 120, "sub": "partner-a" });
+    let once = body("partner-a", "partner-a.pem", record);
+    let first = post(&s, "users", "application/jose", once.clone()).await;
+    assert_eq!((first.status, first.json()), (201, json!({ "id": 1 })));
+    let again = post(&s, "users", "application/jose", once).await;
+    assert_eq!(again.status, 409, "{}", again.body);
+    assert!(again
+        .error()
+        .contains("partner-a has already sent a record with this `jti`"));
+    assert_eq!(s.count("users").await, 1);
+    // A record that was not stored is not remembered: posted again it fails the same way.
+    let duplicate = body(
+        "partner-a",
+        "partner-a.pem",
+        json!({ "email": "once@example.com", "jti": "rec-2", "exp": now + 120 }),
+    );
+    for _ in 0..2 {
+        let answer = post(&s, "users", "application/jose", duplicate.clone()).await;
+        assert_eq!(answer.status, 409, "{}", answer.body);
+        assert!(
+            answer.error().contains("same key already exists"),
+            "{}",
+            answer.body
+        );
+    }
+    // Another party's `jti` is its own.
+    let other = body(
+        "partner-b",
+        "partner-b.pem",
+        json!({ "email": "b@example.com", "jti": "rec-1", "exp": now + 120 }),
+    );
+    assert_eq!(
+        post(&s, "users", "application/jose", other).await.status,
+        201
+    );
+    for (what, kid, record, message) in [
+        (
+            "expired",
+            "partner-a",
+            json!({ "email": "x1@example.com", "exp": now - 100 }),
+            "the record has expired",
+        ),
+        (
+            "far ahead",
+            "partner-a",
+            json!({ "email": "x2@example.com", "jti": "r", "exp": now + 3600 }),
+            "more than 300 s ahead",
+        ),
+        (
+            "jti without exp",
+            "partner-a",
+            json!({ "email": "x3@example.com", "jti": "r3" }),
+            "needs an `exp`",
+        ),
+        (
+            "another issuer",
+            "partner-a",
+            json!({ "email": "x4@example.com", "iss": "partner-b" }),
+            "`iss` must be the party id",
+        ),
+        (
+            "audience",
+            "partner-a",
+            json!({ "email": "x5@example.com", "aud": "someone" }),
+            "`aud` is not accepted",
+        ),
+        (
+            "required jti",
+            "partner-d",
+            json!({ "email": "x6@example.com" }),
+            "party partner-d must send `jti` and `exp`",
+        ),
+    ] {
+        let answer = post(
+            &s,
+            "users",
+            "application/jose",
+            body(kid, "partner-a.pem", record),
+        )
+        .await;
+        assert_eq!(answer.status, 401, "{what}: {}", answer.body);
+        assert!(answer.error().contains(message), "{what}: {}", answer.body);
+    }
+    let with_jti = body(
+        "partner-d",
+        "partner-a.pem",
+        json!({ "email": "d@example.com", "jti": "d-1", "exp": now + 60 }),
+    );
+    assert_eq!(
+        post(&s, "users", "application/jose", with_jti).await.status,
+        201
+    );
+    assert_eq!(s.count("users").await, 3);
+
+    let metrics = answer(s.http.get(s.url("/metrics")).send().await.unwrap()).await;
+    for line in [
+        "pgcloak_sidecar_rejections_total{reason=\"replayed\"} 1",
+        "pgcloak_sidecar_rejections_total{reason=\"bad_claims\"} 6",
+        "pgcloak_sidecar_rejections_total{reason=\"conflict\"} 2",
+    ] {
+        assert!(
+            metrics.body.lines().any(|l| l == line),
+            "missing {line} in\n{}",
+            metrics.body
+        );
+    }
 }
 
 /// docs/openapi.yaml is valid YAML and describes exactly the routes the sidecar serves.

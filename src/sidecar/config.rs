@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use super::claims;
 use super::jose::{PartyKeys, ServerKey};
 use crate::config::{Config, ConfigError};
 
@@ -49,6 +50,9 @@ pub struct PartyConfig {
     pub encryption_key_file: Option<PathBuf>,
     /// Table → the only columns this party may write and read.
     pub tables: BTreeMap<String, Vec<String>>,
+    /// Every record must carry `jti` and `exp` claims: each is accepted once.
+    #[serde(default)]
+    pub require_jti: bool,
 }
 
 fn default_pool_size() -> usize {
@@ -94,6 +98,8 @@ pub struct Party {
     pub keys: PartyKeys,
     /// Table → the columns it may write and read.
     pub tables: HashMap<TableName, BTreeSet<String>>,
+    /// Records must carry `jti` and `exp` (see `claims`).
+    pub require_jti: bool,
 }
 
 /// Validated settings the sidecar runs with.
@@ -210,6 +216,12 @@ impl Config {
                             format!("{column:?} is not a column name"),
                         ));
                     }
+                    if claims::is_registered(column) {
+                        return Err(invalid(
+                            &table_key,
+                            format!("{column} is a JWT claim name: in a signed record it is read as a claim, so the sidecar cannot write a column of that name"),
+                        ));
+                    }
                     if !allowed.insert(column.clone()) {
                         return Err(invalid(&table_key, format!("names {column} twice")));
                     }
@@ -222,6 +234,7 @@ impl Config {
                 id: id.clone(),
                 keys,
                 tables,
+                require_jti: party.require_jti,
             };
             parties.insert(id.clone(), party);
         }
@@ -319,6 +332,7 @@ mod tests {
             (format!("  private_key_file: server.pem\n{party}      tables: {{a.b.c: [x]}}\n"), "`sidecar.parties.p.tables.a.b.c`: expected `table` or `schema.table`"),
             (format!("  private_key_file: server.pem\n{party}      tables: {{users: []}}\n"), "`sidecar.parties.p.tables.users`: names no columns"),
             (format!("  private_key_file: server.pem\n{party}      tables: {{users: [a, a]}}\n"), "names a twice"),
+            (format!("  private_key_file: server.pem\n{party}      tables: {{users: [sub]}}\n"), "sub is a JWT claim name"),
             (format!("  private_key_file: server.pem\n{party}      tabels: {{users: [a]}}\n"), "unknown field `tabels`"),
             ("  private_key_file: server.pem\n  listne: x\n".into(), "unknown field `listne`"),
         ];

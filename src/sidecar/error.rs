@@ -35,6 +35,9 @@ pub enum Reason {
     TooLarge,
     Upstream,
     Internal,
+    BadClaims,
+    Replayed,
+    Overloaded,
 }
 
 impl Reason {
@@ -63,6 +66,9 @@ impl Reason {
             Reason::TooLarge => "too_large",
             Reason::Upstream => "upstream",
             Reason::Internal => "internal",
+            Reason::BadClaims => "bad_claims",
+            Reason::Replayed => "replayed",
+            Reason::Overloaded => "overloaded",
         }
     }
 
@@ -81,14 +87,15 @@ impl Reason {
             | Reason::BadSignature
             | Reason::MissingToken
             | Reason::BadToken
-            | Reason::ExpiredToken => StatusCode::UNAUTHORIZED,
+            | Reason::ExpiredToken
+            | Reason::BadClaims => StatusCode::UNAUTHORIZED,
             Reason::TableNotAllowed | Reason::ColumnNotAllowed | Reason::NoEncryptionKey => {
                 StatusCode::FORBIDDEN
             }
             Reason::NotFound | Reason::UnknownTable => StatusCode::NOT_FOUND,
-            Reason::Conflict => StatusCode::CONFLICT,
+            Reason::Conflict | Reason::Replayed => StatusCode::CONFLICT,
             Reason::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Reason::Upstream => StatusCode::SERVICE_UNAVAILABLE,
+            Reason::Upstream | Reason::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Reason::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

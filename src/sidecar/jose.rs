@@ -17,6 +17,7 @@ use openssl::nid::Nid;
 use openssl::pkey::{Id, PKey, Private, Public};
 use serde_json::{Map, Value};
 
+use super::claims::{self, TimeError};
 use super::config::Party;
 use super::error::{ApiError, Reason};
 
@@ -24,10 +25,6 @@ use super::error::{ApiError, Reason};
 pub const ACCEPTED_ENC: [&str; 3] = ["A128GCM", "A256GCM", "A128CBC-HS256"];
 /// Content encryption of responses.
 const RESPONSE_ENC: &str = "A256GCM";
-/// Clock skew tolerated on bearer token times, in seconds.
-pub const CLOCK_SKEW_SECONDS: i64 = 30;
-/// A bearer token may expire at most this far ahead.
-pub const MAX_TOKEN_LIFETIME_SECONDS: i64 = 300;
 
 /// A key problem, for config errors and the CLI.
 #[derive(Debug, thiserror::Error)]
@@ -572,32 +569,17 @@ pub fn verify_bearer<'p>(
             "the bearer token's `sub` must be the party id (its `kid`)".into(),
         ));
     }
-    let time = |name: &str| claims.get(name).and_then(Value::as_f64).map(|t| t as i64);
-    let Some(exp) = time("exp") else {
-        return Err(bad(
+    match claims::check_times(&claims, now) {
+        Ok(Some(_)) => Ok(party),
+        Ok(None) => Err(bad(
             Reason::BadToken,
             "the bearer token has no numeric `exp`".into(),
-        ));
-    };
-    if exp + CLOCK_SKEW_SECONDS <= now {
-        return Err(bad(
-            Reason::ExpiredToken,
-            "the bearer token has expired".into(),
-        ));
-    }
-    if exp > now + MAX_TOKEN_LIFETIME_SECONDS + CLOCK_SKEW_SECONDS {
-        let message = format!("the bearer token's `exp` is more than {MAX_TOKEN_LIFETIME_SECONDS} s ahead; make short-lived tokens");
-        return Err(bad(Reason::BadToken, message));
-    }
-    if let Some(nbf) = time("nbf") {
-        if nbf > now + CLOCK_SKEW_SECONDS {
-            return Err(bad(
-                Reason::BadToken,
-                "the bearer token is not valid yet (`nbf`)".into(),
-            ));
+        )),
+        Err(error @ TimeError::Expired) => {
+            Err(bad(Reason::ExpiredToken, error.message("the bearer token")))
         }
+        Err(error) => Err(bad(Reason::BadToken, error.message("the bearer token"))),
     }
-    Ok(party)
 }
 
 /// Encrypts a response to `party` as a compact JWE (RSA-OAEP-256 or ECDH-ES, A256GCM).

@@ -22,6 +22,7 @@ fn parties(public: &[u8]) -> HashMap<String, Party> {
             super::super::TableName::parse("t").unwrap(),
             BTreeSet::new(),
         )]),
+        require_jti: false,
     };
     HashMap::from([("p".to_owned(), party)])
 }

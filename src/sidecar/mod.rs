@@ -4,10 +4,12 @@
 //! encrypts the PII columns with the proxy's own keyring and inserts the row upstream. A
 //! fetch returns the row decrypted and re-encrypted as a JWE to the party's key.
 //!
-//! Files: `config` (the `sidecar` section), `jose` (JWE/JWS), `record` (columns, PII
+//! Files: `config` (the `sidecar` section), `jose` (JWE/JWS), `claims` (JWT claims in a
+//! record, the replay guard), `record` (columns, PII
 //! encryption, row JSON), `store` (pool, catalog, INSERT/SELECT), `routes` (handlers),
 //! `metrics` (Prometheus text), `error` (statuses and JSON errors).
 
+mod claims;
 mod config;
 mod error;
 pub mod jose;
@@ -53,6 +55,7 @@ impl Sidecar {
             parties: settings.parties,
             metrics: metrics::Metrics::default(),
             jose_slots: tokio::sync::Semaphore::new(jose_slots()),
+            replay: claims::ReplayGuard::default(),
         });
         Ok(Sidecar { listener, state })
     }

@@ -15,6 +15,7 @@ use axum::Router;
 use bytes::Bytes;
 use serde_json::json;
 
+use super::claims;
 use super::config::{Party, TableName};
 use super::error::{ApiError, Reason};
 use super::jose::{self, JweForm, Refused, ServerKey};
@@ -40,6 +41,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Ingests decrypting at once.
     pub jose_slots: tokio::sync::Semaphore,
+    /// Records' `jti`s, each accepted once.
+    pub replay: claims::ReplayGuard,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -195,12 +198,32 @@ async fn ingest(
         }
     };
     let party = ingest.party.as_str();
-    match store_record(&state, party, &table, ingest.record).await {
+    let mut record = ingest.record;
+    let require_jti = state.parties.get(party).is_some_and(|p| p.require_jti);
+    let now = now_seconds();
+    let claims = match claims::take(&mut record, (party, require_jti), now) {
+        Ok(claims) => claims,
+        Err(e) => return refuse(Some(party), e),
+    };
+    // Held while the record is stored, so that a copy posted meanwhile is refused too;
+    // released if it is not stored, so that the party can send it again.
+    let jti = claims.jti.as_deref().zip(claims.exp);
+    if let Some((jti, exp)) = jti {
+        if let Err(e) = state.replay.reserve(party, jti, exp, now) {
+            return refuse(Some(party), e);
+        }
+    }
+    match store_record(&state, party, &table, record).await {
         Ok(id) => {
             tracing::debug!(party, table = %log_table, "sidecar: record stored");
             (StatusCode::CREATED, axum::Json(json!({ "id": id }))).into_response()
         }
-        Err(e) => refuse(Some(party), e),
+        Err(e) => {
+            if let Some((jti, _)) = jti {
+                state.replay.release(party, jti);
+            }
+            refuse(Some(party), e)
+        }
     }
 }
 

@@ -181,7 +181,8 @@ memberships:
 ";
 
 /// partner-a (RSA) writes users and memberships; partner-b (EC P-256) writes orders and
-/// users.email; partner-c (Ed25519 signatures, X25519 for responses) writes orders.
+/// users.email; partner-c (Ed25519 signatures, X25519 for responses) writes orders;
+/// partner-d (partner-a's key) writes users.email and must send `jti` and `exp`.
 const SIDECAR_PARTIES: &str = "
   parties:
     partner-a:
@@ -199,6 +200,11 @@ const SIDECAR_PARTIES: &str = "
       encryption_key_file: partner-c-x25519.pub.pem
       tables:
         orders: [item, qty]
+    partner-d:
+      public_key_file: partner-a.pub.pem
+      require_jti: true
+      tables:
+        users: [email]
 ";
 
 const SIDECAR_PASSWORD_ENV: &str = "PGCLOAK_TEST_SIDECAR_PASSWORD";
