@@ -54,7 +54,7 @@ fn main() {
         ),
     )
     .unwrap();
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_pgcloak"))
+    let serve = Command::new(env!("CARGO_BIN_EXE_pgcloak"))
         .args(["serve", "--config"])
         .arg(&config)
         .env("BENCH_MASTER_KEY", MasterKey::generate().to_base64())
@@ -63,6 +63,7 @@ fn main() {
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
+    let serve = KillOnDrop(serve);
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     let ready = runtime.block_on(async {
@@ -77,25 +78,26 @@ fn main() {
     });
     assert!(ready, "pgcloak serve did not become healthy");
 
-    // Bodies are reused in turn (the table has no unique column), so any run length works.
-    let count = 4000;
+    // Every body carries its own `jti` and is sent once: enough for the warm-up and the run
+    // at well over the measured rate.
+    let count = 60_000;
     eprintln!("making {count} JWE bodies…");
     let bodies = Arc::new(make_bodies(&server, &party, count));
 
     let url = format!("{base}/v1/ingest/users");
     eprintln!("warming up…");
+    let next = AtomicUsize::new(0);
     runtime.block_on(load(
         &http,
         &url,
         &bodies,
-        &AtomicUsize::new(0),
+        &next,
         senders,
         Duration::from_secs(2),
     ));
     let before_rows = row_count(&runtime, &pg);
-    let perf = start_perf(serve.id(), duration);
-    let cpu_before = (process_cpu(serve.id()), postgres_cpu(&pg));
-    let next = AtomicUsize::new(0);
+    let perf = start_perf(serve.0.id(), duration);
+    let cpu_before = (process_cpu(serve.0.id()), postgres_cpu(&pg));
     eprintln!(
         "measuring for {}s with {senders} senders…",
         duration.as_secs()
@@ -103,7 +105,7 @@ fn main() {
     let start = Instant::now();
     let result = runtime.block_on(load(&http, &url, &bodies, &next, senders, duration));
     let elapsed = start.elapsed().as_secs_f64();
-    let cpu_after = (process_cpu(serve.id()), postgres_cpu(&pg));
+    let cpu_after = (process_cpu(serve.0.id()), postgres_cpu(&pg));
     let stored = row_count(&runtime, &pg) - before_rows;
 
     let mut latencies = result.latencies;
@@ -142,12 +144,21 @@ fn main() {
     if let Some(perf) = perf {
         report_perf(perf);
     }
-    let _ = Command::new("kill").arg(serve.id().to_string()).status();
-    let _ = serve.wait();
+    drop(serve);
     drop(pg);
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(result.failures, 0, "some ingests failed");
     assert_eq!(stored as usize, ok, "rows stored differ from 201 answers");
+}
+
+/// `pgcloak serve`, stopped (SIGTERM, then waited for) however the bench ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let _ = self.0.wait();
+    }
 }
 
 struct LoadResult {
@@ -155,7 +166,7 @@ struct LoadResult {
     failures: usize,
 }
 
-/// `senders` tasks post bodies (from `next` on) until `duration` has passed.
+/// `senders` tasks post bodies (from `next` on, each once) until `duration` has passed.
 async fn load(
     http: &reqwest::Client,
     url: &str,
@@ -170,7 +181,12 @@ async fn load(
         let mut failures = 0;
         while Instant::now() < deadline {
             let i = next.fetch_add(1, Ordering::Relaxed);
-            let body = &bodies[i % bodies.len()];
+            let Some(body) = bodies.get(i) else {
+                panic!(
+                    "all {} bodies sent before the time was up; make more",
+                    bodies.len()
+                );
+            };
             let start = Instant::now();
             let response = http
                 .post(url)
