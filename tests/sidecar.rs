@@ -584,7 +584,8 @@ async fn healthz_follows_the_upstream() {
 }
 
 /// An independent JOSE implementation (Python jwcrypto, tests/sidecar/jwcrypto_party.py)
-/// ingests in both serializations, fetches and decrypts; the rows are then checked through
+/// ingests in both serializations and as a JWT with `jti` (once), fetches and decrypts; the
+/// rows are then checked through
 /// the proxy (plaintext) and directly (ciphertext). Skips without tests/clients/setup.sh,
 /// unless PGCLOAK_REQUIRE_CLIENTS=1 (as in CI).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -627,7 +628,12 @@ async fn jwcrypto_party_interoperates() {
             assert!(value.as_deref().unwrap().starts_with("pgc1$"), "{value:?}");
         }
     }
-    assert_eq!(s.count("users").await, 2, "the forged record was stored");
+    // The two records above and partner-d's single-use one (its replay was refused).
+    assert_eq!(
+        s.count("users").await,
+        3,
+        "the forged or replayed record was stored"
+    );
 }
 
 /// The README's walk-through: `pgcloak jwe encrypt` makes the body, `pgcloak jwe token` the

@@ -4,7 +4,8 @@ serializations, fetches them back with its own bearer tokens and decrypts the an
 
 Usage: jwcrypto_party.py SIDECAR_URL KEY_DIR
 KEY_DIR holds sidecar.pub.pem (the sidecar's key) and partner-a.pem (the party's RSA key).
-Prints one JSON line {"ids": [...], "records": [...]} and then "jwcrypto OK".
+Prints one JSON line {"ids": [...], "records": [...]} and then "jwcrypto OK". A third
+record is sent as partner-d (partner-a's key, `require_jti`), once and then as a replay.
 """
 
 import json
@@ -78,6 +79,17 @@ def main():
         answer.deserialize(text, key=party)
         row = json.loads(answer.payload)
         assert row == dict(record, id=record_id), (row, record)
+
+    # A record as a JWT with registered claims (jwcrypto's own), from partner-d, which must
+    # send `jti` and `exp`: stored once, refused as a replay the second time.
+    now = int(time.time())
+    single = jwt.JWT(header={"alg": "RS256", "kid": "partner-d"},
+                     claims={"email": "jw3@example.com", "jti": f"jw-{now}", "iat": now, "exp": now + 120})
+    single.make_signed_token(party)
+    body = encrypt(single.serialize(), server, "RSA-OAEP-256", "A256GCM", True).encode()
+    answers = [request(base + "/v1/ingest/users", "POST", body, {"Content-Type": "application/jose"}) for _ in range(2)]
+    assert answers[0][0] == 201, answers[0]
+    assert answers[1][0] == 409 and "jti" in json.loads(answers[1][2])["error"], answers[1]
 
     # Refusals an independent client must get too.
     intruder = jwk.JWK.generate(kty="RSA", size=2048)
