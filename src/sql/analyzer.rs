@@ -17,7 +17,7 @@ use sqlparser::ast::{
     FunctionArguments, GroupByExpr, InTarget, Insert, JoinConstraint, JoinOperator, ObjectName,
     OnConflictAction, OnInsert, OrderByKind, Query, Select, SelectItem,
     SelectItemQualifiedWildcardKind, SetExpr, SetOperator, SetQuantifier, Statement, TableAlias,
-    TableFactor, TableObject, TableWithJoins, Update, Value, Visit, Visitor,
+    TableFactor, TableObject, TableWithJoins, Update, Value, Visit, Visitor, With,
 };
 use sqlparser::tokenizer::Span;
 
@@ -232,17 +232,7 @@ impl<'a> Walk<'a> {
 
     fn query_in_scope(&mut self, query: &Query) -> Result<Outputs> {
         if let Some(with) = &query.with {
-            for cte in &with.cte_tables {
-                let name = normalize(&cte.alias.name);
-                // Inside its own query (WITH RECURSIVE) its columns are not known yet.
-                self.ctes.push((name.clone(), None));
-                let outputs = self.query(&cte.query)?;
-                let outputs = self.renamed(outputs, Some(&cte.alias))?;
-                self.scope.derived(&name, &outputs);
-                if let Some(last) = self.ctes.last_mut() {
-                    last.1 = Some(outputs);
-                }
-            }
+            self.ctes(with)?;
         }
         let outputs = self.set_expr(&query.body)?;
         if let Some(order_by) = &query.order_by {
@@ -259,6 +249,34 @@ impl<'a> Walk<'a> {
             }
         }
         Ok(outputs)
+    }
+
+    /// Walks the CTEs of a WITH and puts them in reach, each with what its columns carry.
+    fn ctes(&mut self, with: &With) -> Result {
+        for cte in &with.cte_tables {
+            let name = normalize(&cte.alias.name);
+            // Inside its own query (WITH RECURSIVE) its columns are not known yet.
+            self.ctes.push((name.clone(), None));
+            let outputs = self.query(&cte.query)?;
+            let outputs = self.renamed(outputs, Some(&cte.alias))?;
+            self.scope.derived(&name, &outputs);
+            if let Some(last) = self.ctes.last_mut() {
+                last.1 = Some(outputs);
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses a query whose result would be stored (`what`) when it holds a PII column:
+    /// the copy would be ciphertext outside the policy, where searches silently miss.
+    pub(super) fn not_copied(&self, outputs: &Outputs, what: &str) -> Result {
+        match outputs.first_pii() {
+            Some(column) => Err(Refusal::unsupported(format!(
+                "{what} would receive {} as ciphertext, outside the pgcloak policy, where searches would silently compare plaintext with ciphertext; read the rows through pgcloak and write them with VALUES and parameters",
+                column.id
+            ))),
+            None => Ok(()),
+        }
     }
 
     fn set_expr(&mut self, body: &SetExpr) -> Result<Outputs> {
@@ -448,6 +466,10 @@ impl<'a> Walk<'a> {
         }
         if let Some(having) = &select.having {
             self.predicate(having)?;
+        }
+        if let Some(into) = &select.into {
+            let targets: Vec<String> = into.targets.iter().map(Expr::to_string).collect();
+            self.not_copied(&outputs, &format!("SELECT INTO {}", targets.join(", ")))?;
         }
         Ok(outputs)
     }
@@ -864,11 +886,21 @@ impl<'a> Walk<'a> {
             }
             self.scope.alias("excluded", table.clone());
         }
+        let ctes_in_reach = self.ctes.len();
+        let outputs = self.insert_in_scope(insert, target.as_ref(), &pii_targets);
+        self.ctes.truncate(ctes_in_reach);
+        outputs
+    }
+
+    fn insert_in_scope(
+        &mut self,
+        insert: &Insert,
+        target: Option<&TableKey>,
+        pii_targets: &[Option<PiiColumn>],
+    ) -> Result<Outputs> {
         if let Some(source) = &insert.source {
             if let Some(with) = &source.with {
-                for cte in &with.cte_tables {
-                    self.query(&cte.query)?;
-                }
+                self.ctes(with)?;
             }
             match source.body.as_ref() {
                 SetExpr::Values(values) => {
@@ -882,7 +914,7 @@ impl<'a> Walk<'a> {
                     }
                 }
                 _ if pii_targets.iter().flatten().next().is_some()
-                    && self.insert_from_values(source, &pii_targets)? => {}
+                    && self.insert_from_values(source, pii_targets)? => {}
                 body => {
                     if let Some(column) = pii_targets.iter().flatten().next() {
                         return Err(Refusal::unsupported(format!(
@@ -890,7 +922,8 @@ impl<'a> Walk<'a> {
                             column.id
                         )));
                     }
-                    self.set_expr(body)?;
+                    let outputs = self.set_expr(body)?;
+                    self.not_copied(&outputs, &format!("INSERT INTO {}", insert.table))?;
                 }
             }
         }
@@ -904,14 +937,14 @@ impl<'a> Walk<'a> {
                 at: None,
             });
             level.push(self.table_relation(name, alias.as_ref())?);
-            if let Some(table) = &target {
+            if let Some(table) = target {
                 level.push(Relation::Table {
                     names: vec!["excluded".to_owned()],
                     table: table.clone(),
                 });
             }
         }
-        self.in_level(level, |walk| walk.insert_tail(insert, target.as_ref()))
+        self.in_level(level, |walk| walk.insert_tail(insert, target))
     }
 
     fn insert_tail(&mut self, insert: &Insert, target: Option<&TableKey>) -> Result<Outputs> {

@@ -41,7 +41,8 @@ impl Walk<'_> {
                     column.id
                 )));
             }
-            self.query(query)?;
+            let outputs = self.query(query)?;
+            self.not_copied(&outputs, &format!("CREATE TABLE {} AS", create.name))?;
         }
         Ok(())
     }

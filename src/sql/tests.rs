@@ -850,3 +850,27 @@ fn comparisons_with_encrypted_subquery_results_and_rows_are_checked() {
         plan(sql);
     }
 }
+/// A query whose result is stored elsewhere (CREATE TABLE AS, SELECT INTO, INSERT ...
+/// SELECT, also from a CTE) may not carry a PII column: the copy would be ciphertext
+/// outside the policy, where searches silently miss.
+#[test]
+fn pii_is_not_copied_out_of_the_policy_by_sql() {
+    for sql in [
+        "CREATE TABLE t AS SELECT * FROM users",
+        "SELECT * INTO t2 FROM users",
+        "SELECT email INTO TEMP t3 FROM users",
+        "INSERT INTO archive (note) SELECT email FROM users",
+        "INSERT INTO users (nick) SELECT email FROM users",
+        "WITH x AS (DELETE FROM users WHERE id = 1 RETURNING email) INSERT INTO archive (email) SELECT email FROM x",
+    ] {
+        let msg = refused(sql);
+        assert!(msg.contains("would receive public.users.email as ciphertext"), "{sql}: {msg}");
+    }
+    for sql in [
+        "CREATE TABLE t AS SELECT id, nick FROM users WHERE email = 'a'",
+        "INSERT INTO archive (id) SELECT id FROM users WHERE email = $1",
+        "WITH x AS (DELETE FROM users WHERE id = 1 RETURNING id) INSERT INTO archive (id) SELECT id FROM x",
+    ] {
+        plan(sql);
+    }
+}
