@@ -1004,6 +1004,43 @@ async fn searches_through_subqueries_and_ctes_are_encrypted() {
     );
 }
 
+/// INSERT ... SELECT: the insert-if-absent idiom with parameters is encrypted, a row copied
+/// within its own columns stays readable, and nothing reaches Postgres in clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insert_select_encrypts_parameters_and_copies_ciphertext() {
+    let (_stack, client, direct) = stack().await;
+    let insert_absent = "INSERT INTO users (email, first_name) SELECT $1, $2 WHERE NOT EXISTS (SELECT 1 FROM users WHERE email = $1)";
+    for _ in 0..2 {
+        client
+            .execute(insert_absent, &[&"ivy@example.com", &"Ivy"])
+            .await
+            .unwrap();
+    }
+    assert_eq!(count(&client, "SELECT count(*) FROM users").await, 1);
+    assert_ciphertext(stored(&direct, "email", 1).await, "ivy@example.com");
+    assert_ciphertext(stored(&direct, "first_name", 1).await, "Ivy");
+    // A copy of the row within the same columns (its email changed afterwards: UNIQUE).
+    client
+        .batch_execute(
+            "INSERT INTO users (first_name, last_name) SELECT first_name, last_name FROM users WHERE email = 'ivy@example.com'",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rows_of(&client, "SELECT first_name FROM users WHERE id = 2").await,
+        [vec![Some("Ivy".to_owned())]]
+    );
+    assert_eq!(
+        stored(&direct, "first_name", 2).await,
+        stored(&direct, "first_name", 1).await
+    );
+    let err = client
+        .simple_query("INSERT INTO users (email) SELECT nick FROM users")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(&SqlState::FEATURE_NOT_SUPPORTED));
+}
+
 /// The number a `SELECT count(*) ...` without parameters returns.
 async fn count(client: &Client, sql: &str) -> i64 {
     client.query_one(sql, &[]).await.unwrap().get(0)

@@ -916,14 +916,8 @@ impl<'a> Walk<'a> {
                 _ if pii_targets.iter().flatten().next().is_some()
                     && self.insert_from_values(source, pii_targets)? => {}
                 body => {
-                    if let Some(column) = pii_targets.iter().flatten().next() {
-                        return Err(Refusal::unsupported(format!(
-                            "INSERT ... SELECT into {} cannot be encrypted: pgcloak only sees values written as literals or bind parameters; insert the rows with VALUES and parameters from the application",
-                            column.id
-                        )));
-                    }
-                    let outputs = self.set_expr(body)?;
-                    self.not_copied(&outputs, &format!("INSERT INTO {}", insert.table))?;
+                    let into = format!("INSERT INTO {}", insert.table);
+                    self.insert_select(body, pii_targets, &into)?;
                 }
             }
         }
@@ -945,6 +939,68 @@ impl<'a> Walk<'a> {
             }
         }
         self.in_level(level, |walk| walk.insert_tail(insert, target))
+    }
+
+    /// INSERT ... SELECT: a PII target takes a literal or parameter of the select list
+    /// (encrypted as in VALUES: `INSERT ... SELECT $1 WHERE NOT EXISTS (...)`) or the same
+    /// column, or one sharing its key and mode (a ciphertext copied within the policy); a
+    /// plain target may not take a PII column.
+    fn insert_select(
+        &mut self,
+        body: &SetExpr,
+        targets: &[Option<PiiColumn>],
+        into: &str,
+    ) -> Result {
+        let mut bound_here = vec![false; targets.len()];
+        if let SetExpr::Select(select) = body {
+            for (i, (item, target)) in select.projection.iter().zip(targets).enumerate() {
+                let (
+                    SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. },
+                    Some(column),
+                ) = (item, target)
+                else {
+                    continue;
+                };
+                if let Bound::Literal(..) | Bound::Param(..) | Bound::Null = bound(expr) {
+                    self.bind_write_value(expr, column, false)?;
+                    bound_here[i] = true;
+                }
+            }
+        }
+        let outputs = self.set_expr(body)?;
+        let cannot = |column: &PiiColumn| {
+            Refusal::unsupported(format!(
+                "INSERT ... SELECT into {} cannot be encrypted: pgcloak only sees values written as literals or bind parameters, or copied from the same column (or one sharing its key); insert the rows with VALUES and parameters from the application",
+                column.id
+            ))
+        };
+        for (i, target) in targets.iter().enumerate() {
+            let output = outputs.columns.get(i).map(|(_, output)| output);
+            match (target, output) {
+                (Some(_), _) if bound_here[i] => {}
+                (Some(column), Some(Output::Pii(source)))
+                    if outputs.complete
+                        && column.mode == source.mode
+                        && self.same_key(column, source) => {}
+                (Some(column), _) => return Err(cannot(column)),
+                (None, _) => {}
+            }
+        }
+        // Plain targets: no PII column may reach them, wherever it stands.
+        let plain: Vec<(Option<String>, Output)> = outputs
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !outputs.complete || targets.get(*i).is_none_or(Option::is_none))
+            .map(|(_, column)| column.clone())
+            .collect();
+        self.not_copied(
+            &Outputs {
+                columns: plain,
+                complete: outputs.complete,
+            },
+            into,
+        )
     }
 
     fn insert_tail(&mut self, insert: &Insert, target: Option<&TableKey>) -> Result<Outputs> {

@@ -874,3 +874,42 @@ fn pii_is_not_copied_out_of_the_policy_by_sql() {
         plan(sql);
     }
 }
+
+/// INSERT ... SELECT into PII columns: literals and parameters of the select list are
+/// encrypted like VALUES (the insert-if-absent idiom), a column sharing the target's key
+/// and mode is copied as ciphertext; anything else is refused.
+#[test]
+fn insert_select_binds_literals_and_copies_within_a_key() {
+    for (sql, literals, params) in [
+        ("INSERT INTO users (email) SELECT $1 WHERE NOT EXISTS (SELECT 1 FROM users WHERE email = $1)", 0, 1),
+        ("INSERT INTO users (email, nick) SELECT 'x', 'y'", 1, 0),
+        ("INSERT INTO billing.cards (user_id, holder) SELECT id, $2 FROM users WHERE email = $1", 0, 2),
+        ("INSERT INTO users (email, first_name) SELECT email, first_name FROM users WHERE id = $1", 0, 0),
+    ] {
+        let plan = plan(sql);
+        assert_eq!((plan.literals.len(), plan.params.len()), (literals, params), "{sql}");
+    }
+    assert_eq!(
+        params(
+            "INSERT INTO billing.cards (user_id, holder) SELECT id, $2 FROM users WHERE email = $1"
+        ),
+        [
+            (1, "public.users.email".into(), false),
+            (2, "billing.cards.holder".into(), false)
+        ]
+    );
+    for sql in [
+        "INSERT INTO users (email) SELECT nick FROM users",
+        "INSERT INTO users (first_name) SELECT last_name FROM users",
+        "INSERT INTO users (email) SELECT lower($1)",
+        "INSERT INTO users (email) SELECT * FROM users",
+        "WITH x AS (SELECT $1::text AS e) INSERT INTO users (email) SELECT e FROM x",
+        "INSERT INTO users (email) SELECT $1 UNION SELECT $2",
+    ] {
+        let msg = refused(sql);
+        assert!(
+            msg.contains("INSERT ... SELECT into public.users."),
+            "{sql}: {msg}"
+        );
+    }
+}
