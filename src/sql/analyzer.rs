@@ -521,16 +521,38 @@ impl<'a> Walk<'a> {
                 table_with_joins,
                 alias,
             } => {
+                let before = self.levels.last().map_or(0, Vec::len);
                 self.from(table_with_joins)?;
-                match alias {
-                    Some(alias) => Relation::Opaque {
-                        names: vec![normalize(&alias.name)],
-                    },
-                    None => return Ok(()),
+                let Some(alias) = alias else {
+                    return Ok(());
+                };
+                // `(a JOIN b) AS j`: a and b are hidden; j shows their columns.
+                let joined = self
+                    .levels
+                    .last_mut()
+                    .map(|level| level.split_off(before.min(level.len())))
+                    .unwrap_or_default();
+                let mut outputs = Outputs {
+                    columns: Vec::new(),
+                    complete: true,
+                };
+                for relation in &joined {
+                    let shown = relation.expand(self.policy);
+                    outputs.complete &= shown.complete;
+                    outputs.columns.extend(shown.columns);
+                }
+                let outputs = self.renamed(outputs, Some(alias))?;
+                let name = normalize(&alias.name);
+                self.scope.derived(&name, &outputs);
+                Relation::Derived {
+                    name: Some(name),
+                    outputs,
                 }
             }
             // Table functions, UNNEST, ...: their arguments are checked by the final pass.
-            _ => Relation::Other { names: Vec::new() },
+            _ => Relation::Other {
+                names: table_alias(factor).into_iter().collect(),
+            },
         };
         if let Some(level) = self.levels.last_mut() {
             level.push(relation);
@@ -1593,6 +1615,16 @@ fn different_keys(a: &PiiColumn, b: &PiiColumn) -> Refusal {
         "comparing {} with {} cannot work: pgcloak encrypts each column with its own key, so equal values have different ciphertexts; give one `same_key_as: <the other>` in the pgcloak policy, or compare in the application",
         a.id, b.id
     ))
+}
+
+/// The alias name of a table function, UNNEST, ... in FROM.
+fn table_alias(factor: &TableFactor) -> Option<String> {
+    match factor {
+        TableFactor::Function { alias, .. }
+        | TableFactor::UNNEST { alias, .. }
+        | TableFactor::TableFunction { alias, .. } => alias.as_ref().map(|a| normalize(&a.name)),
+        _ => None,
+    }
 }
 
 /// A UNION ALL column holding a PII column's values among others.

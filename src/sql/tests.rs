@@ -791,6 +791,9 @@ fn names_resolve_through_subqueries_ctes_and_lateral() {
         ("COPY (SELECT x.e FROM (SELECT email AS e FROM users) x WHERE x.e = 'a') TO STDOUT", 1, 0),
         ("WITH users AS (SELECT 1 AS email) SELECT * FROM users WHERE email = 'a'", 0, 0),
         ("INSERT INTO users AS u (email) VALUES ('a') ON CONFLICT (email) DO UPDATE SET first_name = 'b' WHERE u.email = 'c'", 3, 0),
+        // A join under an alias shows its tables' columns; a function's columns are plain.
+        ("SELECT j.email FROM (users u JOIN billing.cards c ON c.user_id = u.id) AS j WHERE j.email = 'a'", 1, 0),
+        ("SELECT x.email FROM unnest(ARRAY['a']) AS x(email), users WHERE x.email = 'b'", 0, 0),
     ] {
         let plan = plan(sql);
         assert_eq!((plan.literals.len(), plan.params.len()), (literals, params), "{sql}");
@@ -807,6 +810,8 @@ fn names_resolve_through_subqueries_ctes_and_lateral() {
         ("SELECT * FROM users WHERE id IN (SELECT user_id FROM orders WHERE email = 'x')", "qualify it"),
         ("SELECT * FROM public.users AS u(a, b, c)", "by position"),
         ("SELECT * FROM (SELECT * FROM users) x(a, b)", "by position"),
+        ("SELECT * FROM (users u JOIN billing.cards c ON c.user_id = u.id) AS j(a, b)", "by position"),
+        ("SELECT 1 FROM (users u JOIN billing.cards c ON c.user_id = u.id) AS j WHERE j.holder = 'a'", "randomized"),
         ("SELECT x.e FROM (SELECT first_name AS e FROM users UNION ALL SELECT holder FROM billing.cards) x", "mixes values"),
     ] {
         let msg = refused(sql);
