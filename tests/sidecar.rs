@@ -743,6 +743,20 @@ async fn a_record_with_a_jti_is_stored_once() {
         .error()
         .contains("partner-a has already sent a record with this `jti`"));
     assert_eq!(s.count("users").await, 1);
+    // The same record posted 8 times at once: stored once.
+    let burst = body(
+        "partner-a",
+        "partner-a.pem",
+        json!({ "email": "burst@example.com", "jti": "rec-burst", "exp": now + 120 }),
+    );
+    let answers = futures::future::join_all(
+        (0..8).map(|_| post(&s, "users", "application/jose", burst.clone())),
+    )
+    .await;
+    let mut statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
+    statuses.sort();
+    assert_eq!(statuses, [201, 409, 409, 409, 409, 409, 409, 409]);
+    assert_eq!(s.count("users").await, 2);
     // A record that was not stored is not remembered: posted again it fails the same way.
     let duplicate = body(
         "partner-a",
@@ -825,11 +839,11 @@ async fn a_record_with_a_jti_is_stored_once() {
         post(&s, "users", "application/jose", with_jti).await.status,
         201
     );
-    assert_eq!(s.count("users").await, 3);
+    assert_eq!(s.count("users").await, 4);
 
     let metrics = answer(s.http.get(s.url("/metrics")).send().await.unwrap()).await;
     for line in [
-        "pgcloak_sidecar_rejections_total{reason=\"replayed\"} 1",
+        "pgcloak_sidecar_rejections_total{reason=\"replayed\"} 8",
         "pgcloak_sidecar_rejections_total{reason=\"bad_claims\"} 6",
         "pgcloak_sidecar_rejections_total{reason=\"conflict\"} 2",
     ] {
