@@ -238,7 +238,10 @@ impl<'a> Walk<'a> {
         if let Some(order_by) = &query.order_by {
             if let OrderByKind::Expressions(exprs) = &order_by.kind {
                 for item in exprs {
-                    if let Some(column) = self.pii(&item.expr) {
+                    // An output column by name or position, else an input column.
+                    by_unknown_position(&outputs, &item.expr, "ORDER BY")?;
+                    let column = output_pii(&outputs, &item.expr).or_else(|| self.pii(&item.expr));
+                    if let Some(column) = column {
                         return Err(Refusal::unsupported(format!(
                             "ORDER BY {} cannot work: the column is encrypted by pgcloak and ciphertext order is meaningless; sort the rows in the application",
                             column.id
@@ -458,6 +461,10 @@ impl<'a> Walk<'a> {
         }
         if let GroupByExpr::Expressions(exprs, _) = &select.group_by {
             for expr in exprs {
+                by_unknown_position(&outputs, expr, "GROUP BY")?;
+                if let Some(column) = output_pii(&outputs, expr) {
+                    self.searchable(&column, "GROUP BY")?;
+                }
                 self.require_deterministic(expr, "GROUP BY")?;
                 if !self.recognise(expr) {
                     self.other(expr)?;
@@ -1615,6 +1622,48 @@ fn different_keys(a: &PiiColumn, b: &PiiColumn) -> Refusal {
         "comparing {} with {} cannot work: pgcloak encrypts each column with its own key, so equal values have different ciphertexts; give one `same_key_as: <the other>` in the pgcloak policy, or compare in the application",
         a.id, b.id
     ))
+}
+
+/// The PII column an ORDER BY or GROUP BY item names as an output column: by its name
+/// (`ORDER BY e` after `email AS e`) or position (`ORDER BY 1`).
+fn output_pii(outputs: &Outputs, expr: &Expr) -> Option<PiiColumn> {
+    match expr {
+        Expr::Identifier(ident) => {
+            let name = normalize(ident);
+            outputs
+                .columns
+                .iter()
+                .find(|(n, _)| n.as_deref() == Some(name.as_str()))
+                .and_then(|(_, output)| output.column().cloned())
+        }
+        Expr::Value(value) => {
+            let Value::Number(n, _) = &value.value else {
+                return None;
+            };
+            // After a `*`, positions are not known: see `by_unknown_position`.
+            let position: usize = n.parse().ok().filter(|_| outputs.complete)?;
+            outputs
+                .columns
+                .get(position.checked_sub(1)?)?
+                .1
+                .column()
+                .cloned()
+        }
+        _ => None,
+    }
+}
+
+/// `ORDER BY 2` / `GROUP BY 2` after a `*` that shows PII columns: which column that is,
+/// pgcloak cannot tell.
+fn by_unknown_position(outputs: &Outputs, expr: &Expr, clause: &str) -> Result {
+    let positional = matches!(expr, Expr::Value(v) if matches!(v.value, Value::Number(..)));
+    match (positional && !outputs.complete, outputs.first_pii()) {
+        (true, Some(column)) => Err(Refusal::unsupported(format!(
+            "{clause} {expr} comes after a * that includes {} (encrypted by pgcloak) at a position pgcloak does not know; name the column instead",
+            column.id
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// The alias name of a table function, UNNEST, ... in FROM.

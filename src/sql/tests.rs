@@ -780,6 +780,8 @@ fn names_resolve_through_subqueries_ctes_and_lateral() {
         // SQLAlchemy's subquery shape.
         ("SELECT anon_1.users_email FROM (SELECT users.email AS users_email FROM users WHERE users.email = $1) AS anon_1 WHERE anon_1.users_email = $2", 0, 2),
         ("SELECT * FROM users u WHERE u.email = ANY(SELECT email FROM users)", 0, 0),
+        ("SELECT email AS e, count(*) FROM users GROUP BY e ORDER BY 2", 0, 0),
+        ("SELECT id, email FROM users ORDER BY 1", 0, 0),
         ("SELECT * FROM users WHERE email = (SELECT email FROM users WHERE id = $1)", 0, 0),
         // Plain columns of other tables, whatever their name.
         ("SELECT * FROM users WHERE id IN (SELECT user_id FROM orders o WHERE o.email = 'x')", 0, 0),
@@ -806,6 +808,13 @@ fn names_resolve_through_subqueries_ctes_and_lateral() {
         ("SELECT x.e FROM (SELECT first_name AS e FROM users) x WHERE x.e = 'a'", "randomized"),
         ("WITH x AS (SELECT first_name AS e FROM users) SELECT * FROM x WHERE e = 'a'", "randomized"),
         ("SELECT e FROM (SELECT email AS e FROM users) x ORDER BY e", "ORDER BY public.users.email"),
+        // Output columns by alias or position.
+        ("SELECT email AS e FROM users ORDER BY e", "ORDER BY public.users.email"),
+        ("SELECT id, email FROM users ORDER BY 2", "ORDER BY public.users.email"),
+        ("SELECT * FROM users ORDER BY 1", "at a position pgcloak does not know; name the column"),
+        ("SELECT email FROM users UNION ALL SELECT email FROM users ORDER BY 1", "ORDER BY public.users.email"),
+        ("SELECT first_name AS f, count(*) FROM users GROUP BY f", "GROUP BY on public.users.first_name"),
+        ("SELECT first_name, count(*) FROM users GROUP BY 1", "GROUP BY on public.users.first_name"),
         ("SELECT lower(x.e) FROM (SELECT email AS e FROM users) x", "public.users.email"),
         ("SELECT * FROM users WHERE id IN (SELECT user_id FROM orders WHERE email = 'x')", "qualify it"),
         ("SELECT * FROM public.users AS u(a, b, c)", "by position"),
