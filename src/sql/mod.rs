@@ -11,6 +11,7 @@ mod insert_values;
 mod levels;
 mod maintenance;
 mod names;
+mod queries;
 mod splice;
 #[cfg(test)]
 mod tests;
