@@ -24,7 +24,7 @@ impl Walk<'_> {
         outputs
     }
 
-    pub(super) fn query_in_scope(&mut self, query: &Query) -> Result<Outputs> {
+    fn query_in_scope(&mut self, query: &Query) -> Result<Outputs> {
         if let Some(with) = &query.with {
             self.ctes(with)?;
         }
@@ -118,7 +118,7 @@ impl Walk<'_> {
 
     /// UNION, INTERSECT and EXCEPT compare whole rows (all but UNION ALL): a PII column
     /// must meet the same deterministic column, or one sharing its key, in every branch.
-    pub(super) fn set_operation(
+    fn set_operation(
         &self,
         op: &SetOperator,
         quantifier: &SetQuantifier,
@@ -179,7 +179,7 @@ impl Walk<'_> {
         })
     }
 
-    pub(super) fn select(&mut self, select: &Select) -> Result<Outputs> {
+    fn select(&mut self, select: &Select) -> Result<Outputs> {
         self.in_level(Level::new(), |walk| walk.select_in_scope(select))
     }
 
@@ -195,7 +195,7 @@ impl Walk<'_> {
         outcome
     }
 
-    pub(super) fn select_in_scope(&mut self, select: &Select) -> Result<Outputs> {
+    fn select_in_scope(&mut self, select: &Select) -> Result<Outputs> {
         for from in &select.from {
             self.from(from)?;
         }
@@ -293,7 +293,7 @@ impl Walk<'_> {
         Ok(())
     }
 
-    pub(super) fn table_factor(&mut self, factor: &TableFactor) -> Result {
+    fn table_factor(&mut self, factor: &TableFactor) -> Result {
         let relation = match factor {
             TableFactor::Table { name, alias, .. } => self.table_relation(name, alias.as_ref())?,
             TableFactor::Derived {
@@ -415,7 +415,7 @@ impl Walk<'_> {
 
     /// `JOIN ... USING (col)` compares the two sides' `col`: both plain, or both the same
     /// deterministic column (or columns sharing a key).
-    pub(super) fn join_using(&self, names: &[ObjectName], left: usize) -> Result {
+    fn join_using(&self, names: &[ObjectName], left: usize) -> Result {
         let level = self.levels.last().map(Vec::as_slice).unwrap_or_default();
         let (left, right) = level.split_at(left.min(level.len()));
         for name in names {
@@ -443,7 +443,7 @@ impl Walk<'_> {
     }
 
     /// NATURAL JOIN joins on whichever columns share a name, which pgcloak cannot see.
-    pub(super) fn natural_join(&self) -> Result {
+    fn natural_join(&self) -> Result {
         let level = self.levels.last().map(Vec::as_slice).unwrap_or_default();
         match level
             .iter()
