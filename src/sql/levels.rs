@@ -174,6 +174,20 @@ impl Relation {
     }
 }
 
+/// What a `*` over `relations` shows: their columns, in order.
+pub(crate) fn expand_all(relations: &[Relation], policy: &Policy) -> Outputs {
+    let mut shown = Outputs {
+        columns: Vec::new(),
+        complete: true,
+    };
+    for relation in relations {
+        let expanded = relation.expand(policy);
+        shown.complete &= expanded.complete;
+        shown.columns.extend(expanded.columns);
+    }
+    shown
+}
+
 pub(crate) fn table_column(table: &TableKey, column: &str, policy: &Policy) -> Option<PiiColumn> {
     let mode = *policy
         .table(Some(&table.0), &table.1)?

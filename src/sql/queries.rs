@@ -222,16 +222,7 @@ impl Walk<'_> {
                 }
                 SelectItem::Wildcard(_) => {
                     let level = self.levels.last().map(Vec::as_slice).unwrap_or_default();
-                    let mut shown = Outputs {
-                        columns: Vec::new(),
-                        complete: true,
-                    };
-                    for relation in level {
-                        let expanded = relation.expand(self.policy);
-                        shown.complete &= expanded.complete;
-                        shown.columns.extend(expanded.columns);
-                    }
-                    shown
+                    levels::expand_all(level, self.policy)
                 }
                 SelectItem::QualifiedWildcard(
                     SelectItemQualifiedWildcardKind::ObjectName(name),
@@ -333,15 +324,7 @@ impl Walk<'_> {
                     .last_mut()
                     .map(|level| level.split_off(before.min(level.len())))
                     .unwrap_or_default();
-                let mut outputs = Outputs {
-                    columns: Vec::new(),
-                    complete: true,
-                };
-                for relation in &joined {
-                    let shown = relation.expand(self.policy);
-                    outputs.complete &= shown.complete;
-                    outputs.columns.extend(shown.columns);
-                }
+                let outputs = levels::expand_all(&joined, self.policy);
                 let outputs = self.renamed(outputs, Some(alias))?;
                 let name = normalize(&alias.name);
                 self.scope.derived(&name, &outputs);
@@ -445,10 +428,7 @@ impl Walk<'_> {
     /// NATURAL JOIN joins on whichever columns share a name, which pgcloak cannot see.
     fn natural_join(&self) -> Result {
         let level = self.levels.last().map(Vec::as_slice).unwrap_or_default();
-        match level
-            .iter()
-            .find_map(|relation| relation.expand(self.policy).first_pii().cloned())
-        {
+        match levels::expand_all(level, self.policy).first_pii() {
             Some(column) => Err(Refusal::unsupported(format!(
                 "NATURAL JOIN joins on every column name the two sides share, and {} is encrypted by pgcloak; name the join columns with JOIN ... ON or USING",
                 column.id
