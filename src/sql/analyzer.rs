@@ -299,7 +299,7 @@ impl<'a> Walk<'a> {
                 left,
                 compare_op: BinaryOperator::NotEq,
                 right,
-            } if matches!(strip(right), Expr::Subquery(_)) => match strip(right) {
+            } => match strip(right) {
                 Expr::Subquery(subquery) => {
                     self.compare_with_query(left, subquery, "<> ALL(SELECT ...)")
                 }
@@ -626,10 +626,7 @@ impl<'a> Walk<'a> {
         for item in items.unwrap_or_default() {
             match item {
                 SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } => {
-                    let name = match item {
-                        SelectItem::ExprWithAlias { alias, .. } => Some(normalize(alias)),
-                        _ => output_name(expr),
-                    };
+                    let name = output_name(item, expr);
                     let output = self.projection(expr)?;
                     outputs.columns.push((name, output));
                 }
@@ -839,10 +836,7 @@ impl<'a> Walk<'a> {
         };
         self.bound_params.insert(span_of(span));
         match self.plan.params.get(&n) {
-            Some(existing) if *existing != slot => Err(Refusal::unsupported(format!(
-                "parameter ${n} is used for {} and elsewhere; pgcloak encrypts a parameter for one column only: pass the value as a separate parameter for each use",
-                column.id
-            ))),
+            Some(existing) if *existing != slot => Err(param_reused(n, &column.id)),
             _ => {
                 self.plan.params.insert(n, slot);
                 Ok(())
@@ -959,9 +953,7 @@ impl<'a> Walk<'a> {
             Some(Found::Column(id)) => Err(Refusal::unsupported(format!(
                 "{id} is encrypted by pgcloak: it can be selected, tested with IS NULL, and (in deterministic mode) compared with = or IN against literals or parameters, grouped and counted; functions, LIKE, ranges, sorting and arithmetic on it cannot work on ciphertext, so do them in the application"
             ))),
-            Some(Found::Param(n, column)) => Err(Refusal::unsupported(format!(
-                "parameter ${n} is used for {column} and elsewhere; pgcloak encrypts a parameter for one column only: pass the value as a separate parameter for each use"
-            ))),
+            Some(Found::Param(n, column)) => Err(param_reused(n, &column)),
             Some(Found::WholeRow(name)) => Err(Refusal::unsupported(format!(
                 "a whole-row reference to {name} would carry its encrypted columns out as ciphertext; select the columns by name"
             ))),
@@ -1142,6 +1134,14 @@ pub(super) fn bound(expr: &Expr) -> Bound<'_> {
         }
         _ => Bound::Other(inner),
     }
+}
+
+/// Parameter `$n`, bound for `column`, is used again elsewhere: Postgres would get the one
+/// value pgcloak sends, its ciphertext, for every use.
+fn param_reused(n: usize, column: &ColumnId) -> Refusal {
+    Refusal::unsupported(format!(
+        "parameter ${n} is used for {column} and elsewhere; pgcloak encrypts a parameter for one column only: pass the value as a separate parameter for each use"
+    ))
 }
 
 fn different_keys(a: &PiiColumn, b: &PiiColumn) -> Refusal {

@@ -212,10 +212,7 @@ impl Walk<'_> {
                     if distinct {
                         self.require_deterministic(expr, "SELECT DISTINCT")?;
                     }
-                    let name = match item {
-                        SelectItem::ExprWithAlias { alias, .. } => Some(normalize(alias)),
-                        _ => output_name(expr),
-                    };
+                    let name = output_name(item, expr);
                     let output = self.projection(expr)?;
                     outputs.columns.push((name, output));
                     continue;
@@ -531,9 +528,13 @@ fn mixed(output: Output) -> Output {
     }
 }
 
-/// The name Postgres gives an unaliased output column that pgcloak may need to find again:
-/// a column's own name, through casts and parentheses; or a function's name.
-pub(super) fn output_name(expr: &Expr) -> Option<String> {
+/// The name of a select-list item's output column that pgcloak may need to find again: its
+/// alias; else, as Postgres names it, a column's own name through casts and parentheses, or
+/// a function's name.
+pub(super) fn output_name(item: &SelectItem, expr: &Expr) -> Option<String> {
+    if let SelectItem::ExprWithAlias { alias, .. } = item {
+        return Some(normalize(alias));
+    }
     match strip(expr) {
         Expr::Identifier(ident) => Some(normalize(ident)),
         Expr::CompoundIdentifier(parts) => parts.last().map(normalize),
