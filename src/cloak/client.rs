@@ -1,17 +1,18 @@
 //! Client → server: encrypt the literals and bind parameters bound for PII columns, swap
 //! refused statements for a marker, and encrypt PII fields of COPY FROM STDIN data.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 
-use super::{lock, Cloak, Expect, SessionState};
+use super::tracker::AmbiguousStatement;
+use super::{lock, Cloak, SessionState};
 use crate::crypto::{is_envelope, CryptoError};
 use crate::policy::ColumnId;
 use crate::protocol::filter::{Filter, FilterError};
 use crate::protocol::frame::Header;
 use crate::protocol::messages::{Bind, MessageError, Parse, Query};
+use crate::protocol::tags::Frontend;
 use crate::sql::{splice, Analysis, Refusal, StatementPlan};
 
 /// Parameter type OIDs a PII parameter may be declared with: unspecified, text, varchar,
@@ -25,44 +26,29 @@ pub struct ClientCloak {
     state: Arc<Mutex<SessionState>>,
     /// Mirrors `state.copy_in.is_some()` so that `holds` needs no lock.
     copying: bool,
-    /// Whether the server had answered everything when the frame being handled arrived.
-    idle_before_frame: bool,
-    /// The catalog query is on its way: its answer is pgcloak's, not the client's.
-    catalog_in_flight: Arc<AtomicBool>,
+    /// A COPY FROM STDIN row could not be encrypted: pgcloak sent CopyFail in its place and
+    /// drops the client's remaining COPY data (plaintext) until its CopyDone or CopyFail.
+    copy_failed: bool,
 }
 
-/// Reading the catalog is retried at most this often per session (e.g. while a failed
-/// transaction makes every query fail).
-const CATALOG_ATTEMPTS: u32 = 3;
-
 impl ClientCloak {
-    pub(super) fn new(
-        cloak: Arc<Cloak>,
-        state: Arc<Mutex<SessionState>>,
-        catalog_in_flight: Arc<AtomicBool>,
-    ) -> ClientCloak {
+    pub(super) fn new(cloak: Arc<Cloak>, state: Arc<Mutex<SessionState>>) -> ClientCloak {
         ClientCloak {
             cloak,
             state,
             copying: false,
-            idle_before_frame: false,
-            catalog_in_flight,
+            copy_failed: false,
         }
     }
 
-    /// Prepends the catalog query to `frame` when the column map is missing and the server
-    /// has answered everything, so the catalog's answer comes next and nothing else.
-    fn with_catalog(&self, frame: Bytes) -> Bytes {
-        let mut state = lock(&self.state);
-        let wanted = state.columns.is_none()
-            && !self.catalog_in_flight.load(Ordering::Acquire)
-            && state.catalog_attempts < CATALOG_ATTEMPTS;
-        if !(wanted && self.idle_before_frame) {
+    /// Prepends the catalog query to the frame of a statement that touches a PII table when
+    /// the column map is unknown (first PII statement, or DDL since) and the server will run
+    /// a Query here on its own; its answer comes before this statement's and is pgcloak's.
+    fn with_catalog(&self, state: &mut SessionState, frame: Bytes) -> Bytes {
+        if !state.tracker.wants_catalog() {
             return frame;
         }
-        self.catalog_in_flight.store(true, Ordering::Release);
-        state.catalog_attempts += 1;
-        state.pending += 1;
+        state.tracker.sent_catalog();
         let query = super::catalog::query_frame(self.cloak.cache.policy());
         let mut out = BytesMut::with_capacity(query.len() + frame.len());
         out.extend_from_slice(&query);
@@ -70,26 +56,55 @@ impl ClientCloak {
         out.freeze()
     }
 
+    /// The analysis of a statement's text, or the refusal to send instead of it.
+    fn analyse(
+        &self,
+        raw_sql: &[u8],
+        sql: impl FnOnce() -> Result<String, MessageError>,
+    ) -> Result<Outcome, FilterError> {
+        match self.check_text(raw_sql) {
+            TextCheck::PassOn => Ok(Outcome::Plain),
+            TextCheck::Refuse(refusal) => Ok(Outcome::Refused(refusal)),
+            TextCheck::Analyse => {
+                let sql = sql().map_err(FilterError::MalformedClient)?;
+                Ok(match self.cloak.cache.analyze(&sql) {
+                    Analysis::Plain => Outcome::Plain,
+                    Analysis::Refused(refusal) => Outcome::Refused(refusal),
+                    Analysis::Plan(plan) => Outcome::Plan(sql, plan),
+                })
+            }
+        }
+    }
+
     fn query(&mut self, body: &[u8], frame: Bytes) -> Result<Bytes, FilterError> {
         let raw_sql = body.split(|&b| b == 0).next().unwrap_or_default();
         self.end_copy();
-        let outcome = match self.check_text(raw_sql) {
-            TextCheck::PassOn => return Ok(frame),
-            TextCheck::Refuse(refusal) => Err(refusal),
-            TextCheck::Analyse => {
-                let query = Query::decode(body).map_err(malformed)?;
-                match self.cloak.cache.analyze(&query.sql) {
-                    Analysis::Plain => return Ok(frame),
-                    Analysis::Refused(refusal) => Err(refusal),
-                    Analysis::Plan(plan) => self
-                        .check_executes(&plan)
-                        .and_then(|()| self.encrypt_literals(&query.sql, &plan))
-                        .inspect(|_| self.note_plan(&plan)),
-                }
+        let outcome = self.analyse(raw_sql, || Query::decode(body).map(|q| q.sql))?;
+        let shared = Arc::clone(&self.state);
+        let mut state = lock(&shared);
+        let out = match outcome {
+            Outcome::Plain => frame,
+            Outcome::Refused(refusal) => {
+                let sql = state.refuse(refusal);
+                encode(|out| Query { sql }.encode(out))
+            }
+            Outcome::Plan(sql, plan) => {
+                let checked = self
+                    .check_session(&state, &sql, &plan)
+                    .and_then(|()| self.encrypt_literals(&sql, &plan));
+                let sql = match checked {
+                    Ok(sql) => {
+                        self.note_plan(&mut state, &plan);
+                        sql
+                    }
+                    Err(refusal) => state.refuse(refusal),
+                };
+                let frame = encode(|out| Query { sql }.encode(out));
+                self.with_catalog(&mut state, frame)
             }
         };
-        let sql = outcome.unwrap_or_else(|refusal| lock(&self.state).refuse(refusal));
-        Ok(encode(|out| Query { sql }.encode(out)))
+        state.tracker.sent_query();
+        Ok(out)
     }
 
     fn parse(&mut self, body: &[u8], frame: Bytes) -> Result<Bytes, FilterError> {
@@ -97,67 +112,72 @@ impl ClientCloak {
         let (raw_name, raw_sql) = (fields.next(), fields.next().unwrap_or_default());
         let name = String::from_utf8_lossy(raw_name.unwrap_or_default()).into_owned();
         self.end_copy();
-        {
-            // Whatever this Parse holds replaces what the name meant before.
-            let mut state = lock(&self.state);
-            state.statements.remove(&name);
-            state.statement_columns.remove(&name);
-        }
-        let (mut parse, outcome) = match self.check_text(raw_sql) {
-            TextCheck::PassOn => return Ok(frame),
-            TextCheck::Refuse(refusal) => {
-                let (sql, param_types) = (String::new(), Vec::new());
-                (
-                    Parse {
-                        name,
-                        sql,
-                        param_types,
-                    },
-                    Err(refusal),
-                )
-            }
-            TextCheck::Analyse => {
-                let parse = Parse::decode(body).map_err(malformed)?;
-                let outcome = match self.cloak.cache.analyze(&parse.sql) {
-                    Analysis::Plain => return Ok(frame),
-                    Analysis::Refused(refusal) => Err(refusal),
-                    Analysis::Plan(plan) => check_param_types(&parse, &plan)
-                        .and_then(|()| self.check_executes(&plan))
-                        .and_then(|()| self.encrypt_literals(&parse.sql, &plan))
-                        .map(|sql| (sql, plan)),
+        let mut decoded = None;
+        let outcome = self.analyse(raw_sql, || {
+            let parse = Parse::decode(body)?;
+            let sql = parse.sql.clone();
+            decoded = Some(parse);
+            Ok(sql)
+        })?;
+        let shared = Arc::clone(&self.state);
+        let mut state = lock(&shared);
+        let (out, plan) = match outcome {
+            Outcome::Plain => (frame, None),
+            Outcome::Refused(refusal) => (refused_parse(&mut state, name.clone(), refusal), None),
+            Outcome::Plan(sql, plan) => {
+                let Some(mut parse) = decoded else {
+                    return Ok(frame); // analyse decoded it, or returned early
                 };
-                (parse, outcome)
-            }
-        };
-        match outcome {
-            Ok((sql, plan)) => {
-                parse.sql = sql;
-                self.note_plan(&plan);
-                if !plan.params.is_empty() {
-                    lock(&self.state)
-                        .statements
-                        .insert(parse.name.clone(), plan);
+                let checked = check_param_types(&parse, &plan)
+                    .and_then(|()| self.check_session(&state, &sql, &plan))
+                    .and_then(|()| self.encrypt_literals(&sql, &plan));
+                match checked {
+                    Ok(sql) => {
+                        parse.sql = sql;
+                        self.note_plan(&mut state, &plan);
+                        let frame = encode(|out| parse.encode(out));
+                        (self.with_catalog(&mut state, frame), Some(plan))
+                    }
+                    Err(refusal) => (refused_parse(&mut state, name.clone(), refusal), None),
                 }
             }
-            Err(refusal) => {
-                parse.sql = lock(&self.state).refuse(refusal);
-                parse.param_types.clear();
-            }
-        }
-        Ok(encode(|out| parse.encode(out)))
+        };
+        state.tracker.sent_parse(&name, plan);
+        Ok(out)
     }
 
     fn bind(&mut self, body: &[u8], frame: Bytes) -> Result<Bytes, FilterError> {
-        if let Some((portal, statement)) = bind_names(body) {
-            lock(&self.state).portals.insert(portal, statement);
-        }
-        if lock(&self.state).statements.is_empty() {
-            return Ok(frame);
-        }
-        let mut bind = Bind::decode(body).map_err(malformed)?;
-        let Some(plan) = lock(&self.state).statements.get(&bind.statement).cloned() else {
-            return Ok(frame);
+        let Some((portal, statement)) = bind_names(body) else {
+            return Err(FilterError::MalformedClient(MessageError::Truncated(
+                "Bind",
+            )));
         };
+        let mut state = lock(&self.state);
+        let out = match state.tracker.bind_params(&statement) {
+            Ok(Some(plan)) if !plan.params.is_empty() => {
+                let bind = Bind::decode(body).map_err(FilterError::MalformedClient)?;
+                self.encrypt_params(&mut state, bind, &plan)
+            }
+            Ok(_) => frame,
+            Err(AmbiguousStatement) => {
+                let refusal = Refusal::unsupported(format!(
+                    "pgcloak cannot tell which statement \"{statement}\" names for this Bind: a Parse or Close of that name sent earlier has not been answered yet, and the statements it may be differ in which parameters are encrypted; send Sync and wait for its ReadyForQuery before re-using a statement name"
+                ));
+                let bind = Bind::decode(body).map_err(FilterError::MalformedClient)?;
+                refused_bind(&mut state, bind, refusal)
+            }
+        };
+        state.tracker.sent_bind(&portal, &statement);
+        Ok(out)
+    }
+
+    /// Encrypts the parameters a statement binds for PII columns.
+    fn encrypt_params(
+        &self,
+        state: &mut SessionState,
+        mut bind: Bind,
+        plan: &StatementPlan,
+    ) -> Bytes {
         for (&n, slot) in &plan.params {
             let Some(Some(value)) = n.checked_sub(1).and_then(|i| bind.params.get(i)) else {
                 continue; // NULL stays NULL; a missing parameter is the server's error
@@ -174,94 +194,102 @@ impl ClientCloak {
             };
             match encrypted {
                 Ok(ciphertext) => bind.params[n - 1] = Some(ciphertext),
-                Err(refusal) => {
-                    // Bind has no SQL: naming a statement that does not exist makes the
-                    // server fail this Bind, and the marker in its error brings ours back.
-                    bind.statement = lock(&self.state).refuse(refusal);
-                    bind.params.clear();
-                    bind.param_formats.clear();
-                    break;
-                }
+                Err(refusal) => return refused_bind(state, bind, refusal),
             }
         }
-        Ok(encode(|out| bind.encode(out)))
+        encode(|out| bind.encode(out))
     }
 
     fn close(&mut self, body: &[u8], frame: Bytes) -> Result<Bytes, FilterError> {
-        // Close: 'S' statement or 'P' portal, then the name.
-        let mut state = lock(&self.state);
-        match split_kind_name(body) {
-            Some((b'S', name)) => {
-                state.statements.remove(name);
-                state.statement_columns.remove(name);
-            }
-            Some((b'P', name)) => {
-                state.portals.remove(name);
-            }
-            _ => {}
-        }
+        let (kind, name) = split_kind_name(body).ok_or(FilterError::MalformedClient(
+            MessageError::Truncated("Close"),
+        ))?;
+        lock(&self.state).tracker.sent_close(kind == b'S', &name);
         Ok(frame)
     }
 
     /// Describe: 'S' statement or 'P' portal; its answer says what rows will look like.
-    fn describe(&mut self, body: &[u8], frame: Bytes) -> Bytes {
-        let expect = match split_kind_name(body) {
-            Some((b'S', name)) => Expect::DescribeStatement(name.to_owned()),
-            _ => Expect::DescribePortal,
-        };
-        lock(&self.state).expects.push_back(expect);
-        frame
+    fn describe(&mut self, body: &[u8], frame: Bytes) -> Result<Bytes, FilterError> {
+        let (kind, name) = split_kind_name(body).ok_or(FilterError::MalformedClient(
+            MessageError::Truncated("Describe"),
+        ))?;
+        lock(&self.state).tracker.sent_describe(kind == b'S', &name);
+        Ok(frame)
     }
 
     /// Execute: the portal name, then the row limit.
-    fn execute(&mut self, body: &[u8], frame: Bytes) -> Bytes {
+    fn execute(&mut self, body: &[u8], frame: Bytes) -> Result<Bytes, FilterError> {
         let portal = body
             .iter()
             .position(|&b| b == 0)
             .and_then(|end| std::str::from_utf8(&body[..end]).ok())
-            .unwrap_or_default();
-        lock(&self.state)
-            .expects
-            .push_back(Expect::Execute(portal.to_owned()));
-        frame
+            .ok_or(FilterError::MalformedClient(MessageError::Truncated(
+                "Execute",
+            )))?;
+        lock(&self.state).tracker.sent_execute(portal);
+        Ok(frame)
     }
 
-    fn copy_data(&mut self, body: &[u8]) -> Result<Bytes, FilterError> {
-        let mut state = lock(&self.state);
+    /// CopyData of a COPY into a PII table: complete rows are encrypted. A row pgcloak
+    /// cannot read fails the COPY (CopyFail upstream, reported as 22P04), not the session.
+    fn copy_data(&mut self, body: &[u8]) -> Bytes {
+        if self.copy_failed {
+            return Bytes::new();
+        }
+        let shared = Arc::clone(&self.state);
+        let mut state = lock(&shared);
         let Some(copy) = state.copy_in.as_mut() else {
-            return Ok(encode(|out| super::copy::copy_data_frame(out, body)));
+            return encode(|out| super::copy::copy_data_frame(out, body));
         };
-        let rows = copy
-            .feed(body, &self.cloak.keyring)
-            .map_err(|e| FilterError(e.to_string()))?;
-        Ok(encode(|out| super::copy::copy_data_frame(out, &rows)))
+        match copy.feed(body, &self.cloak.keyring) {
+            Ok(rows) => encode(|out| super::copy::copy_data_frame(out, &rows)),
+            Err(error) => self.fail_copy(&mut state, &error),
+        }
     }
 
-    fn copy_end(&mut self, frame: Bytes) -> Result<Bytes, FilterError> {
-        let mut state = lock(&self.state);
-        let rest = match state.copy_in.take() {
-            Some(copy) if frame[0] == b'c' => copy
-                .finish(&self.cloak.keyring)
-                .map_err(|e| FilterError(e.to_string()))?,
+    fn copy_end(&mut self, frame: Bytes) -> Bytes {
+        let shared = Arc::clone(&self.state);
+        let mut state = lock(&shared);
+        let copy = state.copy_in.take();
+        self.copying = false;
+        if std::mem::take(&mut self.copy_failed) {
+            return Bytes::new(); // pgcloak's CopyFail already ended this COPY
+        }
+        let rest = match copy {
+            Some(copy) if frame[0] == b'c' => match copy.finish(&self.cloak.keyring) {
+                Ok(rest) => rest,
+                Err(error) => return self.fail_copy(&mut state, &error),
+            },
             _ => Vec::new(),
         };
-        self.copying = false;
         if rest.is_empty() {
-            return Ok(frame);
+            return frame;
         }
         let mut out = BytesMut::new();
         super::copy::copy_data_frame(&mut out, &rest);
         out.extend_from_slice(&frame);
-        Ok(out.freeze())
+        out.freeze()
     }
 
-    fn note_plan(&mut self, plan: &StatementPlan) {
-        let mut state = lock(&self.state);
-        if plan.changes_schema {
-            // Tables may be dropped and created again: their OIDs must be read anew.
-            state.columns = None;
-            state.catalog_attempts = 0;
-        }
+    /// Ends the COPY in progress with a CopyFail naming a marker: the server fails it and
+    /// the marker in its error brings pgcloak's message back.
+    fn fail_copy(&mut self, state: &mut SessionState, error: &super::copy::CopyError) -> Bytes {
+        let marker = state.refuse(Refusal {
+            code: "22P04",
+            message: format!("pgcloak: {error}"),
+        });
+        state.copy_in = None;
+        // Mid-COPY, the client's remaining data is dropped until its CopyDone or CopyFail.
+        self.copy_failed = self.copying;
+        encode(|out| {
+            out.extend_from_slice(b"f");
+            out.extend_from_slice(&((marker.len() + 5) as u32).to_be_bytes());
+            out.extend_from_slice(marker.as_bytes());
+            out.extend_from_slice(b"\0");
+        })
+    }
+
+    fn note_plan(&mut self, state: &mut SessionState, plan: &StatementPlan) {
         if let Some(copy) = &plan.copy_in {
             state.start_copy(copy);
             self.copying = true;
@@ -275,6 +303,7 @@ impl ClientCloak {
         if self.copying {
             lock(&self.state).copy_in = None;
             self.copying = false;
+            self.copy_failed = false;
         }
     }
 
@@ -283,7 +312,7 @@ impl ClientCloak {
     /// (Postgres decodes it as usual), refused when it may, since PII values in it, in its
     /// parameters or in its results would be encrypted or returned in the wrong encoding.
     fn check_text(&self, raw_sql: &[u8]) -> TextCheck {
-        let encoding = lock(&self.state).foreign_encoding.clone();
+        let encoding = lock(&self.state).tracker.params.foreign_encoding.clone();
         let utf8 = std::str::from_utf8(raw_sql).is_ok();
         if encoding.is_none() && utf8 {
             return TextCheck::Analyse;
@@ -308,15 +337,32 @@ impl ClientCloak {
         })
     }
 
+    /// What the session must allow for a statement that touches a PII table.
+    ///
     /// SQL `EXECUTE name(args)` passes its arguments as SQL values, not through Bind: refused
     /// when `name` was prepared (with Parse) with a parameter bound for a PII column. (SQL
     /// PREPARE of such a statement is refused by the analysis.)
-    fn check_executes(&self, plan: &StatementPlan) -> Result<(), Refusal> {
-        let state = lock(&self.state);
+    ///
+    /// A backslash in the text is read by the server according to
+    /// standard_conforming_strings, which a request still in flight may change: such a
+    /// statement is analysed only while the server reported the setting on and has answered
+    /// everything (otherwise what pgcloak takes for a string may not be one for Postgres).
+    fn check_session(
+        &self,
+        state: &SessionState,
+        sql: &str,
+        plan: &StatementPlan,
+    ) -> Result<(), Refusal> {
+        let tracker = &state.tracker;
+        if sql.contains('\\') && !(tracker.params.standard_conforming_strings && tracker.idle()) {
+            return Err(Refusal::unsupported(
+                "this statement touches a table with encrypted columns and contains a backslash, which Postgres reads differently when standard_conforming_strings is off; pgcloak analyses such statements only while standard_conforming_strings is on and no other request is in flight: SET standard_conforming_strings = on, send the statement on its own, or pass the value as a parameter".into(),
+            ));
+        }
         for name in &plan.executes {
-            if let Some(slot) = state
-                .statements
-                .get(name)
+            if let Some(slot) = tracker
+                .statement(name)
+                .and_then(|s| s.plan.as_ref())
                 .and_then(|p| p.params.values().next())
             {
                 return Err(Refusal::unsupported(format!(
@@ -406,43 +452,70 @@ impl ClientCloak {
 }
 
 impl Filter for ClientCloak {
+    /// Messages answered by the server that the cloak does not hold are counted here.
     fn on_frame(&mut self, header: Header, _bytes: &[u8]) {
-        let mut state = lock(&self.state);
-        self.idle_before_frame = state.pending == 0 && !state.unsynced;
-        match header.tag {
-            b'Q' => {
-                state.pending += 1;
-                state.expects.push_back(Expect::Query);
-            }
-            b'S' => {
-                state.pending += 1;
-                state.unsynced = false;
-                state.expects.push_back(Expect::Sync);
-            }
-            b'P' | b'B' | b'D' | b'E' | b'C' | b'H' => state.unsynced = true,
+        let tracker = || lock(&self.state);
+        match Frontend::from_tag(header.tag) {
+            Frontend::Sync => tracker().tracker.sent_sync(),
+            Frontend::Flush => tracker().tracker.sent_flush(),
+            Frontend::FunctionCall => tracker().tracker.sent_function_call(),
             _ => {}
         }
     }
 
     fn holds(&self, tag: u8) -> bool {
-        matches!(tag, b'Q' | b'P' | b'B' | b'C' | b'D' | b'E')
-            || (self.copying && matches!(tag, b'd' | b'c' | b'f'))
+        match Frontend::from_tag(tag) {
+            Frontend::Query
+            | Frontend::Parse
+            | Frontend::Bind
+            | Frontend::Close
+            | Frontend::Describe
+            | Frontend::Execute => true,
+            Frontend::CopyData | Frontend::CopyDone | Frontend::CopyFail => self.copying,
+            _ => false,
+        }
     }
 
     fn rewrite(&mut self, frame: Bytes) -> Result<Bytes, FilterError> {
         let body = frame.slice(Header::SIZE..);
-        match frame[0] {
-            b'Q' => self.query(&body, frame).map(|f| self.with_catalog(f)),
-            b'P' => self.parse(&body, frame).map(|f| self.with_catalog(f)),
-            b'B' => self.bind(&body, frame),
-            b'C' => self.close(&body, frame),
-            b'D' => Ok(self.describe(&body, frame)),
-            b'E' => Ok(self.execute(&body, frame)),
-            b'd' => self.copy_data(&body),
-            b'c' | b'f' => self.copy_end(frame),
+        match Frontend::from_tag(frame[0]) {
+            Frontend::Query => self.query(&body, frame),
+            Frontend::Parse => self.parse(&body, frame),
+            Frontend::Bind => self.bind(&body, frame),
+            Frontend::Close => self.close(&body, frame),
+            Frontend::Describe => self.describe(&body, frame),
+            Frontend::Execute => self.execute(&body, frame),
+            Frontend::CopyData => Ok(self.copy_data(&body)),
+            Frontend::CopyDone | Frontend::CopyFail => Ok(self.copy_end(frame)),
             _ => Ok(frame),
         }
     }
+}
+
+/// A statement's text after the checks and analysis that do not depend on the session.
+enum Outcome {
+    Plain,
+    Refused(Refusal),
+    Plan(String, Arc<StatementPlan>),
+}
+
+/// A Parse whose statement is refused: the marker as its SQL, no declared types.
+fn refused_parse(state: &mut SessionState, name: String, refusal: Refusal) -> Bytes {
+    let parse = Parse {
+        name,
+        sql: state.refuse(refusal),
+        param_types: Vec::new(),
+    };
+    encode(|out| parse.encode(out))
+}
+
+/// Bind has no SQL: naming a statement that does not exist makes the server fail this
+/// Bind, and the marker in its error brings the refusal back.
+fn refused_bind(state: &mut SessionState, mut bind: Bind, refusal: Refusal) -> Bytes {
+    bind.statement = state.refuse(refusal);
+    bind.params.clear();
+    bind.param_formats.clear();
+    encode(|out| bind.encode(out))
 }
 
 /// What to do with a statement's text, before analysis.
@@ -452,10 +525,11 @@ enum TextCheck {
     Refuse(Refusal),
 }
 
-/// A Close or Describe body: the kind byte and the name.
-fn split_kind_name(body: &[u8]) -> Option<(u8, &str)> {
+/// A Close or Describe body: the kind byte and the name (names in another client encoding
+/// are kept lossily: they only need to stay distinct keys).
+fn split_kind_name(body: &[u8]) -> Option<(u8, std::borrow::Cow<'_, str>)> {
     match body {
-        [kind, name @ .., 0] => std::str::from_utf8(name).ok().map(|name| (*kind, name)),
+        [kind, name @ .., 0] => Some((*kind, String::from_utf8_lossy(name))),
         _ => None,
     }
 }
@@ -463,10 +537,10 @@ fn split_kind_name(body: &[u8]) -> Option<(u8, &str)> {
 /// The portal and statement names at the start of a Bind body.
 fn bind_names(body: &[u8]) -> Option<(String, String)> {
     let mut parts = body.splitn(3, |&b| b == 0);
-    let portal = std::str::from_utf8(parts.next()?).ok()?;
-    let statement = std::str::from_utf8(parts.next()?).ok()?;
+    let portal = String::from_utf8_lossy(parts.next()?).into_owned();
+    let statement = String::from_utf8_lossy(parts.next()?).into_owned();
     parts.next()?;
-    Some((portal.to_owned(), statement.to_owned()))
+    Some((portal, statement))
 }
 
 /// Declared parameter types must be text for PII parameters: the ciphertext is text.
@@ -493,10 +567,6 @@ fn check_param_types(parse: &Parse, plan: &StatementPlan) -> Result<(), Refusal>
 
 fn describe(error: &CryptoError) -> String {
     error.to_string()
-}
-
-fn malformed(error: MessageError) -> FilterError {
-    FilterError(format!("malformed message from client: {error}"))
 }
 
 fn encode(f: impl FnOnce(&mut BytesMut)) -> Bytes {

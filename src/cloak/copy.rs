@@ -124,7 +124,6 @@ pub fn decrypt_row(
         if is_envelope(field) {
             match keyring.decrypt(field, None) {
                 Ok(plaintext) => dialect.write_field(&plaintext, &mut out),
-                Err(CryptoError::UnknownKey) => out.extend_from_slice(field),
                 Err(error) => return Err(error),
             }
         } else {

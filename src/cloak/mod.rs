@@ -9,14 +9,15 @@ mod catalog;
 mod client;
 mod copy;
 mod server;
+pub mod tracker;
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::AtomicBool;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::crypto::Keyring;
 use crate::policy::Policy;
-use crate::sql::{AnalysisCache, CopyInPlan, Refusal, StatementPlan};
+use crate::sql::{AnalysisCache, CopyInPlan, Refusal};
+use tracker::Tracker;
 
 pub use client::ClientCloak;
 pub use server::ServerCloak;
@@ -71,14 +72,12 @@ impl Cloak {
         &self.keyring
     }
 
-    /// The two filters of one session, sharing its statement state.
+    /// The two filters of one session, sharing its state.
     pub fn session(self: &Arc<Cloak>) -> (ClientCloak, ServerCloak) {
         let state = Arc::new(Mutex::new(SessionState::default()));
-        // Outside the lock: the server side checks it on every frame.
-        let catalog_in_flight = Arc::new(AtomicBool::new(false));
         (
-            ClientCloak::new(self.clone(), state.clone(), catalog_in_flight.clone()),
-            ServerCloak::new(self.clone(), state, catalog_in_flight),
+            ClientCloak::new(self.clone(), state.clone()),
+            ServerCloak::new(self.clone(), state),
         )
     }
 }
@@ -86,8 +85,8 @@ impl Cloak {
 /// What one session's two directions share.
 #[derive(Default)]
 struct SessionState {
-    /// Prepared statement name ("" is the unnamed one) → its plan, for Bind.
-    statements: HashMap<String, Arc<StatementPlan>>,
+    /// Statements, portals, replies due, catalog and server settings.
+    tracker: Tracker,
     /// Marker sent in place of a refused statement → the refusal to report.
     refusals: HashMap<String, Refusal>,
     next_marker: u64,
@@ -95,35 +94,6 @@ struct SessionState {
     copy_in: Option<copy::CopyIn>,
     /// The format of a COPY TO STDOUT sent but not yet answered with CopyOutResponse.
     copy_out: Option<crate::sql::CopyOptions>,
-    /// Queries and Syncs sent whose ReadyForQuery has not arrived yet.
-    pending: u64,
-    /// Extended-protocol messages sent since the last Sync.
-    unsynced: bool,
-    /// Where the PII columns live, once read from the catalog.
-    columns: Option<Arc<catalog::ColumnMap>>,
-    catalog_attempts: u32,
-    /// Client messages whose answers concern result rows, in the order the server answers.
-    expects: VecDeque<Expect>,
-    /// Prepared statement → the PII column of each of its result fields.
-    statement_columns: HashMap<String, Arc<Vec<Option<String>>>>,
-    /// Portal → the statement it was bound from.
-    portals: HashMap<String, String>,
-    /// The session's client_encoding, as the server reports it, when it is not UTF8.
-    foreign_encoding: Option<String>,
-}
-
-/// A client message still to be answered, as far as result rows are concerned.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Expect {
-    /// A simple Query: its RowDescriptions precede its rows; answered by ReadyForQuery.
-    Query,
-    /// Describe of a statement: its RowDescription (or NoData) describes later Executes.
-    DescribeStatement(String),
-    /// Describe of a portal: its RowDescription describes the next Execute's rows.
-    DescribePortal,
-    /// Execute of a portal: rows, then CommandComplete / PortalSuspended / EmptyQuery.
-    Execute(String),
-    Sync,
 }
 
 impl SessionState {

@@ -4,6 +4,7 @@
 use bytes::Bytes;
 
 use super::frame::Header;
+use super::messages::MessageError;
 
 /// What one direction does with the frames passing through it.
 pub trait Filter {
@@ -23,8 +24,13 @@ pub trait Filter {
     }
 }
 
-/// A frame the filter cannot handle: the session ends with this message. It must never
-/// contain a value from the frame.
+/// A frame that breaks the protocol: the session ends with this error. A statement pgcloak
+/// refuses is not one of these (it fails with an ErrorResponse and the session goes on).
+/// The message never contains a value from the frame.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct FilterError(pub String);
+pub enum FilterError {
+    #[error("malformed message from client: {0}")]
+    MalformedClient(MessageError),
+    #[error("malformed message from server: {0}")]
+    MalformedServer(MessageError),
+}

@@ -308,6 +308,17 @@ impl ErrorFields {
             .find(|(c, _)| *c == code)
             .map(|(_, v)| v.as_str())
     }
+
+    /// Appends the frame: `tag` is 'E' (ErrorResponse) or 'N' (NoticeResponse).
+    pub fn encode(&self, tag: u8, out: &mut BytesMut) {
+        frame(out, tag, |out| {
+            for (code, value) in &self.fields {
+                out.put_u8(*code);
+                put_cstr(out, value);
+            }
+            out.put_u8(0);
+        });
+    }
 }
 
 #[cfg(test)]

@@ -7,3 +7,4 @@ pub mod filter;
 pub mod frame;
 pub mod messages;
 pub mod startup;
+pub mod tags;

@@ -1,0 +1,614 @@
+//! One session's protocol state as the server confirmed it, and the replies still due.
+//!
+//! Both directions feed it, without I/O: the client side says what it sent (in order), the
+//! server side what arrived. Prepared statements and portals exist when the server answered
+//! ParseComplete / BindComplete and stop existing at CloseComplete; a request the server
+//! rejected, or skipped after an error until Sync, never takes effect. Every request that
+//! gets a reply is queued, so "idle" is an empty queue and every reply has an owner: the
+//! client, or pgcloak's own catalog query.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use super::catalog::{self, ColumnMap};
+use crate::protocol::messages::{DataRow, RowDescription};
+use crate::protocol::tags::Backend;
+use crate::sql::{ParamSlot, StatementPlan};
+
+/// Where a result field comes from, as the RowDescription and the column map say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// An expression, or the column map is not known.
+    Unknown,
+    /// A table column the policy does not name.
+    Plain,
+    /// A PII column: `schema.table.column`.
+    Pii(String),
+}
+
+/// The source of each field of a result.
+pub type Columns = Vec<Source>;
+
+/// A prepared statement the server holds.
+#[derive(Debug, Clone, Default)]
+pub struct Statement {
+    /// What analysis found: `None` for a statement that touches no PII table.
+    pub plan: Option<Arc<StatementPlan>>,
+    /// Its result columns, once a Describe answered.
+    pub columns: Option<Arc<Columns>>,
+    /// SQL DEALLOCATE ran since: the server may no longer hold it.
+    maybe_gone: bool,
+}
+
+/// A portal the server holds.
+#[derive(Debug, Clone, Default)]
+struct Portal {
+    /// The statement it was bound from.
+    statement: String,
+    /// Its result columns, when a Describe of the portal answered.
+    columns: Option<Arc<Columns>>,
+}
+
+/// A request whose reply has not fully arrived.
+#[derive(Debug, Clone)]
+enum Due {
+    Parse {
+        name: String,
+        plan: Option<Arc<StatementPlan>>,
+    },
+    Bind {
+        portal: String,
+        statement: String,
+    },
+    DescribeStatement(String),
+    DescribePortal(String),
+    Execute(String),
+    Close {
+        statement: bool,
+        name: String,
+    },
+    Sync,
+    Query,
+    FunctionCall,
+    /// pgcloak's catalog query: its answer goes to pgcloak, not to the client.
+    Catalog,
+}
+
+impl Due {
+    /// Answered by ReadyForQuery rather than by a message of its own.
+    fn ends_at_ready(&self) -> bool {
+        matches!(
+            self,
+            Due::Sync | Due::Query | Due::FunctionCall | Due::Catalog
+        )
+    }
+}
+
+/// Where the PII columns live in this database (table OID, attribute number).
+#[derive(Debug, Clone, Default)]
+pub enum Catalog {
+    /// Not read yet, or invalidated by DDL.
+    #[default]
+    Unknown,
+    /// The catalog query is queued or its answer is arriving.
+    Requested {
+        map: ColumnMap,
+        failed: bool,
+    },
+    Known(Arc<ColumnMap>),
+}
+
+/// Settings the server reports in ParameterStatus that change how pgcloak reads statements.
+#[derive(Debug, Clone)]
+pub struct ServerParams {
+    /// `client_encoding`, when it is not UTF8.
+    pub foreign_encoding: Option<String>,
+    /// `standard_conforming_strings`: backslashes in '...' are literal when on.
+    pub standard_conforming_strings: bool,
+}
+
+impl Default for ServerParams {
+    fn default() -> Self {
+        ServerParams {
+            foreign_encoding: None,
+            standard_conforming_strings: true,
+        }
+    }
+}
+
+/// What a server message is, as far as the cloak must act on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// Part of the answer to the client: forward (rows decrypted).
+    Client,
+    /// Part of the answer to pgcloak's catalog query: do not forward.
+    Catalog,
+}
+
+/// How many catalog reads a session tries before giving up (e.g. while a failed
+/// transaction makes every query fail, it is tried again at the next PII statement).
+const CATALOG_ATTEMPTS: u32 = 3;
+
+/// One session's tracked state.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    statements: HashMap<String, Statement>,
+    portals: HashMap<String, Portal>,
+    due: VecDeque<Due>,
+    /// An extended-protocol message failed and no Sync was queued: the server discards
+    /// everything the client sends until its next Sync.
+    skipping: bool,
+    /// Extended-protocol messages were sent since the last Sync.
+    unsynced: bool,
+    catalog: Catalog,
+    catalog_attempts: u32,
+    /// Result columns of the rows now arriving.
+    current: Option<Arc<Columns>>,
+    pub params: ServerParams,
+}
+
+impl Tracker {
+    /// Nothing is awaited from the server and it processes the next message normally.
+    pub fn idle(&self) -> bool {
+        self.due.is_empty() && !self.skipping
+    }
+
+    /// The number of requests whose replies are still due.
+    pub fn replies_due(&self) -> usize {
+        self.due.len()
+    }
+
+    /// The server will discard extended messages until the client's next Sync.
+    pub fn skipping(&self) -> bool {
+        self.skipping
+    }
+
+    /// The column map, when it was read and no DDL happened since.
+    pub fn columns(&self) -> Option<&Arc<ColumnMap>> {
+        match &self.catalog {
+            Catalog::Known(map) => Some(map),
+            _ => None,
+        }
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// The next reply the server sends (other than notices, notifications and parameter
+    /// status) answers pgcloak's catalog query.
+    pub fn answering_catalog(&self) -> bool {
+        matches!(self.due.front(), Some(Due::Catalog))
+    }
+
+    /// Result columns of the rows now arriving, as far as known.
+    pub fn result_columns(&self) -> Option<&Arc<Columns>> {
+        self.current.as_ref()
+    }
+
+    /// A confirmed statement.
+    pub fn statement(&self, name: &str) -> Option<&Statement> {
+        self.statements.get(name)
+    }
+
+    // ---- client side: what was sent, in order ----
+
+    fn push(&mut self, due: Due) {
+        if !self.skipping {
+            self.due.push_back(due);
+            if self.due.len() == 1 {
+                self.start_front();
+            }
+        }
+    }
+
+    pub fn sent_query(&mut self) {
+        self.push(Due::Query);
+    }
+
+    pub fn sent_function_call(&mut self) {
+        self.push(Due::FunctionCall);
+    }
+
+    pub fn sent_parse(&mut self, name: &str, plan: Option<Arc<StatementPlan>>) {
+        self.unsynced = true;
+        self.push(Due::Parse {
+            name: name.to_owned(),
+            plan,
+        });
+    }
+
+    pub fn sent_bind(&mut self, portal: &str, statement: &str) {
+        self.unsynced = true;
+        self.push(Due::Bind {
+            portal: portal.to_owned(),
+            statement: statement.to_owned(),
+        });
+    }
+
+    pub fn sent_describe(&mut self, statement: bool, name: &str) {
+        self.unsynced = true;
+        self.push(if statement {
+            Due::DescribeStatement(name.to_owned())
+        } else {
+            Due::DescribePortal(name.to_owned())
+        });
+    }
+
+    pub fn sent_execute(&mut self, portal: &str) {
+        self.unsynced = true;
+        self.push(Due::Execute(portal.to_owned()));
+    }
+
+    pub fn sent_close(&mut self, statement: bool, name: &str) {
+        self.unsynced = true;
+        self.push(Due::Close {
+            statement,
+            name: name.to_owned(),
+        });
+    }
+
+    pub fn sent_flush(&mut self) {
+        self.unsynced = true;
+    }
+
+    pub fn sent_sync(&mut self) {
+        self.skipping = false;
+        self.unsynced = false;
+        self.due.push_back(Due::Sync);
+    }
+
+    /// Whether pgcloak may send its catalog query now, in front of the client's next Query
+    /// or Parse: the map is unknown, and the server will process a Query here as one of its
+    /// own (not inside an extended-protocol batch, not while discarding until Sync).
+    pub fn wants_catalog(&self) -> bool {
+        matches!(self.catalog, Catalog::Unknown)
+            && self.catalog_attempts < CATALOG_ATTEMPTS
+            && !self.unsynced
+            && !self.skipping
+    }
+
+    /// The catalog query goes out now.
+    pub fn sent_catalog(&mut self) {
+        self.catalog_attempts += 1;
+        self.catalog = Catalog::Requested {
+            map: ColumnMap::new(),
+            failed: false,
+        };
+        self.due.push_back(Due::Catalog);
+    }
+
+    /// What a Bind of `statement` sent now will run, as far as encryption is concerned:
+    /// `Ok(params)` when every outcome of the requests still due leads to the same PII
+    /// parameters (or to an error of the server's), `Err(())` when they differ (a re-Parse
+    /// of a live name, or a Close, whose fate the server has not told yet).
+    pub fn bind_params(
+        &self,
+        statement: &str,
+    ) -> Result<Option<Arc<StatementPlan>>, AmbiguousStatement> {
+        // What the server may hold under this name when it reaches the Bind (None: nothing).
+        let mut candidates: Vec<Candidate> = match self.statements.get(statement) {
+            Some(s) if s.maybe_gone => vec![Some(s.plan.clone()), None],
+            Some(s) => vec![Some(s.plan.clone())],
+            None => vec![None],
+        };
+        let unnamed = statement.is_empty();
+        let last_sync = self.due.iter().rposition(|d| matches!(d, Due::Sync));
+        let mut earlier_in_batch = false;
+        for (i, due) in self.due.iter().enumerate() {
+            // A request after another in its batch is skipped if that one fails.
+            let may_skip = std::mem::replace(&mut earlier_in_batch, !matches!(due, Due::Sync));
+            let outcome: Candidate = match due {
+                Due::Parse { name, plan } if name == statement => Some(plan.clone()),
+                Due::Close {
+                    statement: true,
+                    name,
+                } if name == statement => None,
+                // A simple Query drops the unnamed statement.
+                Due::Query if unnamed => None,
+                _ => continue,
+            };
+            let parse = matches!(due, Due::Parse { .. });
+            // In the Bind's own batch every earlier request succeeded, or the server skips
+            // the Bind as well.
+            if last_sync.is_none_or(|s| i > s) {
+                candidates = vec![outcome];
+                continue;
+            }
+            let mut next = Vec::new();
+            for candidate in candidates {
+                if parse && !unnamed && candidate.is_some() {
+                    add(&mut next, candidate); // 42P05: the name is in use, the old one stays
+                    continue;
+                }
+                add(&mut next, outcome.clone());
+                if parse {
+                    add(&mut next, None); // the Parse failed
+                }
+                if may_skip {
+                    add(&mut next, candidate); // skipped after an earlier error
+                }
+            }
+            candidates = next;
+        }
+        // A name the server will not hold fails the Bind, which then uses no value.
+        let mut plans = candidates.into_iter().flatten();
+        let Some(first) = plans.next() else {
+            return Ok(None);
+        };
+        match plans.all(|other| params_of(&other) == params_of(&first)) {
+            true => Ok(first),
+            false => Err(AmbiguousStatement),
+        }
+    }
+
+    // ---- server side: what arrived ----
+
+    /// Takes one server message (`body` is given for the messages the cloak holds:
+    /// RowDescription, DataRow, CommandComplete, ErrorResponse, ParameterStatus) and says
+    /// whose answer it is.
+    pub fn received(&mut self, message: Backend, body: Option<&[u8]>) -> Owner {
+        if message == Backend::ParameterStatus {
+            if let Some(body) = body {
+                self.parameter_status(body);
+            }
+            return Owner::Client;
+        }
+        if message.is_async() {
+            return Owner::Client;
+        }
+        if matches!(self.due.front(), Some(Due::Catalog)) {
+            self.catalog_reply(message, body);
+            return Owner::Catalog;
+        }
+        match message {
+            Backend::ParseComplete => {
+                if let Some(Due::Parse { name, plan }) =
+                    self.pop_if(|d| matches!(d, Due::Parse { .. }))
+                {
+                    self.statements.insert(
+                        name,
+                        Statement {
+                            plan,
+                            columns: None,
+                            maybe_gone: false,
+                        },
+                    );
+                }
+            }
+            Backend::BindComplete => {
+                if let Some(Due::Bind { portal, statement }) =
+                    self.pop_if(|d| matches!(d, Due::Bind { .. }))
+                {
+                    self.portals.insert(
+                        portal,
+                        Portal {
+                            statement,
+                            columns: None,
+                        },
+                    );
+                    self.start_front();
+                }
+            }
+            Backend::CloseComplete => {
+                if let Some(Due::Close { statement, name }) =
+                    self.pop_if(|d| matches!(d, Due::Close { .. }))
+                {
+                    if statement {
+                        self.statements.remove(&name);
+                    } else {
+                        self.portals.remove(&name);
+                    }
+                }
+            }
+            Backend::RowDescription => self.row_description(body),
+            Backend::NoData => {
+                self.pop_if(|d| matches!(d, Due::DescribeStatement(_) | Due::DescribePortal(_)));
+            }
+            Backend::CommandComplete => {
+                if let Some(tag) = body {
+                    self.command_complete(tag);
+                }
+                self.current = None;
+                self.pop_if(|d| matches!(d, Due::Execute(_)));
+                self.start_front();
+            }
+            Backend::PortalSuspended | Backend::EmptyQueryResponse => {
+                self.current = None;
+                self.pop_if(|d| matches!(d, Due::Execute(_)));
+                self.start_front();
+            }
+            Backend::ErrorResponse => self.error(),
+            Backend::ReadyForQuery => self.ready(),
+            _ => {}
+        }
+        Owner::Client
+    }
+
+    fn pop_if(&mut self, pred: impl Fn(&Due) -> bool) -> Option<Due> {
+        if self.due.front().is_some_and(pred) {
+            let due = self.due.pop_front();
+            self.start_front();
+            return due;
+        }
+        None
+    }
+
+    /// The front request's rows are described by its portal (Execute without a
+    /// RowDescription in front).
+    fn start_front(&mut self) {
+        if let Some(Due::Execute(portal)) = self.due.front() {
+            self.current = self.portals.get(portal).and_then(|p| {
+                p.columns.clone().or_else(|| {
+                    self.statements
+                        .get(&p.statement)
+                        .and_then(|s| s.columns.clone())
+                })
+            });
+        }
+    }
+
+    fn describe(&self, body: Option<&[u8]>) -> Option<Arc<Columns>> {
+        let map = self.columns()?;
+        let description = RowDescription::decode(body?).ok()?;
+        let source = |&(table, attnum): &(u32, i16)| match map.get(&(table, attnum)) {
+            Some(column) => Source::Pii(column.clone()),
+            None if table != 0 && attnum > 0 => Source::Plain,
+            None => Source::Unknown,
+        };
+        Some(Arc::new(description.sources.iter().map(source).collect()))
+    }
+
+    fn row_description(&mut self, body: Option<&[u8]>) {
+        let columns = self.describe(body);
+        match self.due.front() {
+            Some(Due::DescribeStatement(name)) => {
+                if let Some(statement) = self.statements.get_mut(name) {
+                    statement.columns = columns;
+                }
+                self.pop_if(|_| true);
+            }
+            Some(Due::DescribePortal(name)) => {
+                if let Some(portal) = self.portals.get_mut(name) {
+                    portal.columns = columns;
+                }
+                self.pop_if(|_| true);
+            }
+            // A simple Query's result set (or an Execute's, described anew).
+            _ => self.current = columns,
+        }
+    }
+
+    fn command_complete(&mut self, tag: &[u8]) {
+        let tag = tag.strip_suffix(b"\0").unwrap_or(tag);
+        // DDL may drop and re-create tables or columns: their OIDs must be read anew.
+        if [&b"CREATE "[..], b"DROP ", b"ALTER ", b"IMPORT FOREIGN"]
+            .iter()
+            .any(|prefix| tag.starts_with(prefix))
+        {
+            self.catalog = Catalog::Unknown;
+            self.catalog_attempts = 0;
+        }
+        // SQL DEALLOCATE / DISCARD share the namespace of protocol-level statements.
+        match tag {
+            b"DEALLOCATE ALL" | b"DISCARD ALL" => {
+                self.statements.clear();
+                self.portals.clear();
+            }
+            b"DEALLOCATE" => self
+                .statements
+                .values_mut()
+                .for_each(|s| s.maybe_gone = true),
+            _ => {}
+        }
+    }
+
+    /// ErrorResponse: a simple Query or FunctionCall is still answered by ReadyForQuery;
+    /// after an extended-protocol request the server skips everything until Sync.
+    fn error(&mut self) {
+        self.current = None;
+        match self.due.front() {
+            None | Some(Due::Sync | Due::Query | Due::FunctionCall | Due::Catalog) => {}
+            Some(_) => {
+                while let Some(due) = self.due.front() {
+                    if matches!(due, Due::Sync) {
+                        return;
+                    }
+                    if matches!(due, Due::Catalog) {
+                        self.catalog = Catalog::Unknown;
+                    }
+                    self.due.pop_front();
+                }
+                self.skipping = true;
+            }
+        }
+    }
+
+    fn ready(&mut self) {
+        self.current = None;
+        // The startup's ReadyForQuery (nothing due) ends nothing.
+        while let Some(due) = self.due.pop_front() {
+            if due.ends_at_ready() {
+                if matches!(due, Due::Query) {
+                    // A simple Query ran in the unnamed statement and portal.
+                    self.statements.remove("");
+                    self.portals.remove("");
+                }
+                break;
+            }
+        }
+        self.start_front();
+    }
+
+    fn catalog_reply(&mut self, message: Backend, body: Option<&[u8]>) {
+        match message {
+            Backend::DataRow => {
+                if let (Catalog::Requested { map, .. }, Some(body)) = (&mut self.catalog, body) {
+                    if let Ok(row) = DataRow::decode(&bytes::Bytes::copy_from_slice(body)) {
+                        catalog::add_row(&row, map);
+                    }
+                }
+            }
+            Backend::ErrorResponse => {
+                if let Catalog::Requested { failed, .. } = &mut self.catalog {
+                    *failed = true;
+                }
+            }
+            Backend::ReadyForQuery => {
+                self.due.pop_front();
+                self.catalog = match std::mem::take(&mut self.catalog) {
+                    Catalog::Requested { map, failed: false } => Catalog::Known(Arc::new(map)),
+                    _ => Catalog::Unknown,
+                };
+                self.start_front();
+            }
+            _ => {}
+        }
+    }
+
+    fn parameter_status(&mut self, body: &[u8]) {
+        let mut fields = body.split(|&b| b == 0);
+        let (Some(name), Some(value)) = (fields.next(), fields.next()) else {
+            return;
+        };
+        let value = String::from_utf8_lossy(value);
+        match name {
+            b"client_encoding" => {
+                self.params.foreign_encoding =
+                    (!value.eq_ignore_ascii_case("UTF8")).then(|| value.into_owned());
+            }
+            b"standard_conforming_strings" => {
+                self.params.standard_conforming_strings = value.eq_ignore_ascii_case("on");
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The statement a Bind names may be one of several whose PII parameters differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AmbiguousStatement;
+
+/// What the server may hold under a statement name: nothing, or a statement and its plan.
+type Candidate = Option<Option<Arc<StatementPlan>>>;
+
+/// The PII parameters of a plan: all that matters to a Bind.
+fn params_of(plan: &Option<Arc<StatementPlan>>) -> Option<&BTreeMap<usize, ParamSlot>> {
+    plan.as_ref().map(|p| &p.params).filter(|p| !p.is_empty())
+}
+
+/// Adds a candidate unless an equivalent one is there (keeps the set small in pipelines).
+fn add(set: &mut Vec<Candidate>, candidate: Candidate) {
+    let same = |other: &Candidate| match (other, &candidate) {
+        (None, None) => true,
+        (Some(a), Some(b)) => params_of(a) == params_of(b),
+        _ => false,
+    };
+    if !set.iter().any(same) {
+        set.push(candidate);
+    }
+}
+
+#[cfg(test)]
+#[path = "tracker_tests.rs"]
+mod tests;
