@@ -2,6 +2,8 @@
 //! clients for both.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod wire;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Output;
