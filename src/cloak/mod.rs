@@ -114,3 +114,6 @@ impl SessionState {
 fn lock(state: &Mutex<SessionState>) -> MutexGuard<'_, SessionState> {
     state.lock().unwrap_or_else(PoisonError::into_inner)
 }
+
+#[cfg(test)]
+mod session_tests;
