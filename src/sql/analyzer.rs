@@ -19,8 +19,11 @@ use sqlparser::ast::{
 };
 use sqlparser::tokenizer::Span;
 
+use super::kinds::{self, Kind};
 use super::levels::{self, Level, Output, Outputs, Relation, Resolved};
-use super::names::{configured_table, name_parts, normalize, PiiColumn, Scope, TableKey};
+use super::names::{
+    configured_table, name_parts, named_table, normalize, PiiColumn, Scope, TableKey,
+};
 use super::queries::output_name;
 use super::splice::LineIndex;
 use super::{
@@ -91,7 +94,21 @@ pub(super) fn analyze_statements(sql: &str, statements: &[Statement], policy: &P
         }
         let scope = Scope::of(statement, policy);
         if scope.is_empty() {
-            continue; // the table name occurred in the text, but not as a table
+            // A kind the walk does not model may name a table outside the places the
+            // parser marks as relations (`CREATE TRIGGER ... ON users`).
+            let kind = kinds::kind(statement);
+            if kind == Kind::Modelled {
+                continue; // the table name occurred in the text, but not as a table
+            }
+            let Some(table) = named_table(&statement.to_string(), policy) else {
+                continue;
+            };
+            if kind == Kind::NotModelled {
+                return Analysis::Refused(not_modelled(statement, &table));
+            }
+            touched = true;
+            plan.changes_schema = true;
+            continue;
         }
         touched = true;
         let mut walk = Walk {
@@ -160,6 +177,16 @@ pub(super) enum Bound<'e> {
 
 impl<'a> Walk<'a> {
     pub(super) fn statement(&mut self, statement: &Statement) -> Result {
+        match kinds::kind(statement) {
+            Kind::Modelled => {}
+            // It may name a PII table but not use its columns: any column reference in it
+            // is refused by the final check.
+            Kind::NamesOnly => {
+                self.plan.changes_schema = true;
+                return Ok(());
+            }
+            Kind::NotModelled => return Err(self.not_modelled(statement)),
+        }
         match statement {
             Statement::Query(query) => self.query(query).map(drop),
             Statement::Insert(insert) => self.insert(insert).map(drop),
@@ -210,12 +237,24 @@ impl<'a> Walk<'a> {
                 self.plan.changes_schema = true;
                 self.alter_table(alter)
             }
-            // Anything else (DDL, GRANT, ...) may name a PII table but not use its columns:
-            // any column reference in it is refused by the final check.
-            _ => {
-                self.plan.changes_schema = true;
-                Ok(())
-            }
+            // A kind the allowlist calls modelled that this walk does not dispatch (and SQL
+            // EXECUTE, whose arguments the session checks): fail closed.
+            Statement::Execute { .. } => Ok(()),
+            _ => Err(self.not_modelled(statement)),
+        }
+    }
+
+    fn not_modelled(&self, statement: &Statement) -> Refusal {
+        let table = self
+            .scope
+            .first_table()
+            .or_else(|| named_table(&statement.to_string(), self.policy));
+        match table {
+            Some(table) => not_modelled(statement, &table),
+            None => Refusal::unsupported(format!(
+                "pgcloak does not model {} statements, and this one involves a table whose columns pgcloak encrypts; run it on a connection that bypasses pgcloak after checking that it handles no PII values",
+                kinds::label(statement)
+            )),
         }
     }
 
@@ -1134,6 +1173,16 @@ pub(super) fn bound(expr: &Expr) -> Bound<'_> {
         }
         _ => Bound::Other(inner),
     }
+}
+
+/// A statement of a kind the walk does not model that names `table`.
+fn not_modelled(statement: &Statement, table: &TableKey) -> Refusal {
+    Refusal::unsupported(format!(
+        "pgcloak does not model {} statements, and this one names {}.{}, whose columns pgcloak encrypts: it cannot tell what the statement does with their values, so it is refused rather than passed on unchecked; run it on a connection that bypasses pgcloak after checking that it handles no PII values",
+        kinds::label(statement),
+        table.0,
+        table.1
+    ))
 }
 
 /// Parameter `$n`, bound for `column`, is used again elsewhere: Postgres would get the one

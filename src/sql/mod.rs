@@ -8,6 +8,7 @@
 mod analyzer;
 mod ddl;
 mod insert_values;
+mod kinds;
 mod levels;
 mod maintenance;
 mod names;

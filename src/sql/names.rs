@@ -9,6 +9,9 @@ use sqlparser::ast::{
     ObjectNamePart, Statement, TableFactor, Visit, Visitor,
 };
 
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::tokenizer::{Token, Tokenizer};
+
 use super::levels::Outputs;
 use crate::crypto::Mode;
 use crate::policy::{ColumnId, Policy};
@@ -84,6 +87,11 @@ impl Scope {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.tables.is_empty()
+    }
+
+    /// A configured table the statement mentions.
+    pub(crate) fn first_table(&self) -> Option<TableKey> {
+        self.tables.iter().next().cloned()
     }
 
     /// Records the PII columns a subquery or CTE called `name` shows, as the walk finds them.
@@ -195,8 +203,12 @@ impl Scope {
 
 /// The configured table a name means, if any (`users` → public.users).
 pub(crate) fn configured_table(name: &ObjectName, policy: &Policy) -> Option<TableKey> {
-    let parts = name_parts(name);
-    let (schema, table) = match parts.as_slice() {
+    configured_parts(&name_parts(name), policy)
+}
+
+/// The configured table the normalised parts of a name mean, if any.
+fn configured_parts(parts: &[String], policy: &Policy) -> Option<TableKey> {
+    let (schema, table) = match parts {
         // pgcloak does not follow search_path: an unqualified name is taken for the
         // configured table of that name (public first), so a session whose search_path
         // finds it elsewhere still has its values encrypted.
@@ -211,6 +223,49 @@ pub(crate) fn configured_table(name: &ObjectName, policy: &Policy) -> Option<Tab
     };
     policy.table(Some(&schema), &table)?;
     Some((schema, table))
+}
+
+/// The first configured table named anywhere in `text` by an identifier (`users`,
+/// `billing.cards`, `"Users"` quoted as configured), whatever the grammar makes of it: how
+/// statements pgcloak does not model are found to name a PII table.
+pub(crate) fn named_table(text: &str, policy: &Policy) -> Option<TableKey> {
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, text)
+        .tokenize()
+        .ok()?;
+    let words: Vec<&Token> = tokens
+        .iter()
+        .filter(|t| !matches!(t, Token::Whitespace(_)))
+        .collect();
+    let ident = |token: &Token| match token {
+        Token::Word(word) => Some(normalize(&Ident {
+            value: word.value.clone(),
+            quote_style: word.quote_style,
+            span: sqlparser::tokenizer::Span::empty(),
+        })),
+        _ => None,
+    };
+    for (i, token) in words.iter().enumerate() {
+        let Some(first) = ident(token) else { continue };
+        let mut parts = vec![first];
+        let mut j = i + 1;
+        while words.get(j) == Some(&&Token::Period) {
+            match words.get(j + 1).and_then(|t| ident(t)) {
+                Some(part) => parts.push(part),
+                None => break,
+            }
+            j += 2;
+        }
+        // Every suffix: `db.schema.table`, `schema.table`, `table`, and a column's
+        // `table.column` prefix.
+        for end in (1..=parts.len()).rev() {
+            for start in (0..end).rev() {
+                if let Some(table) = configured_parts(&parts[start..end], policy) {
+                    return Some(table);
+                }
+            }
+        }
+    }
+    None
 }
 
 struct Collector<'a> {

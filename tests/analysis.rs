@@ -1,0 +1,97 @@
+//! SQL analysis through the proxy: statements the analyzer models are encrypted, statements
+//! it does not model are refused with 0A000 when they involve a PII table, and nothing
+//! reaches a PII column in clear. Each test checks the stored values directly in Postgres.
+
+mod common;
+
+use common::Stack;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::Client;
+
+const POLICY: &str = "
+users:
+  email: deterministic
+  first_name: randomized
+";
+
+const SCHEMA: &str = "
+CREATE TABLE users (id serial PRIMARY KEY, email text UNIQUE, first_name text, nick text);
+CREATE TABLE plain (id int, note text);
+CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
+";
+
+async fn stack() -> (Stack, Client, Client) {
+    let stack = Stack::start_cloaked(POLICY).await;
+    let direct = stack.connect_direct().await;
+    direct.batch_execute(SCHEMA).await.unwrap();
+    let client = stack.connect().await;
+    (stack, client, direct)
+}
+
+/// Runs `sql` through the proxy (simple protocol) and asserts pgcloak refused it with 0A000
+/// and a message containing `fragment`.
+async fn assert_refused(client: &Client, sql: &str, fragment: &str) {
+    let error = client
+        .batch_execute(sql)
+        .await
+        .expect_err(&format!("{sql}: expected a refusal"));
+    let db = error
+        .as_db_error()
+        .unwrap_or_else(|| panic!("{sql}: {error}"));
+    assert_eq!(db.code(), &SqlState::FEATURE_NOT_SUPPORTED, "{sql}: {db}");
+    assert!(db.message().contains(fragment), "{sql}: {}", db.message());
+}
+
+/// Every stored value of `column` in users, read directly from Postgres: none may be
+/// anything but an envelope.
+async fn assert_all_encrypted(direct: &Client, column: &str) {
+    let sql = format!("SELECT {column} FROM users WHERE {column} IS NOT NULL");
+    for row in direct.query(&sql, &[]).await.unwrap() {
+        let value: String = row.get(0);
+        assert!(
+            value.starts_with("pgc1$"),
+            "{column} stored in clear: {value}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kinds_pgcloak_does_not_model_are_refused_on_pii_tables() {
+    let (_stack, client, direct) = stack().await;
+    assert_refused(
+        &client,
+        "CREATE TRIGGER t BEFORE INSERT ON users FOR EACH ROW EXECUTE FUNCTION touch()",
+        "CREATE TRIGGER statements, and this one names public.users",
+    )
+    .await;
+    assert_refused(
+        &client,
+        "CREATE POLICY p ON users USING (email = current_user)",
+        "pgcloak does not model",
+    )
+    .await;
+    // Nothing was created.
+    let triggers: i64 = direct
+        .query_one("SELECT count(*) FROM pg_trigger WHERE tgname = 't'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(triggers, 0);
+    // The same kinds on other tables, and kinds that only name a PII table, pass.
+    client
+        .batch_execute(
+            "CREATE TRIGGER t BEFORE INSERT ON plain FOR EACH ROW EXECUTE FUNCTION touch();
+             GRANT SELECT ON users TO PUBLIC;
+             COMMENT ON COLUMN users.email IS 'encrypted by pgcloak';",
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "INSERT INTO users (email) VALUES ($1)",
+            &[&"ann@example.com"],
+        )
+        .await
+        .unwrap();
+    assert_all_encrypted(&direct, "email").await;
+}
