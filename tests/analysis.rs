@@ -95,3 +95,74 @@ async fn kinds_pgcloak_does_not_model_are_refused_on_pii_tables() {
         .unwrap();
     assert_all_encrypted(&direct, "email").await;
 }
+
+/// MERGE through the proxy: INSERT and UPDATE actions store ciphertext, the ON condition
+/// searches a deterministic column, DELETE works; what cannot be encrypted is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_values_are_encrypted() {
+    let (_stack, client, direct) = stack().await;
+    client
+        .batch_execute(
+            "MERGE INTO users u USING (SELECT 1 AS k) s ON false WHEN NOT MATCHED THEN INSERT (email, first_name) VALUES ('x@example.com', 'Annabel')",
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "MERGE INTO users u USING (SELECT 1 AS k) s ON u.email = $1 WHEN MATCHED THEN UPDATE SET first_name = $2 WHEN NOT MATCHED THEN INSERT (email, first_name) VALUES ($3, $4)",
+            &[&"x@example.com", &"Beatrice", &"x@example.com", &"unused"],
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "MERGE INTO users u USING (SELECT 1 AS k) s ON u.email = $1 WHEN MATCHED THEN UPDATE SET first_name = $2 WHEN NOT MATCHED THEN INSERT (email, first_name) VALUES ($3, $4)",
+            &[&"y@example.com", &"unused", &"y@example.com", &"Clementine"],
+        )
+        .await
+        .unwrap();
+    assert_all_encrypted(&direct, "email").await;
+    assert_all_encrypted(&direct, "first_name").await;
+    let rows = client
+        .query("SELECT email, first_name FROM users ORDER BY id", &[])
+        .await
+        .unwrap();
+    let read: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        read,
+        [
+            ("x@example.com".to_owned(), "Beatrice".to_owned()),
+            ("y@example.com".to_owned(), "Clementine".to_owned())
+        ]
+    );
+    client
+        .batch_execute(
+            "MERGE INTO users u USING (SELECT 1 AS k) s ON u.email = 'y@example.com' WHEN MATCHED THEN DELETE",
+        )
+        .await
+        .unwrap();
+    let left: i64 = direct
+        .query_one("SELECT count(*) FROM users", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 1);
+    assert_refused(
+        &client,
+        "MERGE INTO users u USING (SELECT 'z@example.com' AS e) s ON u.email = s.e WHEN NOT MATCHED THEN INSERT (email) VALUES (s.e)",
+        "public.users.email",
+    )
+    .await;
+    assert_refused(
+        &client,
+        "MERGE INTO plain p USING users u ON p.id = u.id WHEN NOT MATCHED THEN INSERT (id, note) VALUES (u.id, u.email)",
+        "public.users.email is encrypted",
+    )
+    .await;
+    assert_refused(
+        &client,
+        "MERGE INTO users u USING plain p ON u.id = p.id WHEN MATCHED AND u.email LIKE 'x%' THEN DELETE",
+        "public.users.email is encrypted",
+    )
+    .await;
+}

@@ -192,6 +192,7 @@ impl<'a> Walk<'a> {
             Statement::Insert(insert) => self.insert(insert).map(drop),
             Statement::Update(update) => self.update(update).map(drop),
             Statement::Delete(delete) => self.delete(delete).map(drop),
+            Statement::Merge(merge) => self.merge(merge).map(drop),
             Statement::Copy {
                 source,
                 to,
@@ -685,7 +686,7 @@ impl<'a> Walk<'a> {
     }
 
     /// `SET column = value` in UPDATE or ON CONFLICT DO UPDATE.
-    fn assignment(
+    pub(super) fn assignment(
         &mut self,
         target: &AssignmentTarget,
         value: &Expr,

@@ -26,6 +26,7 @@ pub(super) fn kind(statement: &Statement) -> Kind {
         | S::Insert { .. }
         | S::Update { .. }
         | S::Delete { .. }
+        | S::Merge { .. }
         | S::Copy { .. }
         | S::Explain { .. }
         | S::Declare { .. }
@@ -97,10 +98,9 @@ pub(super) fn kind(statement: &Statement) -> Kind {
         | S::ShowViews { .. }
         | S::ShowCollation { .. } => Kind::NamesOnly,
 
-        // MERGE, triggers, row-level security policies, views altered in place, code run
-        // in the server, and other dialects' statements.
-        S::Merge { .. }
-        | S::CreateTrigger { .. }
+        // Triggers, row-level security policies, views altered in place, code run in the
+        // server, and other dialects' statements.
+        S::CreateTrigger { .. }
         | S::AlterTrigger { .. }
         | S::CreatePolicy { .. }
         | S::AlterPolicy { .. }

@@ -11,6 +11,7 @@ mod insert_values;
 mod kinds;
 mod levels;
 mod maintenance;
+mod merge;
 mod names;
 mod queries;
 mod splice;

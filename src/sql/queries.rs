@@ -112,6 +112,10 @@ impl Walk<'_> {
                 Statement::Delete(delete) => self.delete(delete),
                 other => self.statement(other).map(|()| Outputs::default()),
             },
+            SetExpr::Merge(statement) => match statement {
+                Statement::Merge(merge) => self.merge(merge),
+                other => self.statement(other).map(|()| Outputs::default()),
+            },
             _ => Ok(Outputs::default()),
         }
     }
@@ -281,7 +285,7 @@ impl Walk<'_> {
         Ok(())
     }
 
-    fn table_factor(&mut self, factor: &TableFactor) -> Result {
+    pub(super) fn table_factor(&mut self, factor: &TableFactor) -> Result {
         let relation = match factor {
             TableFactor::Table { name, alias, .. } => self.table_relation(name, alias.as_ref())?,
             TableFactor::Derived {

@@ -4,6 +4,7 @@ use super::*;
 use crate::crypto::Mode;
 
 mod allowlist;
+mod merge;
 
 fn policy() -> Policy {
     let yaml = "
