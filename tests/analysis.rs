@@ -6,17 +6,22 @@ mod common;
 
 use common::Stack;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::Type;
 use tokio_postgres::Client;
 
 const POLICY: &str = "
 users:
   email: deterministic
   first_name: randomized
+people:
+  email: deterministic
 ";
 
 const SCHEMA: &str = "
 CREATE TABLE users (id serial PRIMARY KEY, email text UNIQUE, first_name text, nick text);
 CREATE TABLE plain (id int, note text);
+CREATE TABLE parent (id int, email text, first_name text, nick text);
+CREATE TABLE listed (id int, email text, first_name text, nick text) PARTITION BY LIST (id);
 CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
 ";
 
@@ -165,4 +170,91 @@ async fn merge_values_are_encrypted() {
         "public.users.email is encrypted",
     )
     .await;
+}
+
+/// Issue 10 items 3-6, 8-10 through the proxy: relations keep their PII columns, a PII table
+/// stays out of unconfigured parents, column type changes keep the ciphertext.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relations_carry_their_pii_columns() {
+    let (_stack, client, direct) = stack().await;
+    client
+        .execute(
+            "INSERT INTO users (email, first_name) VALUES ($1, $2)",
+            &[&"ann@example.com", &"Ann"],
+        )
+        .await
+        .unwrap();
+    let child = "would become a partition or child of";
+    for (sql, fragment) in [
+        ("ALTER TABLE listed ATTACH PARTITION users DEFAULT", child),
+        ("ALTER TABLE users INHERIT parent", child),
+        ("CREATE TABLE people (id int, email text) INHERITS (parent)", child),
+        ("CREATE TABLE t AS TABLE users", "would receive public.users."),
+        ("SELECT t FROM (SELECT email FROM users) t", "whole-row"),
+        ("SELECT row_to_json(t) FROM (SELECT email FROM users) t", "whole-row"),
+        ("SELECT t::text FROM (SELECT email FROM users) t", "whole-row"),
+        ("WITH t AS (SELECT email FROM users) SELECT to_jsonb(t.*) FROM t", "whole-row"),
+        ("WITH c AS (SELECT email FROM users) SELECT x.email FROM c AS x WHERE x.email LIKE 'a%'", "public.users.email is encrypted"),
+        ("WITH c AS (SELECT email FROM users) SELECT lower(x.email) FROM c AS x", "public.users.email is encrypted"),
+        ("WITH c AS (SELECT email FROM users) SELECT x.email FROM c AS x WHERE x.email > 'a'", "public.users.email is encrypted"),
+        ("ALTER TABLE users ALTER COLUMN email TYPE text USING lower(email)", "would compute new values of public.users.email"),
+        ("CREATE TABLE people (id int, email varchar(30))", "public.people.email cannot be varchar(30)"),
+    ] {
+        assert_refused(&client, sql, fragment).await;
+    }
+    // Nothing above reached Postgres.
+    let inherits: i64 = direct
+        .query_one("SELECT count(*) FROM pg_inherits", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(inherits, 0);
+    // A CTE under an alias searched by equality: the literal is encrypted.
+    let found = client
+        .query(
+            "WITH c AS (SELECT email FROM users) SELECT x.email FROM c AS x WHERE x.email = 'ann@example.com'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    // Django's AlterField, Knex's .alter(): the ciphertext stays as it is.
+    client
+        .batch_execute(
+            "ALTER TABLE users ALTER COLUMN email TYPE varchar(200) USING email::varchar;
+             ALTER TABLE users ALTER COLUMN email TYPE text USING email::text;
+             ALTER TABLE users ALTER COLUMN first_name TYPE varchar USING first_name;",
+        )
+        .await
+        .unwrap();
+    assert_all_encrypted(&direct, "email").await;
+    let row = client
+        .query_one(
+            "SELECT email, first_name FROM users WHERE email = $1",
+            &[&"ann@example.com"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(1), "Ann");
+    client
+        .batch_execute("CREATE TABLE people (id int, email varchar(43))")
+        .await
+        .unwrap();
+}
+
+/// A parameter declared with a type that cannot hold ciphertext: the message names the type.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameter_type_messages_name_the_type() {
+    let (_stack, client, _direct) = stack().await;
+    let error = client
+        .prepare_typed("SELECT id FROM users WHERE email = $1", &[Type::DATE])
+        .await
+        .expect_err("a date parameter for an encrypted column");
+    let db = error.as_db_error().expect("an error from the server side");
+    assert!(
+        db.message().contains("declared as date"),
+        "{}",
+        db.message()
+    );
+    assert!(!db.message().contains("OID"), "{}", db.message());
 }

@@ -120,6 +120,7 @@ pub(super) fn analyze_statements(sql: &str, statements: &[Statement], policy: &P
             bound_params: HashSet::new(),
             levels: Vec::new(),
             ctes: Vec::new(),
+            cte_aliases: Vec::new(),
             cleared: RefCell::default(),
             deferred: RefCell::default(),
         };
@@ -158,6 +159,8 @@ pub(super) struct Walk<'a> {
     pub(super) levels: Vec<Level>,
     /// The CTEs in reach, innermost last, with their outputs (None inside their own query).
     pub(super) ctes: Vec<(String, Option<Outputs>)>,
+    /// (CTE, alias) of references to a CTE inside its own recursive query.
+    pub(super) cte_aliases: Vec<(String, String)>,
     /// References the statement-wide scope takes for PII columns that the FROM lists show to
     /// be plain columns (`orders.email` in a subquery of a statement that also reads users).
     cleared: RefCell<HashSet<SpanKey>>,

@@ -17,6 +17,7 @@ mod queries;
 mod splice;
 #[cfg(test)]
 mod tests;
+mod type_names;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -27,6 +28,7 @@ use sqlparser::parser::Parser;
 use crate::policy::{ColumnId, Policy};
 
 pub use splice::splice;
+pub use type_names::type_name;
 
 /// What the proxy must do with one SQL string (one statement, or several in a simple Query).
 #[derive(Debug, Clone, PartialEq, Eq)]

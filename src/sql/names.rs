@@ -6,7 +6,7 @@ use std::ops::ControlFlow;
 
 use sqlparser::ast::{
     CopySource, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName,
-    ObjectNamePart, Statement, TableFactor, Visit, Visitor,
+    ObjectNamePart, Query, SetExpr, Statement, TableFactor, Visit, Visitor,
 };
 
 use sqlparser::dialect::PostgreSqlDialect;
@@ -54,6 +54,9 @@ pub(crate) struct Scope {
     tables: BTreeSet<TableKey>,
     /// Subqueries and CTEs that show PII columns: name → output column → what it shows.
     derived: BTreeMap<String, BTreeMap<String, PiiColumn>>,
+    /// Names of subqueries, CTEs and their aliases that carry a PII column (named or not):
+    /// a whole-row reference to one would carry ciphertext out.
+    carriers: BTreeSet<String>,
 }
 
 impl Scope {
@@ -96,6 +99,9 @@ impl Scope {
 
     /// Records the PII columns a subquery or CTE called `name` shows, as the walk finds them.
     pub(crate) fn derived(&mut self, name: &str, outputs: &Outputs) {
+        if outputs.first_pii().is_some() {
+            self.carriers.insert(name.to_owned());
+        }
         for (column, output) in &outputs.columns {
             if let (Some(column), Some(pii)) = (column, output.column()) {
                 self.derived
@@ -175,13 +181,15 @@ impl Scope {
         found
     }
 
-    /// True when `expr` is a bare name or alias of a configured table used as a value: a
-    /// whole-row reference, whose text would carry ciphertext out undecrypted.
+    /// True when `expr` is a bare name or alias of a configured table, or of a subquery or
+    /// CTE carrying a PII column, used as a value: a whole-row reference, whose text would
+    /// carry ciphertext out undecrypted.
     pub(crate) fn is_whole_row(&self, expr: &Expr) -> bool {
-        let names_pii_table =
-            |prefix: &ObjectName| self.qualifiers.contains_key(&name_parts(prefix).join("."));
+        let carries_pii =
+            |name: &str| self.qualifiers.contains_key(name) || self.carriers.contains(name);
+        let names_pii_table = |prefix: &ObjectName| carries_pii(&name_parts(prefix).join("."));
         match expr {
-            Expr::Identifier(ident) => self.qualifiers.contains_key(&normalize(ident)),
+            Expr::Identifier(ident) => carries_pii(&normalize(ident)),
             // `u.*` inside an expression (`ROW(u.*)`) or as a function argument
             // (`to_json(u.*)`).
             Expr::QualifiedWildcard(prefix, _) => names_pii_table(prefix),
@@ -279,6 +287,28 @@ impl Visitor for Collector<'_> {
     fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<()> {
         if let Some(table) = configured_table(relation, self.policy) {
             self.scope.add(table, None);
+        }
+        ControlFlow::Continue(())
+    }
+
+    // `TABLE users` names its table by identifiers, not as a relation.
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+        let mut bodies = vec![query.body.as_ref()];
+        while let Some(body) = bodies.pop() {
+            match body {
+                SetExpr::Table(table) => {
+                    let table = super::queries::table_name(table)
+                        .and_then(|name| configured_table(&name, self.policy));
+                    if let Some(table) = table {
+                        self.scope.add(table, None);
+                    }
+                }
+                SetExpr::SetOperation { left, right, .. } => {
+                    bodies.push(left);
+                    bodies.push(right);
+                }
+                _ => {}
+            }
         }
         ControlFlow::Continue(())
     }

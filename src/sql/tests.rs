@@ -5,6 +5,7 @@ use crate::crypto::Mode;
 
 mod allowlist;
 mod merge;
+mod relations;
 
 fn policy() -> Policy {
     let yaml = "
