@@ -258,3 +258,63 @@ async fn parameter_type_messages_name_the_type() {
     );
     assert!(!db.message().contains("OID"), "{}", db.message());
 }
+
+/// Bulk inserts from arrays (Django 5.2's bulk_create, sqlx): each element of an array
+/// feeding a PII column is encrypted, in binary array parameters and in inline literals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unnest_bulk_inserts_are_encrypted_element_by_element() {
+    let (_stack, client, direct) = stack().await;
+    let emails = vec!["a@example.com".to_owned(), "b@example.com".to_owned()];
+    let names = vec![Some("Ann".to_owned()), None];
+    let nicks = vec!["annie".to_owned(), "bobby".to_owned()];
+    let inserted = client
+        .execute(
+            "INSERT INTO \"users\" (\"email\", \"first_name\", \"nick\") SELECT * FROM UNNEST($1::varchar[], $2::text[], $3::varchar[]) RETURNING \"users\".\"id\"",
+            &[&emails, &names, &nicks],
+        )
+        .await
+        .unwrap();
+    assert_eq!(inserted, 2);
+    client
+        .batch_execute(
+            "INSERT INTO users (email, first_name, nick) SELECT * FROM UNNEST('{c@example.com,\"d@example.com\"}'::varchar[], ARRAY['Cecile', 'Dorothea']::text[], '{c,d}'::text[]) AS x(e, f, n);
+             INSERT INTO users (email, first_name) SELECT unnest(ARRAY['e@example.com']), unnest('{Eleonore}'::text[]);",
+        )
+        .await
+        .unwrap();
+    assert_all_encrypted(&direct, "email").await;
+    assert_all_encrypted(&direct, "first_name").await;
+    let nick: String = direct
+        .query_one("SELECT nick FROM users WHERE id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(nick, "annie");
+    let rows = client
+        .query("SELECT email, first_name FROM users ORDER BY id", &[])
+        .await
+        .unwrap();
+    let read: Vec<(String, Option<String>)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        read,
+        [
+            ("a@example.com".to_owned(), Some("Ann".to_owned())),
+            ("b@example.com".to_owned(), None),
+            ("c@example.com".to_owned(), Some("Cecile".to_owned())),
+            ("d@example.com".to_owned(), Some("Dorothea".to_owned())),
+            ("e@example.com".to_owned(), Some("Eleonore".to_owned())),
+        ]
+    );
+    // Deterministic ciphertexts: the array-inserted values are found by equality.
+    let found = client
+        .query("SELECT id FROM users WHERE email = $1", &[&"d@example.com"])
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_refused(
+        &client,
+        "INSERT INTO users (email) SELECT lower(x.e) FROM UNNEST('{X@example.com}'::text[]) AS x(e)",
+        "INSERT ... SELECT into public.users.email",
+    )
+    .await;
+}

@@ -513,7 +513,8 @@ impl<'a> Walk<'a> {
                     }
                 }
                 _ if pii_targets.iter().flatten().next().is_some()
-                    && self.insert_from_values(source, pii_targets)? => {}
+                    && (self.insert_from_values(source, pii_targets)?
+                        || self.insert_from_unnest(source, pii_targets)?) => {}
                 body => {
                     let into = format!("INSERT INTO {}", insert.table);
                     self.insert_select(body, pii_targets, &into)?;
@@ -851,7 +852,7 @@ impl<'a> Walk<'a> {
 
     // ---- recording -----------------------------------------------------------------
 
-    fn bind_literal(
+    pub(super) fn bind_literal(
         &mut self,
         value: String,
         span: Span,
@@ -872,7 +873,13 @@ impl<'a> Walk<'a> {
         Ok(())
     }
 
-    fn bind_param(&mut self, n: usize, span: Span, column: &PiiColumn, array: bool) -> Result {
+    pub(super) fn bind_param(
+        &mut self,
+        n: usize,
+        span: Span,
+        column: &PiiColumn,
+        array: bool,
+    ) -> Result {
         let slot = ParamSlot {
             column: column.id.clone(),
             array,
@@ -1108,7 +1115,7 @@ pub(super) fn strip(expr: &Expr) -> &Expr {
 }
 
 /// `$1::text[]` or `ARRAY[...]::varchar[]`: the array itself.
-fn strip_text_array_cast(expr: &Expr) -> &Expr {
+pub(super) fn strip_text_array_cast(expr: &Expr) -> &Expr {
     match strip(expr) {
         Expr::Cast {
             expr: inner,

@@ -18,6 +18,7 @@ mod splice;
 #[cfg(test)]
 mod tests;
 mod type_names;
+mod unnest;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};

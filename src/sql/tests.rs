@@ -4,6 +4,7 @@ use super::*;
 use crate::crypto::Mode;
 
 mod allowlist;
+mod arrays;
 mod merge;
 mod relations;
 
