@@ -318,3 +318,18 @@ async fn unnest_bulk_inserts_are_encrypted_element_by_element() {
     )
     .await;
 }
+
+/// `$0` bound for a PII column is refused instead of indexing parameter -1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameter_zero_is_refused() {
+    let (_stack, client, _direct) = stack().await;
+    let error = client
+        .prepare("SELECT id FROM users WHERE email = $0")
+        .await
+        .expect_err("$0 for an encrypted column");
+    let db = error.as_db_error().expect("an error from the server side");
+    assert_eq!(db.code(), &SqlState::FEATURE_NOT_SUPPORTED);
+    assert!(db.message().contains("uses $0"), "{}", db.message());
+    // The session goes on.
+    client.simple_query("SELECT 1").await.unwrap();
+}

@@ -880,6 +880,17 @@ impl<'a> Walk<'a> {
         column: &PiiColumn,
         array: bool,
     ) -> Result {
+        if n == 0 || n > MAX_PARAMS {
+            let shown = if n == usize::MAX {
+                "a number this large".to_owned()
+            } else {
+                format!("${n}")
+            };
+            return Err(Refusal::unsupported(format!(
+                "the statement uses {shown} as a parameter for {}, but parameters are numbered from $1 to ${MAX_PARAMS}; number them from $1",
+                column.id
+            )));
+        }
         let slot = ParamSlot {
             column: column.id.clone(),
             array,
@@ -1152,12 +1163,24 @@ fn canonical_number(n: &str) -> bool {
     digits(int) && (int == "0" || !int.starts_with('0')) && frac.is_none_or(digits)
 }
 
+/// The number of a `$n` placeholder; usize::MAX for a number too large to be one (refused
+/// by `bind_param`).
 fn placeholder(value: &Value) -> Option<usize> {
     match value {
-        Value::Placeholder(p) => p.strip_prefix('$')?.parse().ok(),
+        Value::Placeholder(p) => {
+            let digits = p.strip_prefix('$')?;
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            Some(digits.parse().unwrap_or(usize::MAX))
+        }
         _ => None,
     }
 }
+
+/// Postgres numbers parameters from $1 and allows at most 65535 of them (the Bind message
+/// counts them in 16 bits).
+const MAX_PARAMS: usize = 65535;
 
 /// Classifies a value written to or compared with a PII column.
 pub(super) fn bound(expr: &Expr) -> Bound<'_> {

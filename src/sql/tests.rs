@@ -6,6 +6,7 @@ use crate::crypto::Mode;
 mod allowlist;
 mod arrays;
 mod merge;
+mod params;
 mod relations;
 
 fn policy() -> Policy {
