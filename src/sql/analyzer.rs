@@ -52,7 +52,13 @@ fn span_of(span: Span) -> SpanKey {
 
 pub(super) fn analyze_statements(sql: &str, statements: &[Statement], policy: &Policy) -> Analysis {
     let index = LineIndex::new(sql);
-    let mut plan = StatementPlan::default();
+    let mut plan = StatementPlan {
+        lexing_depends_on_scs: super::lexing::depends_on_scs(sql),
+        ..StatementPlan::default()
+    };
+    if plan.lexing_depends_on_scs && statements.len() > 1 {
+        return Analysis::Refused(super::lexing::multi_statement_refusal());
+    }
     let mut touched = false;
     // COPY ... FROM STDIN / TO STDOUT statements of any table: the session follows one COPY
     // of each direction per query string.
@@ -132,7 +138,7 @@ pub(super) fn analyze_statements(sql: &str, statements: &[Statement], policy: &P
             return Analysis::Refused(refusal);
         }
     }
-    if !touched {
+    if !touched && !plan.lexing_depends_on_scs {
         return Analysis::Plain;
     }
     if (plan.copy_in.is_some() && copies_in > 1) || (plan.copy_out.is_some() && copies_out > 1) {

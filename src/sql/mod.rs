@@ -10,6 +10,7 @@ mod ddl;
 mod insert_values;
 mod kinds;
 mod levels;
+mod lexing;
 mod maintenance;
 mod merge;
 mod names;
@@ -58,6 +59,10 @@ pub struct StatementPlan {
     /// Prepared statements run by SQL `EXECUTE name(args)`: their arguments are SQL values
     /// pgcloak cannot bind, so the session refuses this when `name` binds a PII parameter.
     pub executes: Vec<String>,
+    /// An ordinary '...' literal of the string contains a backslash: Postgres lexes the
+    /// string differently when `standard_conforming_strings` is off (the backslash escapes),
+    /// so this plan holds only if the session has it on.
+    pub lexing_depends_on_scs: bool,
 }
 
 /// A literal in the SQL text to replace by the ciphertext of its value.

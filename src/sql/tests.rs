@@ -8,6 +8,7 @@ mod arrays;
 mod merge;
 mod params;
 mod relations;
+mod scs;
 
 fn policy() -> Policy {
     let yaml = "
