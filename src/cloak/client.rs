@@ -556,8 +556,9 @@ fn check_param_types(parse: &Parse, plan: &StatementPlan) -> Result<(), Refusal>
             return Err(Refusal {
                 code: "42804",
                 message: format!(
-                    "parameter ${n} is bound for the encrypted column {} but declared with type OID {oid}; declare it as text, text[] for = ANY(...), or leave its type unspecified",
-                    slot.column
+                    "parameter ${n} is bound for the encrypted column {} but declared as {}; declare it as text (text[] for an array), or leave its type unspecified",
+                    slot.column,
+                    crate::sql::type_name(oid)
                 ),
             });
         }

@@ -19,8 +19,11 @@ use sqlparser::ast::{
 };
 use sqlparser::tokenizer::Span;
 
+use super::kinds::{self, Kind};
 use super::levels::{self, Level, Output, Outputs, Relation, Resolved};
-use super::names::{configured_table, name_parts, normalize, PiiColumn, Scope, TableKey};
+use super::names::{
+    configured_table, name_parts, named_table, normalize, PiiColumn, Scope, TableKey,
+};
 use super::queries::output_name;
 use super::splice::LineIndex;
 use super::{
@@ -49,7 +52,13 @@ fn span_of(span: Span) -> SpanKey {
 
 pub(super) fn analyze_statements(sql: &str, statements: &[Statement], policy: &Policy) -> Analysis {
     let index = LineIndex::new(sql);
-    let mut plan = StatementPlan::default();
+    let mut plan = StatementPlan {
+        lexing_depends_on_scs: super::lexing::depends_on_scs(sql),
+        ..StatementPlan::default()
+    };
+    if plan.lexing_depends_on_scs && statements.len() > 1 {
+        return Analysis::Refused(super::lexing::multi_statement_refusal());
+    }
     let mut touched = false;
     // COPY ... FROM STDIN / TO STDOUT statements of any table: the session follows one COPY
     // of each direction per query string.
@@ -91,7 +100,21 @@ pub(super) fn analyze_statements(sql: &str, statements: &[Statement], policy: &P
         }
         let scope = Scope::of(statement, policy);
         if scope.is_empty() {
-            continue; // the table name occurred in the text, but not as a table
+            // A kind the walk does not model may name a table outside the places the
+            // parser marks as relations (`CREATE TRIGGER ... ON users`).
+            let kind = kinds::kind(statement);
+            if kind == Kind::Modelled {
+                continue; // the table name occurred in the text, but not as a table
+            }
+            let Some(table) = named_table(&statement.to_string(), policy) else {
+                continue;
+            };
+            if kind == Kind::NotModelled {
+                return Analysis::Refused(not_modelled(statement, &table));
+            }
+            touched = true;
+            plan.changes_schema = true;
+            continue;
         }
         touched = true;
         let mut walk = Walk {
@@ -103,6 +126,7 @@ pub(super) fn analyze_statements(sql: &str, statements: &[Statement], policy: &P
             bound_params: HashSet::new(),
             levels: Vec::new(),
             ctes: Vec::new(),
+            cte_aliases: Vec::new(),
             cleared: RefCell::default(),
             deferred: RefCell::default(),
         };
@@ -114,7 +138,7 @@ pub(super) fn analyze_statements(sql: &str, statements: &[Statement], policy: &P
             return Analysis::Refused(refusal);
         }
     }
-    if !touched {
+    if !touched && !plan.lexing_depends_on_scs {
         return Analysis::Plain;
     }
     if (plan.copy_in.is_some() && copies_in > 1) || (plan.copy_out.is_some() && copies_out > 1) {
@@ -141,6 +165,8 @@ pub(super) struct Walk<'a> {
     pub(super) levels: Vec<Level>,
     /// The CTEs in reach, innermost last, with their outputs (None inside their own query).
     pub(super) ctes: Vec<(String, Option<Outputs>)>,
+    /// (CTE, alias) of references to a CTE inside its own recursive query.
+    pub(super) cte_aliases: Vec<(String, String)>,
     /// References the statement-wide scope takes for PII columns that the FROM lists show to
     /// be plain columns (`orders.email` in a subquery of a statement that also reads users).
     cleared: RefCell<HashSet<SpanKey>>,
@@ -160,11 +186,22 @@ pub(super) enum Bound<'e> {
 
 impl<'a> Walk<'a> {
     pub(super) fn statement(&mut self, statement: &Statement) -> Result {
+        match kinds::kind(statement) {
+            Kind::Modelled => {}
+            // It may name a PII table but not use its columns: any column reference in it
+            // is refused by the final check.
+            Kind::NamesOnly => {
+                self.plan.changes_schema = true;
+                return Ok(());
+            }
+            Kind::NotModelled => return Err(self.not_modelled(statement)),
+        }
         match statement {
             Statement::Query(query) => self.query(query).map(drop),
             Statement::Insert(insert) => self.insert(insert).map(drop),
             Statement::Update(update) => self.update(update).map(drop),
             Statement::Delete(delete) => self.delete(delete).map(drop),
+            Statement::Merge(merge) => self.merge(merge).map(drop),
             Statement::Copy {
                 source,
                 to,
@@ -210,12 +247,24 @@ impl<'a> Walk<'a> {
                 self.plan.changes_schema = true;
                 self.alter_table(alter)
             }
-            // Anything else (DDL, GRANT, ...) may name a PII table but not use its columns:
-            // any column reference in it is refused by the final check.
-            _ => {
-                self.plan.changes_schema = true;
-                Ok(())
-            }
+            // A kind the allowlist calls modelled that this walk does not dispatch (and SQL
+            // EXECUTE, whose arguments the session checks): fail closed.
+            Statement::Execute { .. } => Ok(()),
+            _ => Err(self.not_modelled(statement)),
+        }
+    }
+
+    fn not_modelled(&self, statement: &Statement) -> Refusal {
+        let table = self
+            .scope
+            .first_table()
+            .or_else(|| named_table(&statement.to_string(), self.policy));
+        match table {
+            Some(table) => not_modelled(statement, &table),
+            None => Refusal::unsupported(format!(
+                "pgcloak does not model {} statements, and this one involves a table whose columns pgcloak encrypts; run it on a connection that bypasses pgcloak after checking that it handles no PII values",
+                kinds::label(statement)
+            )),
         }
     }
 
@@ -470,7 +519,8 @@ impl<'a> Walk<'a> {
                     }
                 }
                 _ if pii_targets.iter().flatten().next().is_some()
-                    && self.insert_from_values(source, pii_targets)? => {}
+                    && (self.insert_from_values(source, pii_targets)?
+                        || self.insert_from_unnest(source, pii_targets)?) => {}
                 body => {
                     let into = format!("INSERT INTO {}", insert.table);
                     self.insert_select(body, pii_targets, &into)?;
@@ -646,7 +696,7 @@ impl<'a> Walk<'a> {
     }
 
     /// `SET column = value` in UPDATE or ON CONFLICT DO UPDATE.
-    fn assignment(
+    pub(super) fn assignment(
         &mut self,
         target: &AssignmentTarget,
         value: &Expr,
@@ -808,7 +858,7 @@ impl<'a> Walk<'a> {
 
     // ---- recording -----------------------------------------------------------------
 
-    fn bind_literal(
+    pub(super) fn bind_literal(
         &mut self,
         value: String,
         span: Span,
@@ -829,7 +879,24 @@ impl<'a> Walk<'a> {
         Ok(())
     }
 
-    fn bind_param(&mut self, n: usize, span: Span, column: &PiiColumn, array: bool) -> Result {
+    pub(super) fn bind_param(
+        &mut self,
+        n: usize,
+        span: Span,
+        column: &PiiColumn,
+        array: bool,
+    ) -> Result {
+        if n == 0 || n > MAX_PARAMS {
+            let shown = if n == usize::MAX {
+                "a number this large".to_owned()
+            } else {
+                format!("${n}")
+            };
+            return Err(Refusal::unsupported(format!(
+                "the statement uses {shown} as a parameter for {}, but parameters are numbered from $1 to ${MAX_PARAMS}; number them from $1",
+                column.id
+            )));
+        }
         let slot = ParamSlot {
             column: column.id.clone(),
             array,
@@ -1065,7 +1132,7 @@ pub(super) fn strip(expr: &Expr) -> &Expr {
 }
 
 /// `$1::text[]` or `ARRAY[...]::varchar[]`: the array itself.
-fn strip_text_array_cast(expr: &Expr) -> &Expr {
+pub(super) fn strip_text_array_cast(expr: &Expr) -> &Expr {
     match strip(expr) {
         Expr::Cast {
             expr: inner,
@@ -1102,12 +1169,24 @@ fn canonical_number(n: &str) -> bool {
     digits(int) && (int == "0" || !int.starts_with('0')) && frac.is_none_or(digits)
 }
 
+/// The number of a `$n` placeholder; usize::MAX for a number too large to be one (refused
+/// by `bind_param`).
 fn placeholder(value: &Value) -> Option<usize> {
     match value {
-        Value::Placeholder(p) => p.strip_prefix('$')?.parse().ok(),
+        Value::Placeholder(p) => {
+            let digits = p.strip_prefix('$')?;
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            Some(digits.parse().unwrap_or(usize::MAX))
+        }
         _ => None,
     }
 }
+
+/// Postgres numbers parameters from $1 and allows at most 65535 of them (the Bind message
+/// counts them in 16 bits).
+const MAX_PARAMS: usize = 65535;
 
 /// Classifies a value written to or compared with a PII column.
 pub(super) fn bound(expr: &Expr) -> Bound<'_> {
@@ -1134,6 +1213,16 @@ pub(super) fn bound(expr: &Expr) -> Bound<'_> {
         }
         _ => Bound::Other(inner),
     }
+}
+
+/// A statement of a kind the walk does not model that names `table`.
+fn not_modelled(statement: &Statement, table: &TableKey) -> Refusal {
+    Refusal::unsupported(format!(
+        "pgcloak does not model {} statements, and this one names {}.{}, whose columns pgcloak encrypts: it cannot tell what the statement does with their values, so it is refused rather than passed on unchecked; run it on a connection that bypasses pgcloak after checking that it handles no PII values",
+        kinds::label(statement),
+        table.0,
+        table.1
+    ))
 }
 
 /// Parameter `$n`, bound for `column`, is used again elsewhere: Postgres would get the one

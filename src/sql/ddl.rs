@@ -6,15 +6,15 @@
 //! generated expressions need the plaintext: all refused, naming the column.
 
 use sqlparser::ast::{
-    AlterColumnOperation, AlterTable, AlterTableOperation, ColumnDef, ColumnOption, CreateIndex,
-    CreateTable, CreateView, DataType, ForeignKeyConstraint, IndexColumn, ObjectName, Statement,
-    TableConstraint,
+    AlterColumnOperation, AlterTable, AlterTableOperation, CharacterLength, ColumnDef,
+    ColumnOption, CreateIndex, CreateTable, CreateView, DataType, Expr, ForeignKeyConstraint,
+    IndexColumn, ObjectName, Statement, TableConstraint,
 };
 
 use super::analyzer::{bound, Bound, Result, Walk};
 use super::names::{configured_table, normalize, PiiColumn, TableKey};
 use super::Refusal;
-use crate::crypto::Mode;
+use crate::crypto::{envelope_len, Mode};
 
 impl Walk<'_> {
     pub(super) fn create_table(&mut self, create: &CreateTable) -> Result {
@@ -24,8 +24,10 @@ impl Walk<'_> {
             .iter()
             .chain(create.inherits.iter().flatten());
         for parent in parents {
-            if let (Some(parent), None) = (configured_table(parent, self.policy), &table) {
-                return Err(child_not_configured(&create.name, &parent));
+            match (configured_table(parent, self.policy), &table) {
+                (Some(parent), None) => return Err(child_not_configured(&create.name, &parent)),
+                (None, Some(child)) => return Err(parent_not_configured(child, parent)),
+                _ => {}
             }
         }
         for column in &create.columns {
@@ -76,13 +78,19 @@ impl Walk<'_> {
                 }
                 AlterTableOperation::AlterColumn {
                     column_name,
-                    op: AlterColumnOperation::SetDataType { data_type, .. },
+                    op:
+                        AlterColumnOperation::SetDataType {
+                            data_type, using, ..
+                        },
                 } => {
                     let column = table
                         .as_ref()
                         .and_then(|t| self.column(t, &normalize(column_name)));
                     if let Some(column) = column {
                         column_type(&column, data_type)?;
+                        if let Some(using) = using {
+                            self.conversion(&column, using)?;
+                        }
                     }
                 }
                 AlterTableOperation::AlterColumn {
@@ -107,14 +115,23 @@ impl Walk<'_> {
                     )));
                 }
                 AlterTableOperation::AttachPartitionOf { partition, .. } => {
-                    if let (Some(parent), None) = (&table, configured_table(partition, self.policy))
-                    {
-                        return Err(child_not_configured(partition, parent));
+                    match (&table, configured_table(partition, self.policy)) {
+                        (Some(parent), None) => {
+                            return Err(child_not_configured(partition, parent))
+                        }
+                        (None, Some(child)) => {
+                            return Err(parent_not_configured(&child, &alter.name))
+                        }
+                        _ => {}
                     }
                 }
                 AlterTableOperation::Inherit { parent } => {
-                    if let (Some(parent), None) = (configured_table(parent, self.policy), &table) {
-                        return Err(child_not_configured(&alter.name, &parent));
+                    match (configured_table(parent, self.policy), &table) {
+                        (Some(parent), None) => {
+                            return Err(child_not_configured(&alter.name, &parent))
+                        }
+                        (None, Some(child)) => return Err(parent_not_configured(child, parent)),
+                        _ => {}
                     }
                 }
                 // Anything else is checked by the final walk over every reference.
@@ -122,6 +139,23 @@ impl Walk<'_> {
             }
         }
         Ok(())
+    }
+
+    /// `ALTER COLUMN c TYPE text USING c::text` (Django's AlterField, Knex's `.alter()`):
+    /// the stored text is kept as it is, which is all Postgres may do with ciphertext.
+    fn conversion(&mut self, column: &PiiColumn, using: &Expr) -> Result {
+        let same = self.pii(using).is_some_and(|c| c.id == column.id);
+        if same && self.recognise(using) {
+            return Ok(());
+        }
+        if let Bound::Null = bound(using) {
+            return Ok(());
+        }
+        Err(Refusal::unsupported(format!(
+            "ALTER COLUMN {c} TYPE ... USING an expression would compute new values of {} in Postgres, from its ciphertext; only `USING {c}` or `USING {c}::text` (the stored text, unchanged) work: convert the values in the application and write them back through pgcloak",
+            column.id,
+            c = column.id.column
+        )))
     }
 
     fn renames_pii(&self, operation: &AlterTableOperation, table: Option<&TableKey>) -> bool {
@@ -288,22 +322,59 @@ impl Walk<'_> {
 /// would compare ciphertexts case-insensitively, `char(n)` pads them, other types cannot
 /// hold them.
 fn column_type(column: &PiiColumn, data_type: &DataType) -> Result {
-    let name = data_type.to_string().to_lowercase();
-    let text_family =
-        name == "text" || name.starts_with("varchar") || name.starts_with("character varying");
-    if text_family && !name.ends_with("[]") {
+    let length = match data_type {
+        DataType::Text | DataType::Varchar(None) | DataType::CharacterVarying(None) => None,
+        DataType::Varchar(Some(length)) | DataType::CharacterVarying(Some(length)) => {
+            match length {
+                CharacterLength::IntegerLength { length, .. } => Some(*length),
+                CharacterLength::Max => None,
+            }
+        }
+        _ => {
+            return Err(Refusal::unsupported(format!(
+                "{} is encrypted by pgcloak and its ciphertext is text: declare it as text (or varchar), not {}",
+                column.id,
+                data_type.to_string().to_lowercase()
+            )))
+        }
+    };
+    let Some(length) = length.map(|l| usize::try_from(l).unwrap_or(usize::MAX)) else {
+        return Ok(());
+    };
+    if length >= envelope_len(MIN_PLAINTEXT_BYTES, column.mode) {
         return Ok(());
     }
+    let (mode, overhead) = match column.mode {
+        Mode::Randomized => ("randomized", 28),
+        Mode::Deterministic => ("deterministic", 16),
+    };
     Err(Refusal::unsupported(format!(
-        "{} is encrypted by pgcloak and its ciphertext is text: declare it as text (or varchar), not {name}",
-        column.id
+        "{} cannot be varchar({length}): pgcloak stores each value as an envelope longer than the value (16 + ⌈4·(n + {overhead})/3⌉ characters for n bytes in {mode} mode), so a one-character value (up to {MIN_PLAINTEXT_BYTES} bytes in UTF-8) needs varchar({}), and values of up to {length} bytes need varchar({}); declare it text, or varchar(n) sized for the envelope (docs/FORMAT.md)",
+        column.id,
+        envelope_len(MIN_PLAINTEXT_BYTES, column.mode),
+        envelope_len(length, column.mode),
     )))
 }
+
+/// The shortest plaintext a `varchar(n)` PII column must hold: one character of any script
+/// (4 bytes in UTF-8). A column that cannot hold that is certainly a mistake; longer limits
+/// are the application's choice (`pgcloak check` prints the longest plaintext each holds).
+const MIN_PLAINTEXT_BYTES: usize = 4;
 
 fn child_not_configured(child: &ObjectName, parent: &TableKey) -> Refusal {
     Refusal::unsupported(format!(
         "{child} would be a partition or child of {}.{}, whose columns pgcloak encrypts, but is not in the pgcloak policy: rows written to it directly would be stored in clear; add it under `tables` with its PII columns and `same_key_as: {}.<column>` first",
         parent.0, parent.1, parent.1
+    ))
+}
+
+/// A PII table made the child of a relation the policy does not name: rows inserted through
+/// the parent would be stored in clear, and searches through it would compare plaintext with
+/// ciphertext.
+fn parent_not_configured(child: &TableKey, parent: &ObjectName) -> Refusal {
+    Refusal::unsupported(format!(
+        "{}.{} would become a partition or child of {parent}, which is not in the pgcloak policy: rows written through {parent} would be stored in clear in {}.{}, and searches through it would silently miss; add {parent} under `tables` with the same PII columns and `same_key_as: {}.<column>` first",
+        child.0, child.1, child.0, child.1, child.1
     ))
 }
 
@@ -314,8 +385,8 @@ fn foreign_key(column: &PiiColumn) -> Refusal {
     ))
 }
 
-/// The tables a CREATE TABLE or ALTER TABLE refers to: by foreign keys, and as the parent
-/// of a partition or inheritance child.
+/// The tables a CREATE TABLE or ALTER TABLE refers to: by foreign keys, as the parent of a
+/// partition or inheritance child, and as the partition ATTACH PARTITION attaches.
 pub(super) fn referred_tables(statement: &Statement) -> Vec<&ObjectName> {
     let mut parents = Vec::new();
     let (columns, constraints): (Vec<&ColumnDef>, Vec<&TableConstraint>) = match statement {
@@ -333,6 +404,9 @@ pub(super) fn referred_tables(statement: &Statement) -> Vec<&ObjectName> {
             for operation in &alter.operations {
                 match operation {
                     AlterTableOperation::Inherit { parent } => parents.push(parent),
+                    AlterTableOperation::AttachPartitionOf { partition, .. } => {
+                        parents.push(partition)
+                    }
                     AlterTableOperation::AddColumn { column_def, .. } => columns.push(column_def),
                     AlterTableOperation::AddConstraint { constraint, .. } => {
                         constraints.push(constraint)

@@ -8,13 +8,18 @@
 mod analyzer;
 mod ddl;
 mod insert_values;
+mod kinds;
 mod levels;
+mod lexing;
 mod maintenance;
+mod merge;
 mod names;
 mod queries;
 mod splice;
 #[cfg(test)]
 mod tests;
+mod type_names;
+mod unnest;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -25,6 +30,7 @@ use sqlparser::parser::Parser;
 use crate::policy::{ColumnId, Policy};
 
 pub use splice::splice;
+pub use type_names::type_name;
 
 /// What the proxy must do with one SQL string (one statement, or several in a simple Query).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +59,10 @@ pub struct StatementPlan {
     /// Prepared statements run by SQL `EXECUTE name(args)`: their arguments are SQL values
     /// pgcloak cannot bind, so the session refuses this when `name` binds a PII parameter.
     pub executes: Vec<String>,
+    /// An ordinary '...' literal of the string contains a backslash: Postgres lexes the
+    /// string differently when `standard_conforming_strings` is off (the backslash escapes),
+    /// so this plan holds only if the session has it on.
+    pub lexing_depends_on_scs: bool,
 }
 
 /// A literal in the SQL text to replace by the ciphertext of its value.

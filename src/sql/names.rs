@@ -6,8 +6,11 @@ use std::ops::ControlFlow;
 
 use sqlparser::ast::{
     CopySource, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName,
-    ObjectNamePart, Statement, TableFactor, Visit, Visitor,
+    ObjectNamePart, Query, SetExpr, Statement, TableFactor, Visit, Visitor,
 };
+
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::tokenizer::{Token, Tokenizer};
 
 use super::levels::Outputs;
 use crate::crypto::Mode;
@@ -51,6 +54,9 @@ pub(crate) struct Scope {
     tables: BTreeSet<TableKey>,
     /// Subqueries and CTEs that show PII columns: name → output column → what it shows.
     derived: BTreeMap<String, BTreeMap<String, PiiColumn>>,
+    /// Names of subqueries, CTEs and their aliases that carry a PII column (named or not):
+    /// a whole-row reference to one would carry ciphertext out.
+    carriers: BTreeSet<String>,
 }
 
 impl Scope {
@@ -86,8 +92,16 @@ impl Scope {
         self.tables.is_empty()
     }
 
+    /// A configured table the statement mentions.
+    pub(crate) fn first_table(&self) -> Option<TableKey> {
+        self.tables.iter().next().cloned()
+    }
+
     /// Records the PII columns a subquery or CTE called `name` shows, as the walk finds them.
     pub(crate) fn derived(&mut self, name: &str, outputs: &Outputs) {
+        if outputs.first_pii().is_some() {
+            self.carriers.insert(name.to_owned());
+        }
         for (column, output) in &outputs.columns {
             if let (Some(column), Some(pii)) = (column, output.column()) {
                 self.derived
@@ -167,13 +181,15 @@ impl Scope {
         found
     }
 
-    /// True when `expr` is a bare name or alias of a configured table used as a value: a
-    /// whole-row reference, whose text would carry ciphertext out undecrypted.
+    /// True when `expr` is a bare name or alias of a configured table, or of a subquery or
+    /// CTE carrying a PII column, used as a value: a whole-row reference, whose text would
+    /// carry ciphertext out undecrypted.
     pub(crate) fn is_whole_row(&self, expr: &Expr) -> bool {
-        let names_pii_table =
-            |prefix: &ObjectName| self.qualifiers.contains_key(&name_parts(prefix).join("."));
+        let carries_pii =
+            |name: &str| self.qualifiers.contains_key(name) || self.carriers.contains(name);
+        let names_pii_table = |prefix: &ObjectName| carries_pii(&name_parts(prefix).join("."));
         match expr {
-            Expr::Identifier(ident) => self.qualifiers.contains_key(&normalize(ident)),
+            Expr::Identifier(ident) => carries_pii(&normalize(ident)),
             // `u.*` inside an expression (`ROW(u.*)`) or as a function argument
             // (`to_json(u.*)`).
             Expr::QualifiedWildcard(prefix, _) => names_pii_table(prefix),
@@ -195,8 +211,12 @@ impl Scope {
 
 /// The configured table a name means, if any (`users` → public.users).
 pub(crate) fn configured_table(name: &ObjectName, policy: &Policy) -> Option<TableKey> {
-    let parts = name_parts(name);
-    let (schema, table) = match parts.as_slice() {
+    configured_parts(&name_parts(name), policy)
+}
+
+/// The configured table the normalised parts of a name mean, if any.
+fn configured_parts(parts: &[String], policy: &Policy) -> Option<TableKey> {
+    let (schema, table) = match parts {
         // pgcloak does not follow search_path: an unqualified name is taken for the
         // configured table of that name (public first), so a session whose search_path
         // finds it elsewhere still has its values encrypted.
@@ -213,6 +233,49 @@ pub(crate) fn configured_table(name: &ObjectName, policy: &Policy) -> Option<Tab
     Some((schema, table))
 }
 
+/// The first configured table named anywhere in `text` by an identifier (`users`,
+/// `billing.cards`, `"Users"` quoted as configured), whatever the grammar makes of it: how
+/// statements pgcloak does not model are found to name a PII table.
+pub(crate) fn named_table(text: &str, policy: &Policy) -> Option<TableKey> {
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, text)
+        .tokenize()
+        .ok()?;
+    let words: Vec<&Token> = tokens
+        .iter()
+        .filter(|t| !matches!(t, Token::Whitespace(_)))
+        .collect();
+    let ident = |token: &Token| match token {
+        Token::Word(word) => Some(normalize(&Ident {
+            value: word.value.clone(),
+            quote_style: word.quote_style,
+            span: sqlparser::tokenizer::Span::empty(),
+        })),
+        _ => None,
+    };
+    for (i, token) in words.iter().enumerate() {
+        let Some(first) = ident(token) else { continue };
+        let mut parts = vec![first];
+        let mut j = i + 1;
+        while words.get(j) == Some(&&Token::Period) {
+            match words.get(j + 1).and_then(|t| ident(t)) {
+                Some(part) => parts.push(part),
+                None => break,
+            }
+            j += 2;
+        }
+        // Every suffix: `db.schema.table`, `schema.table`, `table`, and a column's
+        // `table.column` prefix.
+        for end in (1..=parts.len()).rev() {
+            for start in (0..end).rev() {
+                if let Some(table) = configured_parts(&parts[start..end], policy) {
+                    return Some(table);
+                }
+            }
+        }
+    }
+    None
+}
+
 struct Collector<'a> {
     policy: &'a Policy,
     scope: Scope,
@@ -224,6 +287,28 @@ impl Visitor for Collector<'_> {
     fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<()> {
         if let Some(table) = configured_table(relation, self.policy) {
             self.scope.add(table, None);
+        }
+        ControlFlow::Continue(())
+    }
+
+    // `TABLE users` names its table by identifiers, not as a relation.
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+        let mut bodies = vec![query.body.as_ref()];
+        while let Some(body) = bodies.pop() {
+            match body {
+                SetExpr::Table(table) => {
+                    let table = super::queries::table_name(table)
+                        .and_then(|name| configured_table(&name, self.policy));
+                    if let Some(table) = table {
+                        self.scope.add(table, None);
+                    }
+                }
+                SetExpr::SetOperation { left, right, .. } => {
+                    bodies.push(left);
+                    bodies.push(right);
+                }
+                _ => {}
+            }
         }
         ControlFlow::Continue(())
     }

@@ -57,6 +57,9 @@ impl Walk<'_> {
             let outputs = self.query(&cte.query)?;
             let outputs = self.renamed(outputs, Some(&cte.alias))?;
             self.scope.derived(&name, &outputs);
+            for (_, alias) in self.cte_aliases.iter().filter(|(cte, _)| *cte == name) {
+                self.scope.derived(alias, &outputs);
+            }
             if let Some(last) = self.ctes.last_mut() {
                 last.1 = Some(outputs);
             }
@@ -112,7 +115,15 @@ impl Walk<'_> {
                 Statement::Delete(delete) => self.delete(delete),
                 other => self.statement(other).map(|()| Outputs::default()),
             },
-            _ => Ok(Outputs::default()),
+            SetExpr::Merge(statement) => match statement {
+                Statement::Merge(merge) => self.merge(merge),
+                other => self.statement(other).map(|()| Outputs::default()),
+            },
+            // `TABLE name` is `SELECT * FROM name`.
+            SetExpr::Table(table) => match table_name(table) {
+                Some(name) => Ok(self.table_relation(&name, None)?.expand(self.policy)),
+                None => Ok(Outputs::default()),
+            },
         }
     }
 
@@ -281,7 +292,7 @@ impl Walk<'_> {
         Ok(())
     }
 
-    fn table_factor(&mut self, factor: &TableFactor) -> Result {
+    pub(super) fn table_factor(&mut self, factor: &TableFactor) -> Result {
         let relation = match factor {
             TableFactor::Table { name, alias, .. } => self.table_relation(name, alias.as_ref())?,
             TableFactor::Derived {
@@ -343,7 +354,7 @@ impl Walk<'_> {
 
     /// A table (or CTE) in a FROM list.
     pub(super) fn table_relation(
-        &self,
+        &mut self,
         name: &ObjectName,
         alias: Option<&TableAlias>,
     ) -> Result<Relation> {
@@ -353,12 +364,22 @@ impl Walk<'_> {
         if let [bare] = parts.as_slice() {
             if let Some((_, outputs)) = self.ctes.iter().rev().find(|(cte, _)| cte == bare) {
                 let name = alias_name.unwrap_or_else(|| bare.clone());
-                return Ok(match outputs {
-                    Some(outputs) => Relation::Derived {
-                        outputs: self.renamed(outputs.clone(), alias)?,
-                        name: Some(name),
-                    },
-                    None => Relation::Opaque { names: vec![name] },
+                return Ok(match outputs.clone() {
+                    Some(outputs) => {
+                        // Under an alias, the CTE's PII columns go by the alias.
+                        let outputs = self.renamed(outputs, alias)?;
+                        self.scope.derived(&name, &outputs);
+                        Relation::Derived {
+                            outputs,
+                            name: Some(name),
+                        }
+                    }
+                    None => {
+                        // Inside its own (recursive) query: the alias gets the CTE's PII
+                        // columns once they are known.
+                        self.cte_aliases.push((bare.clone(), name.clone()));
+                        Relation::Opaque { names: vec![name] }
+                    }
                 });
             }
         }
@@ -508,6 +529,13 @@ fn by_unknown_position(outputs: &Outputs, expr: &Expr, clause: &str) -> Result {
         ))),
         _ => Ok(()),
     }
+}
+
+/// The name a `TABLE name` command reads.
+pub(super) fn table_name(table: &sqlparser::ast::Table) -> Option<ObjectName> {
+    let parts = table.schema_name.iter().chain(&table.table_name).cloned();
+    let name = ObjectName::from(parts.collect::<Vec<_>>());
+    table.table_name.as_ref().map(|_| name)
 }
 
 /// The alias name of a table function, UNNEST, ... in FROM.

@@ -3,6 +3,14 @@
 use super::*;
 use crate::crypto::Mode;
 
+mod allowlist;
+mod arrays;
+mod escapes;
+mod merge;
+mod params;
+mod relations;
+mod scs;
+
 fn policy() -> Policy {
     let yaml = "
 users:
@@ -19,6 +27,51 @@ fn plan(sql: &str) -> Arc<StatementPlan> {
     match analyze(sql, &policy()) {
         Analysis::Plan(plan) => plan,
         other => panic!("{sql}: expected a plan, got {other:?}"),
+    }
+}
+
+/// Asserts each statement is refused (0A000) with a message containing its fragment, and
+/// that the message quotes none of the statement's literals.
+fn refusals(cases: &[(&str, &str)]) {
+    refusals_under(&policy(), cases)
+}
+
+fn refusals_under(policy: &Policy, cases: &[(&str, &str)]) {
+    for (sql, fragment) in cases {
+        match analyze(sql, policy) {
+            Analysis::Refused(refusal) => {
+                assert_eq!(refusal.code, "0A000", "{sql}");
+                assert!(
+                    refusal.message.contains(fragment),
+                    "{sql}: expected {fragment:?} in {:?}",
+                    refusal.message
+                );
+                for literal in quoted_literals(sql) {
+                    assert!(
+                        !refusal.message.contains(&literal),
+                        "{sql}: the message quotes {literal}: {}",
+                        refusal.message
+                    );
+                }
+            }
+            other => panic!("{sql}: expected a refusal, got {other:?}"),
+        }
+    }
+}
+
+/// The '...' literals of a statement of at least 4 characters (`'secret@x'`), quotes included.
+fn quoted_literals(sql: &str) -> Vec<String> {
+    sql.split('\'')
+        .enumerate()
+        .filter(|(i, text)| i % 2 == 1 && text.len() >= 4)
+        .map(|(_, text)| format!("'{text}'"))
+        .collect()
+}
+
+/// Asserts each statement is planned (not refused, not plain).
+fn plans(cases: &[&str]) {
+    for sql in cases {
+        plan(sql);
     }
 }
 
