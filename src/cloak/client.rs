@@ -90,7 +90,7 @@ impl ClientCloak {
             }
             Outcome::Plan(sql, plan) => {
                 let checked = self
-                    .check_session(&state, &sql, &plan)
+                    .check_session(&state, &plan)
                     .and_then(|()| self.encrypt_literals(&sql, &plan));
                 let sql = match checked {
                     Ok(sql) => {
@@ -129,7 +129,7 @@ impl ClientCloak {
                     return Ok(frame); // analyse decoded it, or returned early
                 };
                 let checked = check_param_types(&parse, &plan)
-                    .and_then(|()| self.check_session(&state, &sql, &plan))
+                    .and_then(|()| self.check_session(&state, &plan))
                     .and_then(|()| self.encrypt_literals(&sql, &plan));
                 match checked {
                     Ok(sql) => {
@@ -343,20 +343,21 @@ impl ClientCloak {
     /// when `name` was prepared (with Parse) with a parameter bound for a PII column. (SQL
     /// PREPARE of such a statement is refused by the analysis.)
     ///
-    /// A backslash in the text is read by the server according to
+    /// A backslash in an ordinary '...' literal is read by the server according to
     /// standard_conforming_strings, which a request still in flight may change: such a
     /// statement is analysed only while the server reported the setting on and has answered
     /// everything (otherwise what pgcloak takes for a string may not be one for Postgres).
     fn check_session(
         &self,
         state: &SessionState,
-        sql: &str,
         plan: &StatementPlan,
     ) -> Result<(), Refusal> {
         let tracker = &state.tracker;
-        if sql.contains('\\') && !(tracker.params.standard_conforming_strings && tracker.idle()) {
+        if plan.lexing_depends_on_scs
+            && !(tracker.params.standard_conforming_strings && tracker.idle())
+        {
             return Err(Refusal::unsupported(
-                "this statement touches a table with encrypted columns and contains a backslash, which Postgres reads differently when standard_conforming_strings is off; pgcloak analyses such statements only while standard_conforming_strings is on and no other request is in flight: SET standard_conforming_strings = on, send the statement on its own, or pass the value as a parameter".into(),
+                "this statement touches a table with encrypted columns and has a backslash in a '...' string, which Postgres reads differently when standard_conforming_strings is off; pgcloak analyses such statements only while standard_conforming_strings is on and no other request is in flight: SET standard_conforming_strings = on, send the statement on its own, or pass the value as a parameter".into(),
             ));
         }
         for name in &plan.executes {
