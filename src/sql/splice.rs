@@ -1,37 +1,74 @@
 //! Replacing literals in SQL text without re-printing it: the parser's spans (1-based line
 //! and column, counted in characters) become byte ranges, and the text between them is kept
-//! byte for byte, comments and formatting included.
+//! byte for byte, comments and formatting included. Each conversion takes constant time, so
+//! a statement with tens of thousands of literals converts in time linear in its size.
 
 use sqlparser::tokenizer::{Location, Span};
 
-/// Byte offsets of the start of each line of `sql`.
+/// Characters between two entries of [`LineIndex::checkpoints`]: a lookup walks at most
+/// this many characters, so converting every span of a statement stays linear in its size.
+const CHECKPOINT_EVERY: usize = 64;
+
+/// Turns parser locations into byte offsets in constant time per location.
 pub(crate) struct LineIndex<'a> {
     sql: &'a str,
-    starts: Vec<usize>,
+    /// For each line: how many characters of the text come before it.
+    line_chars: Vec<usize>,
+    /// Byte offset of every `CHECKPOINT_EVERY`-th character; empty when the text is ASCII
+    /// (characters are bytes).
+    checkpoints: Vec<usize>,
+    /// Characters in the whole text.
+    chars: usize,
 }
 
 impl<'a> LineIndex<'a> {
     pub(crate) fn new(sql: &'a str) -> LineIndex<'a> {
-        let mut starts = vec![0];
-        starts.extend(sql.match_indices('\n').map(|(i, _)| i + 1));
-        LineIndex { sql, starts }
+        let mut line_chars = vec![0];
+        let mut checkpoints = Vec::new();
+        let chars = if sql.is_ascii() {
+            line_chars.extend(memchr::memchr_iter(b'\n', sql.as_bytes()).map(|i| i + 1));
+            sql.len()
+        } else {
+            let mut count = 0;
+            for (i, c) in sql.char_indices() {
+                if count % CHECKPOINT_EVERY == 0 {
+                    checkpoints.push(i);
+                }
+                count += 1;
+                if c == '\n' {
+                    line_chars.push(count);
+                }
+            }
+            count
+        };
+        LineIndex {
+            sql,
+            line_chars,
+            checkpoints,
+            chars,
+        }
     }
 
     /// The byte offset of a parser location, if it lies in the text.
     pub(crate) fn offset(&self, location: Location) -> Option<usize> {
         let line = usize::try_from(location.line).ok()?.checked_sub(1)?;
         let column = usize::try_from(location.column).ok()?.checked_sub(1)?;
-        let start = *self.starts.get(line)?;
-        let rest = &self.sql[start..];
-        if column == 0 {
-            return Some(start);
+        // A column may run past its line's end, as the text runs on from the line's start.
+        let char_index = self.line_chars.get(line)?.checked_add(column)?;
+        if char_index > self.chars {
+            return None;
         }
-        match rest.char_indices().nth(column) {
-            Some((i, _)) => Some(start + i),
-            // The end of the text is a valid exclusive end.
-            None if rest.chars().count() == column => Some(self.sql.len()),
-            None => None,
+        if char_index == self.chars {
+            return Some(self.sql.len()); // the end of the text is a valid exclusive end
         }
+        if self.checkpoints.is_empty() {
+            return Some(char_index);
+        }
+        let from = *self.checkpoints.get(char_index / CHECKPOINT_EVERY)?;
+        let (i, _) = self.sql[from..]
+            .char_indices()
+            .nth(char_index % CHECKPOINT_EVERY)?;
+        Some(from + i)
     }
 
     /// The byte range of a span (its end is exclusive).
@@ -82,6 +119,31 @@ mod tests {
             .range(Span::new(loc(1, 8), loc(1, 11)))
             .unwrap();
         assert_eq!(&sql[range], "'a'");
+    }
+
+    #[test]
+    fn every_location_matches_counting_from_the_line_start() {
+        // Long lines with multi-byte characters past several checkpoints.
+        let line: String = (0..300)
+            .map(|i| if i % 7 == 0 { 'é' } else { 'x' })
+            .collect();
+        let sql = format!("{line}\n€{line}\n\nend");
+        let index = LineIndex::new(&sql);
+        let mut starts = vec![0];
+        starts.extend(sql.match_indices('\n').map(|(i, _)| i + 1));
+        for (l, start) in starts.iter().enumerate() {
+            let rest = &sql[*start..];
+            for column in 0..=rest.chars().count() {
+                let expected = rest
+                    .char_indices()
+                    .nth(column)
+                    .map_or(sql.len(), |(i, _)| start + i);
+                let location = loc(l as u64 + 1, column as u64 + 1);
+                assert_eq!(index.offset(location), Some(expected), "{l}:{column}");
+            }
+            let past = loc(l as u64 + 1, rest.chars().count() as u64 + 2);
+            assert_eq!(index.offset(past), None);
+        }
     }
 
     #[test]
