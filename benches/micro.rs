@@ -84,7 +84,7 @@ fn crypto(c: &mut Criterion) {
 
 fn sql(c: &mut Criterion) {
     let policy = policy();
-    let cache = AnalysisCache::new(Arc::new(self::policy()), 10_000);
+    let cache = AnalysisCache::new(Arc::new(self::policy()), pgcloak::sql::DEFAULT_CACHE_BYTES);
     let mut group = c.benchmark_group("sql");
     for (name, sql) in [("insert", INSERT), ("select", SELECT), ("no_pii", PLAIN)] {
         group.bench_function(format!("analyze_cold/{name}"), |b| {

@@ -12,7 +12,7 @@ use crate::policy::ColumnId;
 use crate::protocol::filter::{Filter, FilterError};
 use crate::protocol::frame::Header;
 use crate::protocol::messages::{Bind, MessageError, Parse, Query};
-use crate::sql::{splice, Analysis, Refusal, StatementPlan};
+use crate::sql::{literal_value, splice, Analysis, Refusal, StatementPlan};
 
 /// Parameter type OIDs a PII parameter may be declared with: unspecified, text, varchar,
 /// unknown.
@@ -335,10 +335,11 @@ impl ClientCloak {
         }
         let mut replacements = Vec::with_capacity(plan.literals.len());
         for slot in &plan.literals {
+            let value = literal_value(sql, slot)?;
             let ciphertext = if slot.array {
-                self.encrypt_array(&slot.column, slot.value.as_bytes(), false)?
+                self.encrypt_array(&slot.column, value.as_bytes(), false)?
             } else {
-                self.encrypt_value(&slot.column, slot.value.as_bytes())?
+                self.encrypt_value(&slot.column, value.as_bytes())?
             };
             let text = String::from_utf8_lossy(&ciphertext);
             replacements.push((slot.range.clone(), format!("'{text}'")));

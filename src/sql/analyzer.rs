@@ -24,7 +24,8 @@ use super::names::{configured_table, name_parts, normalize, PiiColumn, Scope, Ta
 use super::queries::output_name;
 use super::splice::LineIndex;
 use super::{
-    Analysis, CopyFormat, CopyInPlan, CopyOptions, LiteralSlot, ParamSlot, Refusal, StatementPlan,
+    Analysis, CopyFormat, CopyInPlan, CopyOptions, LiteralKind, LiteralSlot, ParamSlot, Refusal,
+    StatementPlan,
 };
 use crate::crypto::Mode;
 use crate::policy::{ColumnId, Policy};
@@ -151,7 +152,7 @@ pub(super) struct Walk<'a> {
 
 /// What a value bound for a PII column is.
 pub(super) enum Bound<'e> {
-    Literal(String, Span),
+    Literal(LiteralKind, Span),
     Param(usize, Span),
     Null,
     Default,
@@ -810,7 +811,7 @@ impl<'a> Walk<'a> {
 
     fn bind_literal(
         &mut self,
-        value: String,
+        kind: LiteralKind,
         span: Span,
         column: &ColumnId,
         array: bool,
@@ -820,10 +821,11 @@ impl<'a> Walk<'a> {
                 "pgcloak could not locate the value for {column} in the statement text; bind it as a parameter instead"
             ))
         })?;
+        let column = self.plan.intern(column);
         self.plan.literals.push(LiteralSlot {
             range,
-            value,
-            column: column.clone(),
+            kind,
+            column,
             array,
         });
         Ok(())
@@ -831,7 +833,7 @@ impl<'a> Walk<'a> {
 
     fn bind_param(&mut self, n: usize, span: Span, column: &PiiColumn, array: bool) -> Result {
         let slot = ParamSlot {
-            column: column.id.clone(),
+            column: self.plan.intern(&column.id),
             array,
         };
         self.bound_params.insert(span_of(span));
@@ -983,7 +985,7 @@ impl Visitor for Unrecognised<'_, '_> {
                 placeholder(&value.value).and_then(|n| Some((n, self.walk.plan.params.get(&n)?)));
             if let Some((n, slot)) = slot {
                 if !self.walk.bound_params.contains(&span_of(value.span)) {
-                    self.found = Some(Found::Param(n, slot.column.clone()));
+                    self.found = Some(Found::Param(n, (*slot.column).clone()));
                     return ControlFlow::Break(());
                 }
             }
@@ -1115,12 +1117,13 @@ pub(super) fn bound(expr: &Expr) -> Bound<'_> {
     match inner {
         Expr::Value(v) => match &v.value {
             Value::Null => Bound::Null,
-            Value::SingleQuotedString(s) | Value::EscapedStringLiteral(s) => {
-                Bound::Literal(s.clone(), v.span)
-            }
             // The literal's own span: a cast around it (`'x'::text`) stays in the text.
-            Value::DollarQuotedString(s) => Bound::Literal(s.value.clone(), v.span),
-            Value::Number(n, _) if canonical_number(n) => Bound::Literal(n.to_string(), v.span),
+            Value::SingleQuotedString(_) => Bound::Literal(LiteralKind::Quoted, v.span),
+            Value::EscapedStringLiteral(_) => Bound::Literal(LiteralKind::Escaped, v.span),
+            Value::DollarQuotedString(_) => Bound::Literal(LiteralKind::DollarQuoted, v.span),
+            Value::Number(n, _) if canonical_number(n) => {
+                Bound::Literal(LiteralKind::Number, v.span)
+            }
             Value::Placeholder(_) => match placeholder(&v.value) {
                 Some(n) => Bound::Param(n, v.span),
                 None => Bound::Other(inner),

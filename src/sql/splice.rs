@@ -3,7 +3,10 @@
 //! byte for byte, comments and formatting included. Each conversion takes constant time, so
 //! a statement with tens of thousands of literals converts in time linear in its size.
 
-use sqlparser::tokenizer::{Location, Span};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::tokenizer::{Location, Span, Token, Tokenizer};
+
+use super::{LiteralKind, LiteralSlot, Refusal};
 
 /// Characters between two entries of [`LineIndex::checkpoints`]: a lookup walks at most
 /// this many characters, so converting every span of a statement stays linear in its size.
@@ -76,6 +79,33 @@ impl<'a> LineIndex<'a> {
         let start = self.offset(span.start)?;
         let end = self.offset(span.end)?;
         (start < end).then_some(start..end)
+    }
+}
+
+/// The value of a literal slot, unescaped from `sql`, the text the slot's plan was made
+/// for. Plans hold no values, so the cloak reads each one here when it rewrites the text.
+/// The literal is tokenized again by the parser's own tokenizer: the value is exactly what
+/// the analysis saw.
+pub fn literal_value(sql: &str, slot: &LiteralSlot) -> Result<String, Refusal> {
+    let lost = || {
+        Refusal::unsupported(format!(
+            "pgcloak could not read the value for {} back from the statement text; bind it as a parameter instead",
+            slot.column
+        ))
+    };
+    let text = sql.get(slot.range.clone()).ok_or_else(lost)?;
+    if slot.kind == LiteralKind::Number {
+        return Ok(text.to_owned());
+    }
+    // The tokenizer's error quotes the text: it is not passed on.
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, text)
+        .tokenize()
+        .map_err(|_| lost())?;
+    match (slot.kind, <[Token; 1]>::try_from(tokens)) {
+        (LiteralKind::Quoted, Ok([Token::SingleQuotedString(value)]))
+        | (LiteralKind::Escaped, Ok([Token::EscapedStringLiteral(value)])) => Ok(value),
+        (LiteralKind::DollarQuoted, Ok([Token::DollarQuotedString(quoted)])) => Ok(quoted.value),
+        _ => Err(lost()),
     }
 }
 
@@ -152,6 +182,48 @@ mod tests {
         assert_eq!(index.offset(loc(3, 1)), None);
         assert_eq!(index.offset(loc(1, 40)), None);
         assert_eq!(index.offset(loc(0, 0)), None);
+    }
+
+    fn slot(sql: &str, literal: &str, kind: LiteralKind) -> LiteralSlot {
+        let start = sql.find(literal).unwrap();
+        LiteralSlot {
+            range: start..start + literal.len(),
+            kind,
+            column: std::sync::Arc::new(crate::policy::ColumnId {
+                schema: "public".into(),
+                table: "users".into(),
+                column: "email".into(),
+            }),
+            array: false,
+        }
+    }
+
+    #[test]
+    fn literal_values_are_unescaped_from_the_text() {
+        let sql = "SELECT 'it''s', E'a\\tb\\'c', $q$x'y$q$, 1.50, 'é'";
+        let value = |literal, kind| literal_value(sql, &slot(sql, literal, kind)).unwrap();
+        assert_eq!(value("'it''s'", LiteralKind::Quoted), "it's");
+        assert_eq!(value("E'a\\tb\\'c'", LiteralKind::Escaped), "a\tb'c");
+        assert_eq!(value("$q$x'y$q$", LiteralKind::DollarQuoted), "x'y");
+        assert_eq!(value("1.50", LiteralKind::Number), "1.50");
+        assert_eq!(value("'é'", LiteralKind::Quoted), "é");
+    }
+
+    #[test]
+    fn a_slot_that_does_not_fit_the_text_is_refused_without_the_text() {
+        let sql = "SELECT 'secret', E'other'";
+        for (literal, kind) in [
+            ("'secret'", LiteralKind::Escaped),
+            ("'secret', E'other'", LiteralKind::Quoted),
+            ("'secr", LiteralKind::Quoted),
+        ] {
+            let refusal = literal_value(sql, &slot(sql, literal, kind)).unwrap_err();
+            assert!(!refusal.message.contains("secret"), "{}", refusal.message);
+            assert!(refusal.message.contains("public.users.email"));
+        }
+        let mut beyond = slot(sql, "'secret'", LiteralKind::Quoted);
+        beyond.range = 20..80;
+        assert!(literal_value(sql, &beyond).is_err());
     }
 
     #[test]
