@@ -3,6 +3,9 @@
 //! - `crypto/*`: encrypt and decrypt one 32-byte value in each mode (target ≤ 1 µs each);
 //! - `sql/*`: analysis of a typical INSERT and SELECT, cold and through the cache (target
 //!   ≤ 1 µs cached), and of a statement that names no PII table (target ≤ 1 µs added);
+//! - `sql_long/*`: analysis of a 30,000-item `IN` list on a PII column and of an 8,000-row
+//!   VALUES insert into a PII table (target: linear in size, within 3× of what Postgres
+//!   takes to run the statement directly, about 40 ms for each here);
 //! - `datarow/*`: the server-side filter on a DataRow with two envelopes and on one with none
 //!   (the pass-through cost), and `DataRow::{decode, encode}` alone.
 //!
@@ -22,7 +25,7 @@ use pgcloak::crypto::{Keyring, MasterKey, Mode};
 use pgcloak::policy::Policy;
 use pgcloak::protocol::filter::Filter;
 use pgcloak::protocol::messages::DataRow;
-use pgcloak::sql::{analyze, AnalysisCache};
+use pgcloak::sql::{analyze, Analysis, AnalysisCache};
 
 const EMAIL: &str = "public.users.email";
 const FIRST_NAME: &str = "public.users.first_name";
@@ -81,7 +84,7 @@ fn crypto(c: &mut Criterion) {
 
 fn sql(c: &mut Criterion) {
     let policy = policy();
-    let cache = AnalysisCache::new(Arc::new(self::policy()), 10_000);
+    let cache = AnalysisCache::new(Arc::new(self::policy()), pgcloak::sql::DEFAULT_CACHE_BYTES);
     let mut group = c.benchmark_group("sql");
     for (name, sql) in [("insert", INSERT), ("select", SELECT), ("no_pii", PLAIN)] {
         group.bench_function(format!("analyze_cold/{name}"), |b| {
@@ -109,6 +112,45 @@ fn sql(c: &mut Criterion) {
         });
     }
     group.finish();
+}
+
+/// Statements with tens of thousands of PII literals: analysis must stay linear in size.
+fn sql_long(c: &mut Criterion) {
+    let policy = policy();
+    let mut group = c.benchmark_group("sql_long");
+    group.sample_size(10);
+    for (name, sql) in [
+        ("in_list_30000", in_list(30_000)),
+        ("values_8000", values_rows(8_000)),
+    ] {
+        assert!(matches!(analyze(&sql, &policy), Analysis::Plan(_)));
+        group.bench_function(format!("analyze_cold/{name}"), |b| {
+            b.iter(|| analyze(black_box(&sql), &policy))
+        });
+    }
+    group.finish();
+}
+
+/// `SELECT id, email FROM users WHERE email IN ('user0@example.com', ...)`.
+fn in_list(items: usize) -> String {
+    let items: Vec<String> = (0..items)
+        .map(|i| format!("'user{i}@example.com'"))
+        .collect();
+    format!(
+        "SELECT id, email FROM users WHERE email IN ({})",
+        items.join(", ")
+    )
+}
+
+/// `INSERT INTO users (email, first_name, last_name) VALUES (...), ...`.
+fn values_rows(rows: usize) -> String {
+    let rows: Vec<String> = (0..rows)
+        .map(|i| format!("('user{i}@example.com', 'First{i}', 'Last{i}')"))
+        .collect();
+    format!(
+        "INSERT INTO users (email, first_name, last_name) VALUES {}",
+        rows.join(", ")
+    )
 }
 
 /// `SELECT t.column_00, ..., t.column_59 FROM <table> t WHERE t.id = $1`, about 1.3 kB.
@@ -189,6 +231,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = crypto, sql, datarow
+    targets = crypto, sql, sql_long, datarow
 }
 criterion_main!(benches);

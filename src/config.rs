@@ -50,6 +50,9 @@ pub struct Config {
     /// A client message larger than this closes that client with a protocol error.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: u32,
+    /// Bytes the shared cache of statement analyses may hold; 0 disables it.
+    #[serde(default = "default_analysis_cache_bytes")]
+    pub analysis_cache_bytes: u64,
     /// Where the master key comes from; required when `tables` is present.
     #[serde(default)]
     pub keys: Option<KeysConfig>,
@@ -91,6 +94,9 @@ fn default_max_message_bytes() -> u32 {
     // Postgres itself accepts messages up to 1 GiB; most deployments never come near it.
     256 * 1024 * 1024
 }
+fn default_analysis_cache_bytes() -> u64 {
+    crate::sql::DEFAULT_CACHE_BYTES as u64
+}
 fn default_upstream_port() -> u16 {
     5432
 }
@@ -109,6 +115,9 @@ pub struct ProxySettings {
     pub shutdown_grace: Duration,
     pub max_message_bytes: u32,
 }
+
+/// A smaller cache than this holds too few statements to be worth its lookups.
+const MIN_ANALYSIS_CACHE_BYTES: u64 = 1024 * 1024;
 
 impl Config {
     /// Reads, parses and validates a config file.
@@ -188,8 +197,25 @@ impl Config {
             message: e.to_string(),
         })?;
         config.settings(path)?;
+        config.analysis_cache_bytes(path)?;
         config.policy(path)?;
         Ok(config)
+    }
+
+    /// The budget of the analysis cache in bytes (0: no cache).
+    pub fn analysis_cache_bytes(&self, path: &Path) -> Result<usize, ConfigError> {
+        match self.analysis_cache_bytes {
+            0 => Ok(0),
+            n if n < MIN_ANALYSIS_CACHE_BYTES => Err(()),
+            n => usize::try_from(n).map_err(drop),
+        }
+        .map_err(|()| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: "analysis_cache_bytes".into(),
+            message:
+                "must be 0 (no cache) or at least 1048576 (1 MiB); the default is 67108864 (64 MiB)"
+                    .into(),
+        })
     }
 
     /// The typed settings, or an error naming the first invalid key.
@@ -343,6 +369,28 @@ mod tests {
     fn zero_max_connections_is_invalid() {
         let err = parse(&format!("{MINIMAL}max_connections: 0\n")).unwrap_err();
         assert!(err.to_string().contains("`max_connections`"), "{err}");
+    }
+
+    #[test]
+    fn analysis_cache_bytes_defaults_and_is_validated() {
+        let bytes = |text: &str| parse(text).and_then(|c| c.analysis_cache_bytes(Path::new("x")));
+        assert_eq!(bytes(MINIMAL).unwrap(), 64 * 1024 * 1024);
+        let off = format!("{MINIMAL}analysis_cache_bytes: 0\n");
+        assert_eq!(bytes(&off).unwrap(), 0);
+        let small = format!("{MINIMAL}analysis_cache_bytes: 4096\n");
+        let err = parse(&small).unwrap_err().to_string();
+        assert!(
+            err.starts_with(
+                "pgcloak.yaml: `analysis_cache_bytes`: must be 0 (no cache) or at least"
+            ),
+            "{err}"
+        );
+        let negative = format!("{MINIMAL}analysis_cache_bytes: -1\n");
+        let err = parse(&negative).unwrap_err().to_string();
+        assert!(
+            err.starts_with("pgcloak.yaml: ") && err.contains("analysis_cache_bytes"),
+            "{err}"
+        );
     }
 
     #[test]

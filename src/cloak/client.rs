@@ -13,7 +13,7 @@ use crate::protocol::filter::{Filter, FilterError};
 use crate::protocol::frame::Header;
 use crate::protocol::messages::{Bind, MessageError, Parse, Query};
 use crate::protocol::tags::Frontend;
-use crate::sql::{splice, Analysis, Refusal, StatementPlan};
+use crate::sql::{literal_value, splice, Analysis, Refusal, StatementPlan};
 
 /// Parameter type OIDs a PII parameter may be declared with: unspecified, text, varchar,
 /// unknown.
@@ -347,11 +347,7 @@ impl ClientCloak {
     /// standard_conforming_strings, which a request still in flight may change: such a
     /// statement is analysed only while the server reported the setting on and has answered
     /// everything (otherwise what pgcloak takes for a string may not be one for Postgres).
-    fn check_session(
-        &self,
-        state: &SessionState,
-        plan: &StatementPlan,
-    ) -> Result<(), Refusal> {
+    fn check_session(&self, state: &SessionState, plan: &StatementPlan) -> Result<(), Refusal> {
         let tracker = &state.tracker;
         if plan.lexing_depends_on_scs
             && !(tracker.params.standard_conforming_strings && tracker.idle())
@@ -382,10 +378,11 @@ impl ClientCloak {
         }
         let mut replacements = Vec::with_capacity(plan.literals.len());
         for slot in &plan.literals {
+            let value = literal_value(sql, slot)?;
             let ciphertext = if slot.array {
-                self.encrypt_array(&slot.column, slot.value.as_bytes(), false)?
+                self.encrypt_array(&slot.column, value.as_bytes(), false)?
             } else {
-                self.encrypt_value(&slot.column, slot.value.as_bytes())?
+                self.encrypt_value(&slot.column, value.as_bytes())?
             };
             let text = String::from_utf8_lossy(&ciphertext);
             replacements.push((slot.range.clone(), format!("'{text}'")));

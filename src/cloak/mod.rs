@@ -31,7 +31,7 @@ pub struct Cloak {
 impl Cloak {
     pub fn new(policy: Arc<Policy>, keyring: Keyring) -> Cloak {
         Cloak {
-            cache: AnalysisCache::new(policy, 10_000),
+            cache: AnalysisCache::new(policy, crate::sql::DEFAULT_CACHE_BYTES),
             keyring,
         }
     }
@@ -45,7 +45,18 @@ impl Cloak {
         let Some(master) = config.master_key(path)? else {
             return Ok(None);
         };
-        Ok(Some(Arc::new(Cloak::with_key(policy, &master))))
+        let cache_bytes = config.analysis_cache_bytes(path)?;
+        let cloak = Cloak::with_key(policy, &master).with_analysis_cache_bytes(cache_bytes);
+        Ok(Some(Arc::new(cloak)))
+    }
+
+    /// The same cloak with an analysis cache of at most `bytes` (0: no cache).
+    pub fn with_analysis_cache_bytes(self, bytes: usize) -> Cloak {
+        let policy = self.cache.policy_handle();
+        Cloak {
+            cache: AnalysisCache::new(policy, bytes),
+            ..self
+        }
     }
 
     /// A cloak for `policy`, with column keys derived from `master`.

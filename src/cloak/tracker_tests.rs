@@ -17,7 +17,7 @@ fn pii_plan() -> Option<Arc<StatementPlan>> {
     params.insert(
         1,
         ParamSlot {
-            column,
+            column: Arc::new(column),
             array: false,
         },
     );

@@ -27,7 +27,8 @@ use super::names::{
 use super::queries::output_name;
 use super::splice::LineIndex;
 use super::{
-    Analysis, CopyFormat, CopyInPlan, CopyOptions, LiteralSlot, ParamSlot, Refusal, StatementPlan,
+    Analysis, CopyFormat, CopyInPlan, CopyOptions, LiteralKind, LiteralSlot, ParamSlot, Refusal,
+    StatementPlan,
 };
 use crate::crypto::Mode;
 use crate::policy::{ColumnId, Policy};
@@ -177,7 +178,7 @@ pub(super) struct Walk<'a> {
 
 /// What a value bound for a PII column is.
 pub(super) enum Bound<'e> {
-    Literal(String, Span),
+    Literal(LiteralKind, Span),
     Param(usize, Span),
     Null,
     Default,
@@ -860,7 +861,7 @@ impl<'a> Walk<'a> {
 
     pub(super) fn bind_literal(
         &mut self,
-        value: String,
+        kind: LiteralKind,
         span: Span,
         column: &ColumnId,
         array: bool,
@@ -870,10 +871,11 @@ impl<'a> Walk<'a> {
                 "pgcloak could not locate the value for {column} in the statement text; bind it as a parameter instead"
             ))
         })?;
+        let column = self.plan.intern(column);
         self.plan.literals.push(LiteralSlot {
             range,
-            value,
-            column: column.clone(),
+            kind,
+            column,
             array,
         });
         Ok(())
@@ -898,7 +900,7 @@ impl<'a> Walk<'a> {
             )));
         }
         let slot = ParamSlot {
-            column: column.id.clone(),
+            column: self.plan.intern(&column.id),
             array,
         };
         self.bound_params.insert(span_of(span));
@@ -1050,7 +1052,7 @@ impl Visitor for Unrecognised<'_, '_> {
                 placeholder(&value.value).and_then(|n| Some((n, self.walk.plan.params.get(&n)?)));
             if let Some((n, slot)) = slot {
                 if !self.walk.bound_params.contains(&span_of(value.span)) {
-                    self.found = Some(Found::Param(n, slot.column.clone()));
+                    self.found = Some(Found::Param(n, (*slot.column).clone()));
                     return ControlFlow::Break(());
                 }
             }
@@ -1194,12 +1196,13 @@ pub(super) fn bound(expr: &Expr) -> Bound<'_> {
     match inner {
         Expr::Value(v) => match &v.value {
             Value::Null => Bound::Null,
-            Value::SingleQuotedString(s) | Value::EscapedStringLiteral(s) => {
-                Bound::Literal(s.clone(), v.span)
-            }
             // The literal's own span: a cast around it (`'x'::text`) stays in the text.
-            Value::DollarQuotedString(s) => Bound::Literal(s.value.clone(), v.span),
-            Value::Number(n, _) if canonical_number(n) => Bound::Literal(n.to_string(), v.span),
+            Value::SingleQuotedString(_) => Bound::Literal(LiteralKind::Quoted, v.span),
+            Value::EscapedStringLiteral(_) => Bound::Literal(LiteralKind::Escaped, v.span),
+            Value::DollarQuotedString(_) => Bound::Literal(LiteralKind::DollarQuoted, v.span),
+            Value::Number(n, _) if canonical_number(n) => {
+                Bound::Literal(LiteralKind::Number, v.span)
+            }
             Value::Placeholder(_) => match placeholder(&v.value) {
                 Some(n) => Bound::Param(n, v.span),
                 None => Bound::Other(inner),

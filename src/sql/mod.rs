@@ -6,6 +6,7 @@
 //! return [`Analysis::Plain`] after a substring check, without being parsed.
 
 mod analyzer;
+mod cache;
 mod ddl;
 mod insert_values;
 mod kinds;
@@ -21,15 +22,16 @@ mod tests;
 mod type_names;
 mod unnest;
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
 use crate::policy::{ColumnId, Policy};
 
-pub use splice::splice;
+pub use cache::{AnalysisCache, DEFAULT_CACHE_BYTES};
+pub use splice::{literal_value, splice};
 pub use type_names::type_name;
 
 /// What the proxy must do with one SQL string (one statement, or several in a simple Query).
@@ -43,10 +45,12 @@ pub enum Analysis {
     Refused(Refusal),
 }
 
-/// The values to encrypt in a statement that touches a PII table.
+/// The values to encrypt in a statement that touches a PII table. It describes where the
+/// values are, never what they are: a plan holds no plaintext, so it can be cached.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StatementPlan {
-    /// SQL literals bound for PII columns, in text order.
+    /// SQL literals bound for PII columns, in text order. Their values are read from the
+    /// statement text when it is rewritten ([`literal_value`]).
     pub literals: Vec<LiteralSlot>,
     /// Bind parameters (`$n`, 1-based) bound for PII columns.
     pub params: BTreeMap<usize, ParamSlot>,
@@ -63,6 +67,28 @@ pub struct StatementPlan {
     /// string differently when `standard_conforming_strings` is off (the backslash escapes),
     /// so this plan holds only if the session has it on.
     pub lexing_depends_on_scs: bool,
+    /// The distinct PII columns of the slots, which share them (one allocation per column,
+    /// not per slot: a multi-row INSERT has thousands of slots for a few columns).
+    pub columns: Vec<Arc<ColumnId>>,
+}
+
+impl StatementPlan {
+    /// The plan's shared handle on `id`.
+    pub(crate) fn intern(&mut self, id: &ColumnId) -> Arc<ColumnId> {
+        if let Some(found) = self.columns.iter().find(|c| ***c == *id) {
+            return found.clone();
+        }
+        let column = Arc::new(id.clone());
+        self.columns.push(column.clone());
+        column
+    }
+
+    /// Whether the plan says nothing about a value in the statement text that is bound for
+    /// a PII column (no literal slots, no `EXECUTE name(args)`): then its text holds no
+    /// plaintext of PII, and it may be kept as a cache key.
+    pub fn holds_no_pii_values(&self) -> bool {
+        self.literals.is_empty() && self.executes.is_empty()
+    }
 }
 
 /// A literal in the SQL text to replace by the ciphertext of its value.
@@ -70,17 +96,30 @@ pub struct StatementPlan {
 pub struct LiteralSlot {
     /// Byte range of the literal (quotes and any `E` prefix included) in the SQL text.
     pub range: std::ops::Range<usize>,
-    /// The literal's value, unescaped.
-    pub value: String,
-    pub column: ColumnId,
+    /// How its value is written there.
+    pub kind: LiteralKind,
+    pub column: Arc<ColumnId>,
     /// `col = ANY('{a,b}')`: the literal is an array whose elements are encrypted.
     pub array: bool,
+}
+
+/// How a literal bound for a PII column is written: what [`literal_value`] unescapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiteralKind {
+    /// `'...'`
+    Quoted,
+    /// `E'...'`, with backslash escapes.
+    Escaped,
+    /// `$tag$...$tag$`
+    DollarQuoted,
+    /// A number a text column stores as written (`42`, `1.50`).
+    Number,
 }
 
 /// A bind parameter whose value must be encrypted for `column`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParamSlot {
-    pub column: ColumnId,
+    pub column: Arc<ColumnId>,
     /// `col = ANY($n)`: the parameter is an array whose elements are encrypted.
     pub array: bool,
 }
@@ -154,48 +193,4 @@ pub fn analyze(sql: &str, policy: &Policy) -> Analysis {
         }
     };
     analyzer::analyze_statements(sql, &statements, policy)
-}
-
-/// Analyses, remembered per SQL text: drivers repeat the same statements.
-pub struct AnalysisCache {
-    policy: Arc<Policy>,
-    entries: Mutex<HashMap<String, Analysis>>,
-    capacity: usize,
-}
-
-impl AnalysisCache {
-    pub fn new(policy: Arc<Policy>, capacity: usize) -> AnalysisCache {
-        AnalysisCache {
-            policy,
-            entries: Mutex::new(HashMap::new()),
-            capacity,
-        }
-    }
-
-    pub fn policy(&self) -> &Policy {
-        &self.policy
-    }
-
-    pub fn analyze(&self, sql: &str) -> Analysis {
-        if !self.policy.may_touch(sql) {
-            return Analysis::Plain;
-        }
-        if let Some(hit) = self.lock().get(sql) {
-            return hit.clone();
-        }
-        let analysis = analyze(sql, &self.policy);
-        let mut entries = self.lock();
-        if entries.len() >= self.capacity {
-            // Crude but bounded: applications have far fewer distinct statements than this.
-            entries.clear();
-        }
-        entries.insert(sql.to_owned(), analysis.clone());
-        analysis
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Analysis>> {
-        self.entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
 }

@@ -20,7 +20,10 @@ fn escape_strings_are_unescaped_as_postgres_reads_them() {
         (r"e'\q'", "q"),
     ] {
         let sql = format!("INSERT INTO users (email) VALUES ({text})");
-        let value = plan(&sql).literals.first().map(|s| s.value.clone());
+        let value = plan(&sql)
+            .literals
+            .first()
+            .map(|s| crate::sql::literal_value(&sql, s).unwrap());
         assert_eq!(value.as_deref(), Some(expected), "{text}");
     }
     // Postgres accepts (UTF-8 bytes, surrogate pairs) or rejects (NUL, out of range) these;
