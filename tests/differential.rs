@@ -13,6 +13,8 @@ mod common;
 
 #[path = "differential/checker.rs"]
 mod checker;
+#[path = "differential/exprs.rs"]
+mod exprs;
 #[path = "differential/generator.rs"]
 mod generator;
 #[path = "differential/grammar.rs"]

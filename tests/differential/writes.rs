@@ -2,12 +2,13 @@
 //! UPDATE, DELETE, MERGE, all with RETURNING where Postgres 15 has it; COPY in and out;
 //! DDL; and session statements (standard_conforming_strings, transactions, PREPARE).
 
+use super::exprs::{expr_on, is_email, item, pred, value_for, C, K, O, P};
 use super::generator::{array_text, Gen, Kind, Mode, Stmt, Val};
-use super::grammar::{expr_on, is_email, item, pred, value_for, C, K, O, P};
 use super::schema::{Col, Table, Ty, CONTACTS, CUSTOMERS, ORDERS, PRODUCTS};
 
 pub fn next(g: &mut Gen) -> Stmt {
-    match g.below(38) {
+    match g.below(42) {
+        38..=41 => write_misc(g),
         0..=8 => insert(g),
         9..=14 => update(g),
         15..=17 => delete(g),
@@ -255,6 +256,39 @@ fn merge(g: &mut Gen) -> Stmt {
     g.finish("merge", sql, false, true)
 }
 
+/// Writable CTEs, copies between columns, numbers and DEFAULT into PII columns, and
+/// searches through relations derived from a PII table without pgcloak's knowledge.
+fn write_misc(g: &mut Gen) -> Stmt {
+    g.begin(true);
+    let id = g.new_id();
+    let v = value_for(g, &CUSTOMERS.cols[2]);
+    let e = g.email_slot();
+    let sql = match g.below(14) {
+        0 => format!("WITH u AS (UPDATE customers SET name = {v} WHERE id = {} RETURNING id, name) SELECT * FROM u", g.some_id()),
+        1 => format!("WITH i AS (INSERT INTO customers (id, email, name) VALUES ({id}, {e}, {v}) RETURNING *) SELECT id, email FROM i"),
+        2 => format!("WITH d AS (DELETE FROM orders WHERE customer_email = {e} RETURNING id, note) SELECT count(*) FROM d"),
+        3 => format!(
+            "UPDATE orders o SET customer_email = c.email FROM customers c WHERE o.customer_id = c.id AND o.id = {} RETURNING o.customer_email",
+            g.some_id()
+        ),
+        4 => format!("UPDATE customers SET phone = email WHERE id = {}", g.some_id()),
+        5 => format!("UPDATE customers SET email = email, name = name WHERE id = {}", g.some_id()),
+        6 => format!(
+            "INSERT INTO customers (id, phone) VALUES ({id}, {})",
+            g.pick(&["42", "007", "1e5", "-3", "1.50", "0x1F"])
+        ),
+        7 => format!("INSERT INTO customers (id, email, name) VALUES ({id}, DEFAULT, {v})"),
+        8 => format!("UPDATE customers SET email = (SELECT email FROM customers WHERE id = 1) WHERE id = {}", g.some_id()),
+        9 => format!("SELECT id FROM scratch2 WHERE email = {e}"),
+        10 => format!("SELECT id FROM parent_t WHERE email = {e}"),
+        11 => format!("INSERT INTO parent_t (id, email) VALUES ({id}, {e})"),
+        12 => format!("SELECT DISTINCT ON (c.email) c.id FROM customers c ORDER BY c.email, c.id"),
+        _ => format!("SELECT c.id, c.email FROM customers c WHERE c.email = {e} FOR UPDATE"),
+    };
+    let writes = !sql.starts_with("SELECT");
+    g.finish("write_misc", sql, false, writes)
+}
+
 /// One field of a COPY text row.
 fn copy_text_field(v: &Option<String>) -> String {
     match v {
@@ -367,7 +401,7 @@ fn ddl(g: &mut Gen) -> Stmt {
             "CREATE TABLE IF NOT EXISTS scratch (id int, v text)",
             "DROP TABLE IF EXISTS scratch",
             "CREATE TABLE scratch AS SELECT id, email AS v FROM customers",
-            "CREATE TABLE scratch AS TABLE customers",
+            "CREATE TABLE scratch2 AS TABLE customers",
             "CREATE TEMP VIEW v_cities AS SELECT id, city FROM customers",
             "CREATE VIEW v_emails AS SELECT id, email FROM customers",
             "DROP VIEW IF EXISTS v_cities",
