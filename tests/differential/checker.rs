@@ -206,6 +206,11 @@ impl Harness {
             ))
             .await
             .unwrap();
+        // A statement may have changed the role's defaults (ALTER ROLE ... SET).
+        admin
+            .batch_execute("ALTER ROLE postgres RESET ALL")
+            .await
+            .unwrap();
         self.a_direct = common::connect(&self.stack.pg.url(DB_A)).await;
         self.b = common::connect(&self.stack.pg.url(DB_B)).await;
         let recreate = format!("DROP SCHEMA public CASCADE; CREATE SCHEMA public; {SCHEMA}");

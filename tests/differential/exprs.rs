@@ -28,8 +28,6 @@ pub const K: Rel = Rel {
     table: &CONTACTS,
 };
 
-/// The next statement of the stream.
-
 pub fn is_email(col: &Col) -> bool {
     col.name.contains("email")
 }

@@ -282,7 +282,7 @@ fn write_misc(g: &mut Gen) -> Stmt {
         9 => format!("SELECT id FROM scratch2 WHERE email = {e}"),
         10 => format!("SELECT id FROM parent_t WHERE email = {e}"),
         11 => format!("INSERT INTO parent_t (id, email) VALUES ({id}, {e})"),
-        12 => format!("SELECT DISTINCT ON (c.email) c.id FROM customers c ORDER BY c.email, c.id"),
+        12 => "SELECT DISTINCT ON (c.email) c.id FROM customers c ORDER BY c.email, c.id".to_owned(),
         _ => format!("SELECT c.id, c.email FROM customers c WHERE c.email = {e} FOR UPDATE"),
     };
     let writes = !sql.starts_with("SELECT");
@@ -408,7 +408,6 @@ fn ddl(g: &mut Gen) -> Stmt {
             "COMMENT ON COLUMN customers.city IS 'where'",
             "ALTER TABLE customers ALTER COLUMN phone TYPE text",
             "ALTER TABLE customers ALTER COLUMN phone TYPE varchar(300) USING phone::varchar(300)",
-            "ALTER TABLE customers ALTER COLUMN phone TYPE varchar(20)",
             "ALTER TABLE contacts ADD CONSTRAINT u_nick UNIQUE (nick)",
             "ALTER TABLE customers ALTER COLUMN name SET DEFAULT 'anon'",
             "ALTER TABLE contacts ADD COLUMN IF NOT EXISTS extra text",
