@@ -2,7 +2,8 @@
 //! columns encrypted) and in database B in clear, and a seeded, grammar-based stream of
 //! statements run on both. Each statement must give the same result through pgcloak as on
 //! B, or be refused by pgcloak; never a different result, a broken connection, or
-//! plaintext in A's PII columns. See tests/differential/README.md for the knobs.
+//! plaintext in A's PII columns. Knobs: DIFFTEST_SEED, DIFFTEST_STATEMENTS, DIFFTEST_RESET_EVERY
+//! (default 500), DIFFTEST_VERBOSE (print every statement), DIFFTEST_EXTRA (a file of more entries).
 //!
 //! `cargo test --test differential` is the CI slice: the regression file
 //! (tests/differential/regressions.txt), then DIFFTEST_STATEMENTS (default 3000)
