@@ -329,3 +329,54 @@ async fn server_errors_quote_plaintext_not_ciphertext() {
         assert!(!format!("{db:?}").contains("pgc1$"), "{db:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backslash_literals_follow_standard_conforming_strings() {
+    let (stack, direct) = stack().await;
+    let client = stack.connect().await;
+    // On (the default) and nothing in flight: the backslash is a character.
+    client
+        .simple_query(r"INSERT INTO users (email) VALUES ('back\slash@example.com')")
+        .await
+        .unwrap();
+    client
+        .batch_execute("SET standard_conforming_strings = off")
+        .await
+        .unwrap();
+    let err = client
+        .simple_query(r"INSERT INTO users (email) VALUES ('x\'); --')")
+        .await
+        .unwrap_err();
+    let db = err.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "0A000");
+    assert!(
+        db.message().contains("standard_conforming_strings"),
+        "{}",
+        db.message()
+    );
+    // Without a backslash in an ordinary literal both readings agree: accepted.
+    client
+        .simple_query(r"INSERT INTO users (email) VALUES (E'tab\there@example.com')")
+        .await
+        .unwrap();
+    // Turned off and used in one string: refused too.
+    client
+        .batch_execute("SET standard_conforming_strings = on")
+        .await
+        .unwrap();
+    let err = client
+        .simple_query(
+            r"SET standard_conforming_strings = off; INSERT INTO users (email) VALUES ('a\'); --')",
+        )
+        .await;
+    assert!(err.is_err());
+    assert_all_encrypted(&direct).await;
+    let emails: Vec<String> = client
+        .query("SELECT email FROM users ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(emails, [r"back\slash@example.com", "tab\there@example.com"]);
+}
