@@ -380,3 +380,35 @@ async fn backslash_literals_follow_standard_conforming_strings() {
         .collect();
     assert_eq!(emails, [r"back\slash@example.com", "tab\there@example.com"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_over_64_kb_are_analysed_off_the_session_thread() {
+    let (stack, direct) = stack().await;
+    let client = stack.connect().await;
+    client
+        .execute(INSERT, &[&"needle@example.com"])
+        .await
+        .unwrap();
+    let mut list: Vec<String> = (0..4_000)
+        .map(|i| format!("'hay{i}@example.com'"))
+        .collect();
+    list.push("'needle@example.com'".into());
+    let sql = format!(
+        "SELECT count(*) FROM users WHERE email IN ({})",
+        list.join(", ")
+    );
+    assert!(sql.len() > 64 * 1024);
+    let other = stack.connect().await;
+    let (big, small) = tokio::join!(client.simple_query(&sql), other.simple_query("SELECT 1"));
+    small.unwrap();
+    let rows = big.unwrap();
+    let count = rows.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+        _ => None,
+    });
+    assert_eq!(count.as_deref(), Some("1"));
+    // And as a Parse.
+    let n: i64 = client.query_one(&sql, &[]).await.unwrap().get(0);
+    assert_eq!(n, 1);
+    assert_all_encrypted(&direct).await;
+}

@@ -9,7 +9,7 @@ use super::tracker::AmbiguousStatement;
 use super::{lock, Cloak, SessionState};
 use crate::crypto::{is_envelope, CryptoError};
 use crate::policy::ColumnId;
-use crate::protocol::filter::{Filter, FilterError};
+use crate::protocol::filter::{BlockingJob, Filter, FilterError};
 use crate::protocol::frame::Header;
 use crate::protocol::messages::{Bind, MessageError, Parse, Query};
 use crate::protocol::tags::Frontend;
@@ -29,7 +29,13 @@ pub struct ClientCloak {
     /// A COPY FROM STDIN row could not be encrypted: pgcloak sent CopyFail in its place and
     /// drops the client's remaining COPY data (plaintext) until its CopyDone or CopyFail.
     copy_failed: bool,
+    /// The analysis of a long statement, made on the blocking pool (see `prepare`).
+    offloaded: Arc<Mutex<Option<(String, Analysis)>>>,
 }
+
+/// Statements longer than this are analysed off the session's thread, so that the other
+/// sessions on its core are relayed meanwhile.
+const OFFLOAD_BYTES: usize = 64 * 1024;
 
 impl ClientCloak {
     pub(super) fn new(cloak: Arc<Cloak>, state: Arc<Mutex<SessionState>>) -> ClientCloak {
@@ -38,6 +44,7 @@ impl ClientCloak {
             state,
             copying: false,
             copy_failed: false,
+            offloaded: Arc::default(),
         }
     }
 
@@ -62,12 +69,17 @@ impl ClientCloak {
         raw_sql: &[u8],
         sql: impl FnOnce() -> Result<String, MessageError>,
     ) -> Result<Outcome, FilterError> {
+        let offloaded = lock_slot(&self.offloaded).take();
         match self.check_text(raw_sql) {
             TextCheck::PassOn => Ok(Outcome::Plain),
             TextCheck::Refuse(refusal) => Ok(Outcome::Refused(refusal)),
             TextCheck::Analyse => {
                 let sql = sql().map_err(FilterError::MalformedClient)?;
-                Ok(match self.cloak.cache.analyze(&sql) {
+                let analysis = match offloaded {
+                    Some((text, analysis)) if text == sql => analysis,
+                    _ => self.cloak.cache.analyze(&sql),
+                };
+                Ok(match analysis {
                     Analysis::Plain => Outcome::Plain,
                     Analysis::Refused(refusal) => Outcome::Refused(refusal),
                     Analysis::Plan(plan) => Outcome::Plan(sql, plan),
@@ -457,8 +469,27 @@ impl Filter for ClientCloak {
             Frontend::Sync => tracker().tracker.sent_sync(),
             Frontend::Flush => tracker().tracker.sent_flush(),
             Frontend::FunctionCall => tracker().tracker.sent_function_call(),
+            Frontend::CopyDone | Frontend::CopyFail => tracker().tracker.sent_copy_end(),
             _ => {}
         }
+    }
+
+    fn prepare(&mut self, frame: &Bytes) -> Option<BlockingJob> {
+        if frame.len() <= OFFLOAD_BYTES {
+            return None;
+        }
+        let body = &frame[Header::SIZE..];
+        let raw_sql = match Frontend::from_tag(frame[0]) {
+            Frontend::Query => body.split(|&b| b == 0).next()?,
+            Frontend::Parse => body.splitn(3, |&b| b == 0).nth(1)?,
+            _ => return None,
+        };
+        let sql = std::str::from_utf8(raw_sql).ok()?.to_owned();
+        let (cloak, slot) = (self.cloak.clone(), self.offloaded.clone());
+        Some(Box::new(move || {
+            let analysis = cloak.cache.analyze(&sql);
+            *lock_slot(&slot) = Some((sql, analysis));
+        }))
     }
 
     fn holds(&self, tag: u8) -> bool {
@@ -488,6 +519,11 @@ impl Filter for ClientCloak {
             _ => Ok(frame),
         }
     }
+}
+
+fn lock_slot<T>(slot: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    slot.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A statement's text after the checks and analysis that do not depend on the session.

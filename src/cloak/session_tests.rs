@@ -254,3 +254,39 @@ fn ddl_completion_reads_the_catalog_again_before_the_next_pii_statement() {
     let sent = pass(&mut client, &query("SELECT email FROM users"));
     assert_eq!(tags_of(&sent), "QQ");
 }
+
+#[test]
+fn ddl_with_a_notice_then_a_multi_statement_pii_query() {
+    let cloak = cloak();
+    let (mut client, mut server) = cloak.session();
+    pass(&mut server, &ready());
+    pass(&mut client, &query("SELECT email FROM users"));
+    pass(&mut server, &catalog_answer());
+    pass(&mut server, &[complete("SELECT 0"), ready()].concat());
+    assert_eq!(
+        tags_of(&pass(&mut client, &query("DROP TABLE IF EXISTS scratch"))),
+        "Q"
+    );
+    let notice = frame(b'N', |b| {
+        b.put_u8(b'M');
+        cstr(b, "skipping");
+        b.put_u8(0);
+    });
+    let answer = [notice, complete("DROP TABLE"), ready()].concat();
+    assert_eq!(tags_of(&pass(&mut server, &answer)), "NCZ");
+    let sent = pass(
+        &mut client,
+        &query("SELECT * FROM users ORDER BY id; SELECT * FROM orders ORDER BY id;"),
+    );
+    assert_eq!(tags_of(&sent), "QQ");
+    assert_eq!(tags_of(&pass(&mut server, &catalog_answer())), "");
+    let answer = [
+        row_description(&[(16385, 1)]),
+        complete("SELECT 0"),
+        row_description(&[(16390, 1)]),
+        complete("SELECT 0"),
+        ready(),
+    ]
+    .concat();
+    assert_eq!(tags_of(&pass(&mut server, &answer)), "TCTCZ");
+}

@@ -67,7 +67,10 @@ enum Due {
         statement: bool,
         name: String,
     },
-    Sync,
+    /// `copy_ends`: the client's CopyDone/CopyFail messages sent before this Sync.
+    Sync {
+        copy_ends: u64,
+    },
     Query,
     FunctionCall,
     /// pgcloak's catalog query: its answer goes to pgcloak, not to the client.
@@ -79,7 +82,7 @@ impl Due {
     fn ends_at_ready(&self) -> bool {
         matches!(
             self,
-            Due::Sync | Due::Query | Due::FunctionCall | Due::Catalog
+            Due::Sync { .. } | Due::Query | Due::FunctionCall | Due::Catalog
         )
     }
 }
@@ -144,6 +147,9 @@ pub struct Tracker {
     catalog_attempts: u32,
     /// Result columns of the rows now arriving.
     current: Option<Arc<Columns>>,
+    /// The client's CopyDone/CopyFail messages sent, and those the server's COPYs took.
+    copy_ends_sent: u64,
+    copy_ends_taken: u64,
     pub params: ServerParams,
 }
 
@@ -255,7 +261,14 @@ impl Tracker {
     pub fn sent_sync(&mut self) {
         self.skipping = false;
         self.unsynced = false;
-        self.due.push_back(Due::Sync);
+        self.due.push_back(Due::Sync {
+            copy_ends: self.copy_ends_sent,
+        });
+    }
+
+    /// CopyDone or CopyFail: ends the COPY FROM STDIN the server is in, if any.
+    pub fn sent_copy_end(&mut self) {
+        self.copy_ends_sent += 1;
     }
 
     /// Whether pgcloak may send its catalog query now, in front of the client's next Query
@@ -293,11 +306,12 @@ impl Tracker {
             None => vec![None],
         };
         let unnamed = statement.is_empty();
-        let last_sync = self.due.iter().rposition(|d| matches!(d, Due::Sync));
+        let last_sync = self.due.iter().rposition(|d| matches!(d, Due::Sync { .. }));
         let mut earlier_in_batch = false;
         for (i, due) in self.due.iter().enumerate() {
             // A request after another in its batch is skipped if that one fails.
-            let may_skip = std::mem::replace(&mut earlier_in_batch, !matches!(due, Due::Sync));
+            let may_skip =
+                std::mem::replace(&mut earlier_in_batch, !matches!(due, Due::Sync { .. }));
             let outcome: Candidate = match due {
                 Due::Parse { name, plan } if name == statement => Some(plan.clone()),
                 Due::Close {
@@ -418,6 +432,7 @@ impl Tracker {
                 self.pop_if(|d| matches!(d, Due::Execute(_)));
                 self.start_front();
             }
+            Backend::CopyInResponse => self.copy_in_started(),
             Backend::ErrorResponse => self.error(),
             Backend::ReadyForQuery => self.ready(),
             _ => {}
@@ -503,15 +518,29 @@ impl Tracker {
         }
     }
 
+    /// CopyInResponse: the server ignores Sync (and Flush) until the client's CopyDone or
+    /// CopyFail, so a Sync sent in between gets no ReadyForQuery (tokio-postgres sends
+    /// Bind, Execute, Sync before the COPY data).
+    fn copy_in_started(&mut self) {
+        let end = self.copy_ends_taken;
+        self.copy_ends_taken += 1;
+        let mut front = true;
+        self.due.retain(|due| {
+            let ignored = !front && matches!(due, Due::Sync { copy_ends } if *copy_ends == end);
+            front = false;
+            !ignored
+        });
+    }
+
     /// ErrorResponse: a simple Query or FunctionCall is still answered by ReadyForQuery;
     /// after an extended-protocol request the server skips everything until Sync.
     fn error(&mut self) {
         self.current = None;
         match self.due.front() {
-            None | Some(Due::Sync | Due::Query | Due::FunctionCall | Due::Catalog) => {}
+            None | Some(Due::Sync { .. } | Due::Query | Due::FunctionCall | Due::Catalog) => {}
             Some(_) => {
                 while let Some(due) = self.due.front() {
-                    if matches!(due, Due::Sync) {
+                    if matches!(due, Due::Sync { .. }) {
                         return;
                     }
                     if matches!(due, Due::Catalog) {

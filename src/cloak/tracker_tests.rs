@@ -346,3 +346,19 @@ fn parameter_status_follows_the_server() {
     t.received(Backend::ParameterStatus, Some(b"client_encoding\0UTF8\0"));
     assert_eq!(t.params.foreign_encoding, None);
 }
+
+#[test]
+fn sync_sent_during_copy_in_gets_no_reply() {
+    let mut t = Tracker::default();
+    t.sent_bind("", "");
+    t.sent_execute("");
+    t.sent_sync(); // tokio-postgres: before the COPY data; ignored in copy-in mode
+    server(&mut t, b"2G");
+    t.sent_copy_end();
+    t.sent_sync();
+    server(&mut t, b"CZ");
+    assert!(t.idle(), "{:?}", t.due);
+    t.sent_query();
+    server(&mut t, b"GCZ");
+    assert!(t.idle());
+}

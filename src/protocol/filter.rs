@@ -17,12 +17,23 @@ pub trait Filter {
         false
     }
 
+    /// A whole held frame, before [`rewrite`](Self::rewrite): work too long for the
+    /// session's thread (analysing a very long statement) that the pump runs on the
+    /// blocking pool, awaiting it before it calls `rewrite` with the same frame. Other
+    /// sessions, and the other direction of this one, go on meanwhile.
+    fn prepare(&mut self, _frame: &Bytes) -> Option<BlockingJob> {
+        None
+    }
+
     /// A whole held frame (header included); returns the bytes to send in its place
     /// (the frame itself, other frames, or nothing).
     fn rewrite(&mut self, frame: Bytes) -> Result<Bytes, FilterError> {
         Ok(frame)
     }
 }
+
+/// Work a filter hands to the blocking pool; it leaves its result where `rewrite` finds it.
+pub type BlockingJob = Box<dyn FnOnce() + Send + 'static>;
 
 /// A frame that breaks the protocol: the session ends with this error. A statement pgcloak
 /// refuses is not one of these (it fails with an ErrorResponse and the session goes on).

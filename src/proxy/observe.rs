@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 
-use crate::protocol::filter::{Filter, FilterError};
+use crate::protocol::filter::{BlockingJob, Filter, FilterError};
 use crate::protocol::frame::Header;
 
 /// A direction's observer plus, in sessions with a column policy, the filter that
@@ -24,6 +24,12 @@ impl<O: Filter, F: Filter> Filter for Observed<O, F> {
 
     fn holds(&self, tag: u8) -> bool {
         self.filter.as_ref().is_some_and(|filter| filter.holds(tag))
+    }
+
+    fn prepare(&mut self, frame: &Bytes) -> Option<BlockingJob> {
+        self.filter
+            .as_mut()
+            .and_then(|filter| filter.prepare(frame))
     }
 
     fn rewrite(&mut self, frame: Bytes) -> Result<Bytes, FilterError> {

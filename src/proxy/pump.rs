@@ -40,6 +40,8 @@ pub struct Pump<R, W, F> {
     read_size: usize,
     scanner: FrameScanner,
     forwarded: u64,
+    /// A held frame whose filter work runs on the blocking pool, and that work.
+    prepared: Option<(Bytes, tokio::task::JoinHandle<()>)>,
 }
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin, F: Filter> Pump<R, W, F> {
@@ -54,6 +56,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin, F: Filter> Pump<R, W, F> {
             read_size,
             scanner: FrameScanner::new(max_frame_len),
             forwarded: 0,
+            prepared: None,
         }
     }
 
@@ -62,6 +65,16 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin, F: Filter> Pump<R, W, F> {
     pub async fn run(&mut self) -> Result<(), PumpError> {
         loop {
             self.write_queue().await?;
+            if let Some((_, job)) = self.prepared.as_mut() {
+                // Awaiting by reference keeps run() cancel-safe. A job that panicked left
+                // its result unset: rewrite then does the work itself.
+                let _ = job.await;
+            }
+            if let Some((frame, _)) = self.prepared.take() {
+                self.push_rewritten(frame)?;
+                self.process()?;
+                continue;
+            }
             if self.buf.capacity() - self.buf.len() < self.read_size / 4 {
                 self.buf.reserve(self.read_size);
             }
@@ -86,10 +99,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin, F: Filter> Pump<R, W, F> {
                 }
                 self.held = None;
                 let frame = self.buf.split_to(header.frame_size()).freeze();
-                let replacement = self.filter.rewrite(frame)?;
-                if !replacement.is_empty() {
-                    self.queue.push_back(replacement);
+                if let Some(job) = self.filter.prepare(&frame) {
+                    self.prepared = Some((frame, tokio::task::spawn_blocking(job)));
+                    return Ok(()); // run() awaits the job, then comes back here
                 }
+                self.push_rewritten(frame)?;
                 continue;
             }
             let filter = &mut self.filter;
@@ -105,6 +119,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin, F: Filter> Pump<R, W, F> {
                 None => return Ok(()),
             }
         }
+    }
+
+    fn push_rewritten(&mut self, frame: Bytes) -> Result<(), PumpError> {
+        let replacement = self.filter.rewrite(frame)?;
+        if !replacement.is_empty() {
+            self.queue.push_back(replacement);
+        }
+        Ok(())
     }
 
     /// Writes the queue with vectored writes; each write is cancel-safe.
@@ -245,6 +267,52 @@ mod tests {
             let (out, _) = relay(Upper, stream, chunk).await;
             assert_eq!(out, expected, "chunk size {chunk}");
         }
+    }
+
+    /// Upper-cases 'D' frames after a job on the blocking pool that waits for a signal.
+    struct Offloaded {
+        release: Option<std::sync::mpsc::Receiver<()>>,
+    }
+
+    impl Filter for Offloaded {
+        fn holds(&self, tag: u8) -> bool {
+            tag == b'D'
+        }
+
+        fn prepare(&mut self, _frame: &Bytes) -> Option<crate::protocol::filter::BlockingJob> {
+            let release = self.release.take()?;
+            Some(Box::new(move || {
+                let _ = release.recv();
+            }))
+        }
+
+        fn rewrite(&mut self, frame: Bytes) -> Result<Bytes, FilterError> {
+            Ok(Bytes::from(frame.to_ascii_uppercase()))
+        }
+    }
+
+    #[tokio::test]
+    async fn prepared_work_runs_off_the_session_thread_and_keeps_order() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut stream = frame(b'Q', b"before");
+        stream.extend(frame(b'D', b"slow"));
+        stream.extend(frame(b'Q', b"after"));
+        let mut expected = frame(b'Q', b"before");
+        expected.extend(frame(b'D', b"SLOW"));
+        expected.extend(frame(b'Q', b"after"));
+        let filter = Offloaded { release: Some(rx) };
+        // This single-threaded runtime must stay free while the job waits: the task that
+        // releases it runs on the same thread.
+        let releaser = tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            tx.send(()).unwrap();
+        });
+        let relayed =
+            tokio::time::timeout(std::time::Duration::from_secs(20), relay(filter, stream, 7))
+                .await
+                .expect("the job blocked the session's thread");
+        releaser.await.unwrap();
+        assert_eq!(relayed.0, expected);
     }
 
     #[tokio::test]
