@@ -8,6 +8,7 @@
 mod analyzer;
 mod cache;
 mod ddl;
+mod depth;
 mod insert_values;
 mod kinds;
 mod levels;
@@ -177,6 +178,15 @@ pub fn analyze(sql: &str, policy: &Policy) -> Analysis {
             "this statement contains a Unicode-escaped identifier (U&\"...\"), which pgcloak does not resolve and which may name a table with encrypted columns; write the name plainly".into(),
         ));
     }
+    let depth = depth::bound(sql);
+    if depth > depth::MAX_DEPTH {
+        return Analysis::Refused(depth::too_deep());
+    }
+    // The tree is walked and dropped inside: both recurse once per level.
+    depth::with_stack_for(depth, || parse_and_analyze(sql, policy))
+}
+
+fn parse_and_analyze(sql: &str, policy: &Policy) -> Analysis {
     let statements = match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
         Ok(statements) => statements,
         Err(_) if maintenance::is_lone_maintenance(sql) => return Analysis::Plain,

@@ -5,6 +5,7 @@ use crate::crypto::Mode;
 
 mod allowlist;
 mod arrays;
+mod depth;
 mod escapes;
 mod merge;
 mod params;
