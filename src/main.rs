@@ -62,7 +62,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    pgcloak::logging::init();
     let result = match cli.command {
         Command::Serve { config } => serve(config),
         Command::Check {
@@ -82,28 +82,6 @@ fn main() -> ExitCode {
             eprintln!("pgcloak: {message}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Logs go to stderr; RUST_LOG picks the level (default info), PGCLOAK_LOG_FORMAT=json
-/// switches to one JSON object per line.
-fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // These crates log SQL text and bound parameters, i.e. PII, at debug level: never on,
-    // whatever RUST_LOG asks for.
-    for directive in ["sqlparser=off", "tokio_postgres=off"] {
-        if let Ok(directive) = directive.parse() {
-            filter = filter.add_directive(directive);
-        }
-    }
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::env::var("PGCLOAK_LOG_FORMAT").as_deref() == Ok("json") {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }
 
