@@ -41,9 +41,15 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
         /// Also check the PII columns in this database (postgresql://user:pw@host:port/db):
-        /// they must exist and have a type that can hold ciphertext.
+        /// they must exist, have a type that can hold ciphertext, and hold only envelopes
+        /// of their column (every row is read, unless --sample is given).
         #[arg(long, value_name = "DSN")]
         upstream_dsn: Option<String>,
+        /// With --upstream-dsn: read a random sample of at most N values per PII column
+        /// instead of every row.
+        #[arg(long, value_name = "N", requires = "upstream_dsn",
+              value_parser = clap::value_parser!(u64).range(1..))]
+        sample: Option<u64>,
     },
     /// Print a fresh random master key (base64 of 32 bytes) for `keys.master_key_env`.
     Keygen,
@@ -68,7 +74,8 @@ fn main() -> ExitCode {
         Command::Check {
             config,
             upstream_dsn,
-        } => check(config, upstream_dsn),
+            sample,
+        } => check(config, upstream_dsn, sample),
         Command::Keygen => {
             println!("{}", MasterKey::generate().to_base64());
             Ok(())
@@ -85,12 +92,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn check(path: PathBuf, upstream_dsn: Option<String>) -> Result<(), String> {
+fn check(path: PathBuf, upstream_dsn: Option<String>, sample: Option<u64>) -> Result<(), String> {
     let config = Config::load(&path).map_err(|e| e.to_string())?;
-    Cloak::from_config(&config, &path).map_err(|e| e.to_string())?;
+    let cloak = Cloak::from_config(&config, &path).map_err(|e| e.to_string())?;
     config.sidecar(&path).map_err(|e| e.to_string())?;
     if let Some(dsn) = upstream_dsn {
-        check::upstream(&config, &path, &dsn)?;
+        let keyring = cloak.as_deref().map(Cloak::keyring);
+        check::upstream(&config, &path, keyring, &dsn, sample)?;
     }
     println!("{}: OK", path.display());
     Ok(())
