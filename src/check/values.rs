@@ -100,7 +100,8 @@ pub(super) fn report(
     if counts.unknown_key > 0 {
         kinds.push(format!(
             "{} written under a key pgcloak does not hold (another master key or key version: \
-             configure the master key they were written with, or write them again through pgcloak)",
+             queries reading them fail until they are decrypted with that key and written \
+             again through pgcloak)",
             counts.unknown_key
         ));
     }
@@ -160,11 +161,11 @@ pub(super) async fn count(
     sample: Option<u64>,
 ) -> Result<Counts, String> {
     let failed = |e: tokio_postgres::Error| format!("{id}: cannot read its values: {}", chain(&e));
-    let relation = format!("{}.{}", ident(&id.schema), ident(&id.table));
     let row = client
         .query_one(
-            "SELECT relkind::text, reltuples::float8 FROM pg_class WHERE oid = $1::regclass",
-            &[&relation],
+            "SELECT c.relkind::text, c.reltuples::float8 FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
+            &[&id.schema, &id.table],
         )
         .await
         .map_err(failed)?;
