@@ -10,6 +10,7 @@
 //! - [`crypto`]: keys, the randomized and deterministic ciphers, the stored envelope.
 //! - [`cloak`]: applying analysis and crypto to one session's frames.
 //! - [`sidecar`]: the JWE HTTP API through which integrating parties send and fetch records.
+//! - [`logging`]: the binary's log subscriber, which writes pgcloak's own records only.
 //! - [`background`]: the handle of the proxy or sidecar running in the background.
 //! - [`pgtemp`]: a throwaway PostgreSQL cluster for tests and `pgcloak demo`.
 
@@ -17,6 +18,7 @@ pub mod background;
 pub mod cloak;
 pub mod config;
 pub mod crypto;
+pub mod logging;
 pub mod pgtemp;
 pub mod policy;
 pub mod protocol;

@@ -41,9 +41,15 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
         /// Also check the PII columns in this database (postgresql://user:pw@host:port/db):
-        /// they must exist and have a type that can hold ciphertext.
+        /// they must exist, have a type that can hold ciphertext, and hold only envelopes
+        /// of their column (every row is read, unless --sample is given).
         #[arg(long, value_name = "DSN")]
         upstream_dsn: Option<String>,
+        /// With --upstream-dsn: read a random sample of at most N values per PII column
+        /// instead of every row.
+        #[arg(long, value_name = "N", requires = "upstream_dsn",
+              value_parser = clap::value_parser!(u64).range(1..))]
+        sample: Option<u64>,
     },
     /// Print a fresh random master key (base64 of 32 bytes) for `keys.master_key_env`.
     Keygen,
@@ -62,13 +68,14 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    pgcloak::logging::init();
     let result = match cli.command {
         Command::Serve { config } => serve(config),
         Command::Check {
             config,
             upstream_dsn,
-        } => check(config, upstream_dsn),
+            sample,
+        } => check(config, upstream_dsn, sample),
         Command::Keygen => {
             println!("{}", MasterKey::generate().to_base64());
             Ok(())
@@ -85,34 +92,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr; RUST_LOG picks the level (default info), PGCLOAK_LOG_FORMAT=json
-/// switches to one JSON object per line.
-fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // These crates log SQL text and bound parameters, i.e. PII, at debug level: never on,
-    // whatever RUST_LOG asks for.
-    for directive in ["sqlparser=off", "tokio_postgres=off"] {
-        if let Ok(directive) = directive.parse() {
-            filter = filter.add_directive(directive);
-        }
-    }
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::env::var("PGCLOAK_LOG_FORMAT").as_deref() == Ok("json") {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
-fn check(path: PathBuf, upstream_dsn: Option<String>) -> Result<(), String> {
+fn check(path: PathBuf, upstream_dsn: Option<String>, sample: Option<u64>) -> Result<(), String> {
     let config = Config::load(&path).map_err(|e| e.to_string())?;
-    Cloak::from_config(&config, &path).map_err(|e| e.to_string())?;
+    let cloak = Cloak::from_config(&config, &path).map_err(|e| e.to_string())?;
     config.sidecar(&path).map_err(|e| e.to_string())?;
     if let Some(dsn) = upstream_dsn {
-        check::upstream(&config, &path, &dsn)?;
+        let keyring = cloak.as_deref().map(Cloak::keyring);
+        check::upstream(&config, &path, keyring, &dsn, sample)?;
     }
     println!("{}: OK", path.display());
     Ok(())

@@ -1,9 +1,17 @@
-//! `pgcloak check --upstream-dsn`: the configured PII columns checked against a real database.
+//! `pgcloak check --upstream-dsn`: the configured PII columns checked against a real database:
+//! their types, the relations reaching them, and their stored values.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::Arc;
 
+use common::Stack;
+use pgcloak::cloak::Cloak;
+use pgcloak::crypto::{Keyring, MasterKey, Mode};
 use pgcloak::pgtemp::PgTemp;
+use pgcloak::policy::Policy;
 use tokio_postgres::NoTls;
 
 const KEY_VAR: &str = "PGCLOAK_CHECK_TEST_KEY";
@@ -24,8 +32,14 @@ fn write_config(dir: &Path, name: &str, tables: &str) -> PathBuf {
 }
 
 fn check(config: &Path, dsn: &str, key: &str) -> (Output, String, String) {
+    check_with(config, dsn, key, &[])
+}
+
+fn check_with(config: &Path, dsn: &str, key: &str, extra: &[&str]) -> (Output, String, String) {
     let config = config.to_str().unwrap();
-    let out = pgcloak(&["check", "--config", config, "--upstream-dsn", dsn], key);
+    let mut args = vec!["check", "--config", config, "--upstream-dsn", dsn];
+    args.extend_from_slice(extra);
+    let out = pgcloak(&args, key);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     (out, stdout, stderr)
@@ -178,5 +192,138 @@ async fn check_names_views_and_children_outside_the_policy() {
     let config = write_config(&dir, "derived-ok.yaml", &tables);
     let (out, stdout, stderr) = check(&config, &dsn, &key);
     assert!(out.status.success(), "{stdout}\n{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The number in `text` right after `prefix`.
+fn number_after(text: &str, prefix: &str) -> Option<u64> {
+    let rest = &text[text.find(prefix)? + prefix.len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// Values written through pgcloak pass; plaintext, envelopes under another master key and
+/// envelopes copied from another column, written directly, are counted per column and fail
+/// the check, which never prints them. `--sample N` reads a random sample.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_counts_values_that_are_not_envelopes_of_their_column() {
+    const TABLES: &str = "people:\n  email: deterministic\n  name: randomized\n";
+    let master = MasterKey::generate();
+    let key = master.to_base64();
+    let policy = Policy::from_yaml(&serde_yaml::from_str(TABLES).unwrap()).unwrap();
+    let cloak = Arc::new(Cloak::with_key(policy, &master));
+    let stack = Stack::start_full(PgTemp::builder(), |_| {}, Some(cloak)).await;
+    let dsn = stack.pg.url("postgres");
+    let direct = stack.connect_direct().await;
+    direct
+        .batch_execute("CREATE TABLE people (id serial PRIMARY KEY, email text, name text)")
+        .await
+        .unwrap();
+    let rows: Vec<String> = (0..50)
+        .map(|i| format!("('person{i}@example.com', 'Name {i}')"))
+        .collect();
+    let proxied = stack.connect().await;
+    let insert = format!(
+        "INSERT INTO people (email, name) VALUES {}, (NULL, NULL)",
+        rows.join(", ")
+    );
+    proxied.batch_execute(&insert).await.unwrap();
+
+    let dir = std::env::temp_dir().join(format!("pgcloak-check-values-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = write_config(
+        &dir,
+        "values.yaml",
+        &TABLES
+            .replace("people:", "  people:")
+            .replace("\n  ", "\n    "),
+    );
+    let (out, stdout, stderr) = check(&config, &dsn, &key);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for column in ["email", "name"] {
+        let line =
+            format!("public.people.{column}: 50 value(s), all envelopes of this column — ok");
+        assert!(stdout.contains(&line), "{stdout}");
+    }
+
+    // A sample of a larger (analysed) table reads at most N values.
+    direct
+        .batch_execute(
+            "INSERT INTO people (email) SELECT p.email FROM people p, generate_series(1, 40) \
+             WHERE p.email IS NOT NULL; ANALYZE people",
+        )
+        .await
+        .unwrap();
+    let (out, stdout, stderr) = check_with(&config, &dsn, &key, &["--sample", "100"]);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let sampled = number_after(&stdout, "public.people.email: a sample of ").unwrap();
+    assert!((1..=100).contains(&sampled), "{stdout}");
+    assert!(
+        stdout.contains("all envelopes of this column — ok"),
+        "{stdout}"
+    );
+
+    // Written directly: 3 in clear, 1 under another master key, 1 copied from `name`.
+    let other = Keyring::new(
+        &MasterKey::generate(),
+        &[("public.people.email".into(), Mode::Deterministic)],
+    );
+    let foreign = other
+        .encrypt("public.people.email", b"foreign@example.com")
+        .unwrap();
+    direct
+        .execute(
+            "INSERT INTO people (email) VALUES ('clear1@example.com'), ('clear2@example.com'), \
+             ('pgcloak-looks-like@example.com'), ($1)",
+            &[&foreign],
+        )
+        .await
+        .unwrap();
+    direct
+        .batch_execute("UPDATE people SET email = name WHERE id = 1")
+        .await
+        .unwrap();
+    let total = 50 + 50 * 40 + 4;
+    for extra in [&[][..], &["--sample", "100000"][..]] {
+        let (out, stdout, stderr) = check_with(&config, &dsn, &key, extra);
+        println!("--- stdout\n{stdout}--- stderr\n{stderr}");
+        assert!(!out.status.success());
+        assert!(
+            stderr.contains("1 problem(s) with the PII columns"),
+            "{stderr}"
+        );
+        let read = match extra.is_empty() {
+            true => format!("{total} value(s)"),
+            false => format!("a sample of {total} value(s)"),
+        };
+        let line = format!("public.people.email: 5 of {read} are not envelopes of this column: ");
+        assert!(stderr.contains(&line), "{stderr}");
+        for text in [
+            "3 stored in clear",
+            "WHERE email NOT LIKE 'pgc1$%'",
+            "1 written under a key pgcloak does not hold",
+            "1 copied from another PII column",
+        ] {
+            assert!(stderr.contains(text), "missing {text:?} in:\n{stderr}");
+        }
+        assert!(!stderr.contains("damaged"), "{stderr}");
+        assert!(stdout.contains("public.people.name: "), "{stdout}");
+        for value in ["clear1", "clear2", "looks-like", "foreign", &foreign[16..]] {
+            assert!(
+                !stdout.contains(value) && !stderr.contains(value),
+                "{value} printed"
+            );
+        }
+    }
+
+    // --sample needs --upstream-dsn and a positive N.
+    let config_arg = config.to_str().unwrap();
+    let out = pgcloak(&["check", "--config", config_arg, "--sample", "5"], &key);
+    assert!(!out.status.success());
+    let (out, _, stderr) = check_with(&config, &dsn, &key, &["--sample", "0"]);
+    assert!(
+        !out.status.success() && stderr.contains("--sample"),
+        "{stderr}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
