@@ -11,6 +11,9 @@
 #   IDLE_QUERY        SQL each idle session runs once before idling (default none). E.g.
 #                     "SELECT repeat('x', 100000)" shows sessions whose buffers were used.
 #   ROWS              rows of 1,000 bytes in part (b) (default 1000000, i.e. ~1 GB)
+#   STATEMENTS        statements in part (c) (default 600)
+#   PARTS             which parts to run (default abc)
+#   CACHE_BYTES       analysis_cache_bytes for part (c) (default: pgcloak's default, 64 MiB)
 #   STRICT=1          exit 1 when a target is missed (default: report only)
 #   PGCLOAK_BIN, PGCLOAK_BUILD=1, PG_BIN   as in benches/pgbench.sh
 #
@@ -23,6 +26,13 @@
 #       2. the same SELECT as a simple Query, DataRows discarded as they arrive (pgclient.py)
 #     Each uses a freshly started pgcloak, so VmHWM (peak RSS) belongs to that test alone.
 #     Target: peak < 64 MB. The same transfers straight to PostgreSQL are timed for context.
+#
+# (c) the SQL analysis: STATEMENTS (default 600) distinct ~35 kB statements on a PII table
+#     (benches/pgbench-pii-schema.sql, policy benches/pgbench-pii-policy.yaml), half with PII
+#     literals, over 8 sessions (benches/pgclient.py statements). Reports VmRSS before, VmHWM
+#     while they ran, VmRSS with the sessions still open and after they closed. Target: peak
+#     < 128 MB; after closing, back near the baseline (the analysis cache keeps at most
+#     analysis_cache_bytes of shapes; statements with PII literals are never cached).
 #
 # A throwaway PostgreSQL (trust auth, loopback, max_connections=1200) is started and
 # everything is stopped on exit. The report is printed and written to
@@ -164,13 +174,58 @@ big_results() {
     say "    time: pgcloak ${secs}s ($(mbps "$bytes" "$secs") MiB/s), direct ${direct_secs}s ($(mbps "$direct_bytes" "$direct_secs") MiB/s)"
 }
 
+analysis_memory() {
+    local count=${STATEMENTS:-600} before hwm during after out=$WORK_DIR/statements.out fifo=$WORK_DIR/statements.in client
+    psql_pg "DROP TABLE IF EXISTS people" >/dev/null
+    psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -f "$BENCH_DIR/pgbench-pii-schema.sql" >/dev/null \
+        || die "creating people failed"
+    PGCLOAK_BENCH_MASTER_KEY=$("$PGCLOAK_BIN" keygen) || die "pgcloak keygen failed"
+    export PGCLOAK_BENCH_MASTER_KEY
+    PGCLOAK_EXTRA_CONFIG=$(<"$BENCH_DIR/pgbench-pii-policy.yaml")
+    [[ -z ${CACHE_BYTES:-} ]] || PGCLOAK_EXTRA_CONFIG+=$'\n'"analysis_cache_bytes: $CACHE_BYTES"
+    fresh_pgcloak
+    PGCLOAK_EXTRA_CONFIG=""
+    psql -X -h 127.0.0.1 -p "$PGCLOAK_PORT" -U postgres -d postgres -Atc \
+        "SELECT count(*) FROM people WHERE email_pii = 'warm@example.com'" >/dev/null || die "PII query through pgcloak failed"
+    sleep 1
+    before=$(proc_kb "$PGCLOAK_PID" VmRSS)
+    log "(c) $count distinct ~35 kB statements on a PII table over 8 sessions"
+    rm -f "$fifo"
+    mkfifo "$fifo"
+    python3 "$PGCLIENT" statements "$PGCLOAK_PORT" "$count" 8 35000 <"$fifo" >"$out" 2>&1 &
+    client=$!
+    BACKGROUND_PIDS+=("$client")
+    exec 7>"$fifo"
+    local deadline=$((SECONDS + 600))
+    until grep -q '^statements=' "$out"; do
+        kill -0 "$client" 2>/dev/null || { cat "$out" >&2; die "statements client failed"; }
+        ((SECONDS < deadline)) || die "statements not done after 600 s"
+        sleep 0.2
+    done
+    sleep 2
+    during=$(proc_kb "$PGCLOAK_PID" VmRSS)
+    hwm=$(proc_kb "$PGCLOAK_PID" VmHWM)
+    echo >&7
+    exec 7>&-
+    wait "$client" || die "statements client exited with an error: $(cat "$out")"
+    BACKGROUND_PIDS=()
+    sleep 3
+    after=$(proc_kb "$PGCLOAK_PID" VmRSS)
+    say "(c) $count distinct ~35 kB statements on a PII table, 8 sessions, analysis_cache_bytes ${CACHE_BYTES:-default}: $(cat "$out")"
+    say "    VmRSS before:              $(kb_to_mib "$before") MiB"
+    say "    VmHWM (peak):              $(kb_to_mib "$hwm") MiB   $(verdict "$hwm" 128)"
+    say "    VmRSS, sessions still open: $(kb_to_mib "$during") MiB"
+    say "    VmRSS after they closed:   $(kb_to_mib "$after") MiB   (+$(kb_to_mib "$((after - before))") MiB over before)"
+}
+
 main() {
     [[ -f $PGCLIENT ]] || die "$PGCLIENT is missing"
     bench_init
     ensure_pgcloak
     start_postgres 1200
-    idle_sessions
-    big_results
+    if [[ ${PARTS:-abc} == *a* ]]; then idle_sessions; fi
+    if [[ ${PARTS:-abc} == *b* ]]; then big_results; fi
+    if [[ ${PARTS:-abc} == *c* ]]; then analysis_memory; fi
     stop_pgcloak
 
     local file

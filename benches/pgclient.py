@@ -11,6 +11,15 @@
   pgclient.py stream PORT SQL
       Sends SQL as one simple Query and discards the DataRows as they arrive (never
       holding more than one read buffer). Prints "rows=N bytes=N seconds=S".
+
+  pgclient.py statements PORT COUNT SESSIONS SIZE
+      Sends COUNT distinct statements of about SIZE bytes on the `people` table of
+      benches/pgbench-pii-schema.sql, spread over SESSIONS concurrent sessions, each as a
+      simple Query that must succeed: even ones `SELECT id, email_pii FROM people WHERE id
+      IN (...)` (no PII value in the text: a cacheable shape), odd ones `... WHERE
+      email_pii IN ('...', ...)` (PII literals, which pgcloak encrypts and never caches).
+      Prints "statements=N seconds=S", then holds the sessions open until a line arrives
+      on stdin (or stdin closes) and closes them.
 """
 
 import asyncio
@@ -170,6 +179,38 @@ def stream(port, sql):
     print(f"rows={rows} bytes={total} seconds={elapsed:.2f}")
 
 
+def big_statement(number, size):
+    items, i = [], 0
+    length = 0
+    while length < size:
+        item = str(number * 1_000_000 + i) if number % 2 == 0 else f"'u{number}-{i}@example.com'"
+        items.append(item)
+        length += len(item) + 2
+        i += 1
+    column = "id" if number % 2 == 0 else "email_pii"
+    return f"SELECT id, email_pii FROM people WHERE {column} IN ({', '.join(items)})"
+
+
+async def run_statements(port, count, sessions, size):
+    started = time.monotonic()
+    slots = asyncio.Semaphore(sessions)
+    opened = await asyncio.gather(*(open_session(port, slots, None) for _ in range(sessions)))
+
+    async def drive(index, reader, writer):
+        for number in range(index, count, sessions):
+            writer.write(query_message(big_statement(number, size)))
+            await writer.drain()
+            await read_until_ready(reader)
+
+    await asyncio.gather(*(drive(i, r, w) for i, (r, w) in enumerate(opened)))
+    print(f"statements={count} seconds={time.monotonic() - started:.2f}", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    for _, writer in opened:
+        writer.write(TERMINATE)
+        await writer.drain()
+        writer.close()
+
+
 def main():
     if len(sys.argv) >= 4 and sys.argv[1] == "idle":
         concurrency = int(sys.argv[4]) if len(sys.argv) > 4 else 32
@@ -177,6 +218,9 @@ def main():
         asyncio.run(idle(int(sys.argv[2]), int(sys.argv[3]), concurrency, sql))
     elif len(sys.argv) == 4 and sys.argv[1] == "stream":
         stream(int(sys.argv[2]), sys.argv[3])
+    elif len(sys.argv) == 6 and sys.argv[1] == "statements":
+        port, count, sessions, size = (int(a) for a in sys.argv[2:])
+        asyncio.run(run_statements(port, count, sessions, size))
     else:
         sys.exit(__doc__)
 

@@ -2,6 +2,7 @@
 //! task per client relaying frames in both directions.
 
 mod handshake;
+mod heap;
 mod observe;
 mod pump;
 mod server;

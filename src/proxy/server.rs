@@ -86,7 +86,9 @@ impl Proxy {
                         }
                     };
                     let (settings, cloak) = (settings.clone(), cloak.clone());
+                    let open = super::heap::OpenSession::new();
                     workers.spawn(&sessions, async move {
+                        let _open = open;
                         match TcpStream::from_std(stream) {
                             Ok(stream) => {
                                 session::serve(stream, conn, settings, cloak, permit).await
