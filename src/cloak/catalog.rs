@@ -10,8 +10,34 @@ use bytes::{Bytes, BytesMut};
 use crate::policy::Policy;
 use crate::protocol::messages::{DataRow, Query};
 
-/// (table OID, attnum) → "schema.table.column".
-pub type ColumnMap = HashMap<(u32, i16), String>;
+/// Where the configured columns live in this database.
+#[derive(Debug, Clone, Default)]
+pub struct ColumnMap {
+    /// (table OID, attnum) → "schema.table.column".
+    by_attribute: HashMap<(u32, i16), String>,
+    /// (schema, table) → (field position, "schema.table.column") of its PII columns in the
+    /// rows of `COPY table TO`, whose default column list is every column that is neither
+    /// dropped nor generated, in attnum order.
+    copy_fields: HashMap<(String, String), Vec<(usize, String)>>,
+}
+
+impl ColumnMap {
+    pub fn new() -> ColumnMap {
+        ColumnMap::default()
+    }
+
+    /// The configured column at (table OID, attnum).
+    pub fn get(&self, attribute: &(u32, i16)) -> Option<&String> {
+        self.by_attribute.get(attribute)
+    }
+
+    /// The PII fields of `COPY schema.table TO` rows: (position, column).
+    pub fn copy_fields(&self, schema: &str, table: &str) -> &[(usize, String)] {
+        self.copy_fields
+            .get(&(schema.to_owned(), table.to_owned()))
+            .map_or(&[], Vec::as_slice)
+    }
+}
 
 /// The catalog query for every configured column, as a Query frame.
 pub fn query_frame(policy: &Policy) -> Bytes {
@@ -27,7 +53,11 @@ pub fn query_frame(policy: &Policy) -> Bytes {
         })
         .collect();
     let sql = format!(
-        "SELECT c.oid, a.attnum, n.nspname || '.' || c.relname || '.' || a.attname \
+        "SELECT c.oid, a.attnum, n.nspname || '.' || c.relname || '.' || a.attname, \
+         n.nspname, c.relname, \
+         CASE WHEN a.attgenerated = '' THEN (SELECT count(*) FROM pg_catalog.pg_attribute b \
+           WHERE b.attrelid = a.attrelid AND b.attnum > 0 AND b.attnum < a.attnum \
+           AND NOT b.attisdropped AND b.attgenerated = '') END \
          FROM pg_catalog.pg_attribute a \
          JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
@@ -50,7 +80,15 @@ pub fn add_row(row: &DataRow, map: &mut ColumnMap) {
     };
     if let (Some(oid), Some(attnum), Some(column)) = (text(0), text(1), text(2)) {
         if let (Ok(oid), Ok(attnum)) = (oid.parse(), attnum.parse()) {
-            map.insert((oid, attnum), column.to_owned());
+            map.by_attribute.insert((oid, attnum), column.to_owned());
+        }
+        let position = text(5).and_then(|p| p.parse().ok());
+        if let (Some(schema), Some(table), Some(position)) = (text(3), text(4), position) {
+            let fields = (map.copy_fields)
+                .entry((schema.to_owned(), table.to_owned()))
+                .or_default();
+            fields.push((position, column.to_owned()));
+            fields.sort();
         }
     }
 }
@@ -83,6 +121,9 @@ mod tests {
                 Some(Bytes::from_static(b"16385")),
                 Some(Bytes::from_static(b"2")),
                 Some(Bytes::from_static(b"public.users.email")),
+                Some(Bytes::from_static(b"public")),
+                Some(Bytes::from_static(b"users")),
+                Some(Bytes::from_static(b"1")),
             ],
         };
         let mut map = ColumnMap::new();
@@ -91,5 +132,10 @@ mod tests {
             map.get(&(16385, 2)).map(String::as_str),
             Some("public.users.email")
         );
+        assert_eq!(
+            map.copy_fields("public", "users"),
+            &[(1, "public.users.email".to_owned())]
+        );
+        assert!(map.copy_fields("public", "other").is_empty());
     }
 }

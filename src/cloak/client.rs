@@ -308,6 +308,7 @@ impl ClientCloak {
         }
         if plan.copy_out.is_some() {
             state.copy_out = plan.copy_out.clone();
+            state.copy_out_fields = plan.copy_out_fields.clone();
         }
     }
 

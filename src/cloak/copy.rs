@@ -70,10 +70,69 @@ impl Dialect {
         Ok(())
     }
 
-    /// `value` written as one field of this format.
-    fn write_field(&self, value: &[u8], out: &mut Vec<u8>) {
+    /// Splits a row into raw fields (still escaped or quoted).
+    pub fn split(&self, row: &[u8]) -> Vec<Vec<u8>> {
+        let mut fields = vec![Vec::new()];
+        let mut quoted = false;
+        let mut i = 0;
+        while i < row.len() {
+            let b = row[i];
+            let field = fields.last_mut().expect("fields is never empty");
+            match self.csv {
+                false if b == b'\\' => {
+                    field.push(b);
+                    if let Some(&next) = row.get(i + 1) {
+                        field.push(next);
+                        i += 1;
+                    }
+                }
+                true if quoted && b == self.escape && self.escape != self.quote => {
+                    field.push(b);
+                    if let Some(&next) = row.get(i + 1) {
+                        field.push(next);
+                        i += 1;
+                    }
+                }
+                true if b == self.quote => {
+                    quoted = !quoted;
+                    field.push(b);
+                }
+                _ if b == self.delimiter && !quoted => fields.push(Vec::new()),
+                _ => field.push(b),
+            }
+            i += 1;
+        }
+        fields
+    }
+
+    /// A CSV field's value: quotes removed, escaped quotes restored.
+    pub fn unquote_csv(&self, field: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(field.len());
+        let mut quoted = false;
+        let mut i = 0;
+        while i < field.len() {
+            let b = field[i];
+            if quoted && b == self.escape && field.get(i + 1) == Some(&self.quote) {
+                out.push(self.quote);
+                i += 2;
+                continue;
+            }
+            if b == self.quote {
+                quoted = !quoted;
+            } else {
+                out.push(b);
+            }
+            i += 1;
+        }
+        out
+    }
+
+    /// `value` written as one field of this format (in CSV quoted if `quote`, as
+    /// FORCE_QUOTE asks, or if it must be).
+    fn write_field(&self, value: &[u8], quote: bool, out: &mut Vec<u8>) {
         if self.csv {
-            let needs_quotes = value.is_empty()
+            let needs_quotes = quote
+                || value.is_empty()
                 || value == self.null.as_slice()
                 || value
                     .iter()
@@ -108,24 +167,52 @@ impl Dialect {
     }
 }
 
+/// Why a row of COPY TO output is not returned.
+#[derive(Debug)]
+pub enum CopyOutError {
+    /// An envelope that does not decrypt (in `column`, when the field is a PII column's).
+    Crypto(CryptoError, Option<String>),
+    /// A PII column's field holds a value that is not an envelope.
+    NotEncrypted(String),
+}
+
 /// Decrypts the envelopes in one row of COPY TO output (Postgres sends one row per
-/// CopyData). Envelopes need no escaping, so each stands whole between delimiters.
+/// CopyData). Envelopes need no escaping or quoting, so each stands whole as a field.
+/// `pii` lists the fields (position, column) that hold PII columns: each must be NULL or
+/// an envelope of that column.
 pub fn decrypt_row(
     row: &[u8],
     dialect: &Dialect,
     keyring: &Keyring,
-) -> Result<Vec<u8>, CryptoError> {
+    pii: &[(usize, String)],
+) -> Result<Vec<u8>, CopyOutError> {
     let body = row.strip_suffix(b"\n").unwrap_or(row);
     let mut out = Vec::with_capacity(row.len());
-    for (i, field) in body.split(|&b| b == dialect.delimiter).enumerate() {
+    let mut pii = pii.iter().peekable();
+    for (i, field) in dialect.split(body).iter().enumerate() {
         if i > 0 {
             out.push(dialect.delimiter);
         }
-        if is_envelope(field) {
-            match keyring.decrypt(field, None) {
-                Ok(plaintext) => dialect.write_field(&plaintext, &mut out),
-                Err(error) => return Err(error),
+        let column = match pii.peek() {
+            Some((position, column)) if *position == i => {
+                pii.next();
+                Some(column.as_str())
             }
+            _ => None,
+        };
+        // FORCE_QUOTE quotes an envelope; nothing else does.
+        let quoted = dialect.csv && field.first() == Some(&dialect.quote);
+        let value = match quoted {
+            true => dialect.unquote_csv(field),
+            false => field.clone(),
+        };
+        if is_envelope(&value) {
+            match keyring.decrypt(&value, column) {
+                Ok(plaintext) => dialect.write_field(&plaintext, quoted, &mut out),
+                Err(error) => return Err(CopyOutError::Crypto(error, column.map(str::to_owned))),
+            }
+        } else if let Some(column) = column.filter(|_| quoted || *field != dialect.null) {
+            return Err(CopyOutError::NotEncrypted(column.to_owned()));
         } else {
             out.extend_from_slice(field);
         }
@@ -223,7 +310,7 @@ impl CopyIn {
             out.extend_from_slice(row);
             return Ok(());
         }
-        let fields = self.split(row);
+        let fields = self.dialect.split(row);
         if fields.len() != self.plan.fields.len() {
             return Err(CopyError::FieldCount {
                 row: self.rows,
@@ -239,7 +326,7 @@ impl CopyIn {
                 Some(column) if field.as_slice() != self.dialect.null.as_slice() => {
                     let value = match self.dialect.csv {
                         false => unescape_text(field),
-                        true => self.unquote_csv(field),
+                        true => self.dialect.unquote_csv(field),
                     };
                     let column = column.to_string();
                     let ciphertext = self.encrypt(&column, &value, keyring)?;
@@ -280,63 +367,6 @@ impl CopyIn {
 
     fn escape(&self) -> u8 {
         self.dialect.escape
-    }
-
-    /// Splits a row into raw fields (still escaped or quoted).
-    fn split(&self, row: &[u8]) -> Vec<Vec<u8>> {
-        let mut fields = vec![Vec::new()];
-        let mut quoted = false;
-        let mut i = 0;
-        while i < row.len() {
-            let b = row[i];
-            let field = fields.last_mut().expect("fields is never empty");
-            match self.dialect.csv {
-                false if b == b'\\' => {
-                    field.push(b);
-                    if let Some(&next) = row.get(i + 1) {
-                        field.push(next);
-                        i += 1;
-                    }
-                }
-                true if quoted && b == self.escape() && self.escape() != self.quote() => {
-                    field.push(b);
-                    if let Some(&next) = row.get(i + 1) {
-                        field.push(next);
-                        i += 1;
-                    }
-                }
-                true if b == self.quote() => {
-                    quoted = !quoted;
-                    field.push(b);
-                }
-                _ if b == self.dialect.delimiter && !quoted => fields.push(Vec::new()),
-                _ => field.push(b),
-            }
-            i += 1;
-        }
-        fields
-    }
-
-    /// A CSV field's value: quotes removed, escaped quotes restored.
-    fn unquote_csv(&self, field: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(field.len());
-        let mut quoted = false;
-        let mut i = 0;
-        while i < field.len() {
-            let b = field[i];
-            if quoted && b == self.escape() && field.get(i + 1) == Some(&self.quote()) {
-                out.push(self.quote());
-                i += 2;
-                continue;
-            }
-            if b == self.quote() {
-                quoted = !quoted;
-            } else {
-                out.push(b);
-            }
-            i += 1;
-        }
-        out
     }
 }
 
@@ -403,7 +433,7 @@ mod tests {
     fn fields_are_written_escaped_per_format() {
         let text = Dialect::new(&CopyOptions::default());
         let mut out = Vec::new();
-        text.write_field(b"a\tb\\c\nd", &mut out);
+        text.write_field(b"a\tb\\c\nd", false, &mut out);
         assert_eq!(out, b"a\\tb\\\\c\\nd");
         let csv = Dialect::new(&CopyOptions {
             format: CopyFormat::Csv,
@@ -416,9 +446,45 @@ mod tests {
             (b"", b"\"\""),
         ] {
             let mut out = Vec::new();
-            csv.write_field(value, &mut out);
+            csv.write_field(value, false, &mut out);
             assert_eq!(out, written);
         }
+    }
+
+    #[test]
+    fn copy_out_rows_check_their_pii_fields() {
+        use crate::crypto::{MasterKey, Mode};
+        let email = "public.users.email".to_owned();
+        let keyring = Keyring::new(
+            &MasterKey::generate(),
+            &[(email.clone(), Mode::Deterministic)],
+        );
+        let envelope = keyring.encrypt(&email, b"a\tb").unwrap();
+        let pii = [(1, email.clone())];
+        let text = Dialect::new(&CopyOptions::default());
+        let row = format!("7\t{envelope}\t{envelope}\n");
+        let out = decrypt_row(row.as_bytes(), &text, &keyring, &pii).unwrap();
+        assert_eq!(out, b"7\ta\\tb\ta\\tb\n");
+        assert!(decrypt_row(b"7\t\\N\tx\n", &text, &keyring, &pii).is_ok());
+        for row in [&b"7\tplain\n"[..], b"7\t\n", b"7\tpgc1\n"] {
+            let err = decrypt_row(row, &text, &keyring, &pii).unwrap_err();
+            assert!(
+                matches!(err, CopyOutError::NotEncrypted(ref c) if *c == email),
+                "{row:?}"
+            );
+        }
+        // An escaped delimiter does not shift the fields.
+        let row = format!("a\\\tb\t{envelope}\n");
+        assert!(decrypt_row(row.as_bytes(), &text, &keyring, &pii).is_ok());
+        let csv = Dialect::new(&CopyOptions {
+            format: CopyFormat::Csv,
+            ..CopyOptions::default()
+        });
+        let row = format!("\"x,y\",\"{envelope}\"\n");
+        let out = decrypt_row(row.as_bytes(), &csv, &keyring, &pii).unwrap();
+        assert_eq!(out, b"\"x,y\",\"a\tb\"\n");
+        assert!(decrypt_row(b"1,\n", &csv, &keyring, &pii).is_ok());
+        assert!(decrypt_row(b"1,\"\"\n", &csv, &keyring, &pii).is_err());
     }
 
     #[test]

@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 
-use super::copy::{copy_data_frame, decrypt_row, Dialect};
+use super::catalog::ColumnMap;
+use super::copy::{copy_data_frame, decrypt_row, CopyOutError, Dialect};
 use super::tracker::{Owner, Source};
 use super::{lock, Cloak, SessionState};
 use crate::crypto::{is_envelope, CryptoError};
@@ -19,6 +20,7 @@ use crate::protocol::filter::{Filter, FilterError};
 use crate::protocol::frame::Header;
 use crate::protocol::messages::{DataRow, ErrorFields};
 use crate::protocol::tags::Backend;
+use crate::sql::CopyOutFields;
 
 /// The envelope prefix, searched for in whole DataRows before decoding them.
 const ENVELOPE_PREFIX: &[u8] = b"pgc1$";
@@ -33,7 +35,7 @@ pub struct ServerCloak {
     /// After a value that must not be returned: drop everything until ReadyForQuery.
     discarding: bool,
     /// COPY TO STDOUT of a PII table in progress: its rows are decrypted.
-    copy_out: Option<Dialect>,
+    copy_out: Option<CopyOut>,
     /// Whether the frame whose header was just seen is held (decided before the tracker
     /// takes it, so that held frames reach it in `rewrite`, all others in `on_frame`).
     holding: bool,
@@ -58,7 +60,12 @@ impl ServerCloak {
         if owner == Owner::Client {
             match message {
                 Backend::CopyOutResponse => {
-                    self.copy_out = state.copy_out.take().map(|o| Dialect::new(&o));
+                    let fields = state.copy_out_fields.take();
+                    self.copy_out = state.copy_out.take().map(|options| CopyOut {
+                        dialect: Dialect::new(&options),
+                        pii: pii_fields(fields.as_ref(), state.tracker.columns()),
+                        header: options.header,
+                    });
                 }
                 Backend::CopyDone => self.copy_out = None,
                 Backend::ReadyForQuery => {
@@ -75,16 +82,25 @@ impl ServerCloak {
     }
 
     fn copy_data(&mut self, frame: Bytes) -> Bytes {
-        let (Some(dialect), true) = (&self.copy_out, self.finder.find(&frame).is_some()) else {
+        let Some(copy) = &mut self.copy_out else {
             return frame;
         };
-        match decrypt_row(&frame[Header::SIZE..], dialect, &self.cloak.keyring) {
+        if std::mem::take(&mut copy.header)
+            || (copy.pii.is_empty() && self.finder.find(&frame).is_none())
+        {
+            return frame;
+        }
+        let row = &frame[Header::SIZE..];
+        match decrypt_row(row, &copy.dialect, &self.cloak.keyring, &copy.pii) {
             Ok(row) => {
                 let mut out = BytesMut::with_capacity(row.len() + Header::SIZE);
                 copy_data_frame(&mut out, &row);
                 out.freeze()
             }
-            Err(error) => self.fail(&undecryptable(&error, None)),
+            Err(CopyOutError::Crypto(error, column)) => {
+                self.fail(&undecryptable(&error, column.as_deref()))
+            }
+            Err(CopyOutError::NotEncrypted(column)) => self.fail(&not_encrypted(&column)),
         }
     }
 
@@ -121,9 +137,7 @@ impl ServerCloak {
             };
             if !is_envelope(value) {
                 if let Some(column) = column {
-                    return Ok(self.fail(&format!(
-                        "{column} holds a value that is not encrypted (written before the column joined the pgcloak policy, or directly to Postgres), and pgcloak does not return it as it is; encrypt the existing values (`pgcloak check --upstream-dsn` counts them) or remove the column from the policy"
-                    )));
+                    return Ok(self.fail(&not_encrypted(column)));
                 }
                 continue;
             }
@@ -209,6 +223,37 @@ impl ServerCloak {
 }
 
 /// The error for an envelope that does not decrypt; `column` is its source, when known.
+/// A COPY TO STDOUT whose rows pgcloak decrypts.
+struct CopyOut {
+    dialect: Dialect,
+    /// (field position, column) of the PII columns in each row.
+    pii: Vec<(usize, String)>,
+    /// The next row is the header line.
+    header: bool,
+}
+
+/// Where the PII columns are in the rows of a `COPY table TO`.
+fn pii_fields(
+    fields: Option<&CopyOutFields>,
+    catalog: Option<&Arc<ColumnMap>>,
+) -> Vec<(usize, String)> {
+    match fields {
+        None => Vec::new(),
+        Some(CopyOutFields::Listed(columns)) => (columns.iter().enumerate())
+            .filter_map(|(i, c)| Some((i, c.as_ref()?.to_string())))
+            .collect(),
+        Some(CopyOutFields::AllOf(schema, table)) => {
+            catalog.map_or_else(Vec::new, |map| map.copy_fields(schema, table).to_vec())
+        }
+    }
+}
+
+fn not_encrypted(column: &str) -> String {
+    format!(
+        "{column} holds a value that is not encrypted (written before the column joined the pgcloak policy, or directly to Postgres), and pgcloak does not return it as it is; encrypt the existing values (`pgcloak check --upstream-dsn` counts them) or remove the column from the policy"
+    )
+}
+
 fn undecryptable(error: &CryptoError, column: Option<&str>) -> String {
     let place = match column {
         Some(column) => format!("a value of {column}"),

@@ -27,8 +27,8 @@ use super::names::{
 use super::queries::output_name;
 use super::splice::LineIndex;
 use super::{
-    Analysis, CopyFormat, CopyInPlan, CopyOptions, LiteralKind, LiteralSlot, ParamSlot, Refusal,
-    StatementPlan,
+    Analysis, CopyFormat, CopyInPlan, CopyOptions, CopyOutFields, LiteralKind, LiteralSlot,
+    ParamSlot, Refusal, StatementPlan,
 };
 use crate::crypto::Mode;
 use crate::policy::{ColumnId, Policy};
@@ -768,6 +768,7 @@ impl<'a> Walk<'a> {
             CopySource::Query(query) => {
                 self.query(query)?;
                 // The query reads a PII table (else this statement would be plain).
+                copy_out_encoding(options, "this COPY")?;
                 self.plan.copy_out = Some(copy_options(options, legacy, "this COPY")?);
                 return Ok(());
             }
@@ -782,7 +783,17 @@ impl<'a> Walk<'a> {
         let what = format!("{}.{}", table.0, table.1);
         let parsed = copy_options(options, legacy, &what)?;
         if to {
+            copy_out_encoding(options, &what)?;
             self.plan.copy_out = Some(parsed);
+            self.plan.copy_out_fields = Some(if columns.is_empty() {
+                CopyOutFields::AllOf(table.0.clone(), table.1.clone())
+            } else {
+                CopyOutFields::Listed(
+                    (columns.iter())
+                        .map(|ident| self.column(&table, &normalize(ident)).map(|c| c.id))
+                        .collect(),
+                )
+            });
             return Ok(());
         }
         if !matches!(target, CopyTarget::Stdin) {
@@ -1257,6 +1268,21 @@ fn reference(expr: &Expr) -> Option<(Option<String>, String)> {
 }
 
 /// The data format of a COPY; binary cannot be rewritten, so it is refused.
+/// COPY TO with an ENCODING other than UTF8: Postgres would convert the ciphertext, and the
+/// plaintext pgcloak puts in its place is UTF-8.
+fn copy_out_encoding(options: &[CopyOption], what: &str) -> Result {
+    for option in options {
+        if let CopyOption::Encoding(name) = option {
+            if !(name.eq_ignore_ascii_case("utf8") || name.eq_ignore_ascii_case("utf-8")) {
+                return Err(Refusal::unsupported(format!(
+                    "COPY ... TO with ENCODING '{name}' of {what} is not supported by pgcloak, which returns decrypted values as UTF-8; drop the option and convert the output"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn copy_options(
     options: &[CopyOption],
     legacy: &[CopyLegacyOption],

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::mem::size_of;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::{analyze, Analysis, CopyInPlan, LiteralSlot, ParamSlot, StatementPlan};
+use super::{analyze, Analysis, CopyInPlan, CopyOutFields, LiteralSlot, ParamSlot, StatementPlan};
 use crate::policy::{ColumnId, Policy};
 
 /// The default of the config key `analysis_cache_bytes`.
@@ -197,6 +197,14 @@ fn plan_bytes(plan: &StatementPlan) -> usize {
         .as_ref()
         .and_then(|o| o.null.as_deref())
         .map_or(0, string_bytes);
+    let copy_out_fields = match &plan.copy_out_fields {
+        None => 0,
+        Some(CopyOutFields::AllOf(schema, table)) => string_bytes(schema) + string_bytes(table),
+        Some(CopyOutFields::Listed(fields)) => {
+            vec_bytes::<Option<ColumnId>>(fields.capacity())
+                + fields.iter().flatten().map(column_bytes).sum::<usize>()
+        }
+    };
     let executes = vec_bytes::<String>(plan.executes.capacity())
         + plan.executes.iter().map(|s| string_bytes(s)).sum::<usize>();
     let columns = vec_bytes::<Arc<ColumnId>>(plan.columns.capacity())
@@ -205,7 +213,7 @@ fn plan_bytes(plan: &StatementPlan) -> usize {
             .iter()
             .map(|c| 2 * size_of::<usize>() + ALLOCATION_OVERHEAD + column_bytes(c))
             .sum::<usize>();
-    literals + params + copy_in + copy_out + executes + columns
+    literals + params + copy_in + copy_out + copy_out_fields + executes + columns
 }
 
 fn copy_in_bytes(plan: &CopyInPlan) -> usize {

@@ -59,6 +59,9 @@ pub struct StatementPlan {
     pub copy_in: Option<CopyInPlan>,
     /// `COPY ... TO STDOUT` reading a PII table: its rows are decrypted in this format.
     pub copy_out: Option<CopyOptions>,
+    /// `COPY table TO STDOUT` of a PII table: which fields hold PII columns (a value there
+    /// that is not an envelope is refused). None for `COPY (query) TO`.
+    pub copy_out_fields: Option<CopyOutFields>,
     /// DDL naming a PII table: where its columns live may change.
     pub changes_schema: bool,
     /// Prepared statements run by SQL `EXECUTE name(args)`: their arguments are SQL values
@@ -131,6 +134,15 @@ pub struct CopyInPlan {
     pub options: CopyOptions,
     /// For each field position of a row: the PII column it fills, if any.
     pub fields: Vec<Option<ColumnId>>,
+}
+
+/// The PII fields of a `COPY table TO`'s rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CopyOutFields {
+    /// `COPY t (a, b) TO`: for each field, the PII column it holds, if any.
+    Listed(Vec<Option<ColumnId>>),
+    /// `COPY t TO`: every column of (schema, table); the positions come from the catalog.
+    AllOf(String, String),
 }
 
 /// The data format of a COPY, as its options say (None: the format's default).
