@@ -347,7 +347,7 @@ async fn django_pii() {
     let Some(program) = client_program(python, python) else {
         return;
     };
-    let (_stack, direct) = run_pii_script(&program, "django_pii.py", &[("dj_people", 496)]).await;
+    let (_stack, direct) = run_pii_script(&program, "django_pii.py", &[("dj_people", 520)]).await;
     let row = direct
         .query_one(
             "SELECT (SELECT data_type FROM information_schema.columns \

@@ -187,6 +187,45 @@ def check_refusals():
     assert Person.objects.count() == 500 - 6 + 2
 
 
+# Values that array literals must quote or escape (psycopg inlines them client-side).
+TRICKY = ["O'Neil", 'say "hi"', "a,b", "back\\slash", "NULL", "{braces}", "", " spaced ", "tab\there", "Zoë 😀"]
+
+
+def check_bulk_create_quoting_and_conflicts():
+    for alias in ("default", "server"):
+        objects = Person.objects.using(alias)
+        rows = [Person(email=f"{alias}-tricky{i}@example.com", first_name=v, last_name=v[::-1]) for i, v in enumerate(TRICKY)]
+        objects.bulk_create(rows)
+        back = {p.email: (p.first_name, p.last_name) for p in objects.filter(email__in=[r.email for r in rows])}
+        assert back == {r.email: (r.first_name, r.last_name) for r in rows}, back
+        # ON CONFLICT (email) DO UPDATE SET first_name = EXCLUDED.first_name, and DO NOTHING.
+        with Wire(alias) as wire:
+            objects.bulk_create(
+                [Person(email=f"{alias}-tricky{i}@example.com", first_name=f"Upsert {i}") for i in (0, 1)]
+                + [Person(email=f"{alias}-upserted@example.com", first_name="New", last_name="Upsert")],
+                update_conflicts=True,
+                unique_fields=["email"],
+                update_fields=["first_name"],
+            )
+            objects.bulk_create(
+                [Person(email=f"{alias}-tricky2@example.com", first_name="Ignored"), Person(email=f"{alias}-ignored@example.com", first_name="Kept")],
+                ignore_conflicts=True,
+            )
+        for sql, _, _ in wire.sent("ON CONFLICT"):
+            show(f"bulk_create ({alias}, conflicts)", sql[sql.index("ON CONFLICT") - 60:], 200)
+        got = {
+            p.email: p.first_name
+            for p in objects.filter(email__in=[f"{alias}-{e}@example.com" for e in ("tricky0", "tricky1", "tricky2", "upserted", "ignored")])
+        }
+        assert got == {
+            f"{alias}-tricky0@example.com": "Upsert 0",
+            f"{alias}-tricky1@example.com": "Upsert 1",
+            f"{alias}-tricky2@example.com": TRICKY[2],
+            f"{alias}-upserted@example.com": "New",
+            f"{alias}-ignored@example.com": "Kept",
+        }, got
+
+
 def check_short_varchar():
     # CharField(max_length=50) on a randomized column: too short for its ciphertext, so the
     # CREATE TABLE is refused with the length needed (a migration's CreateModel sends the same).
@@ -227,7 +266,15 @@ def check_alter_field():
     assert Person.objects.using("server").get(email="param9@example.com").first_name == "Zoë"
 
 
-CHECKS = [check_migrate_initial, check_bulk_create, check_queries, check_refusals, check_short_varchar, check_alter_field]
+CHECKS = [
+    check_migrate_initial,
+    check_bulk_create,
+    check_queries,
+    check_refusals,
+    check_bulk_create_quoting_and_conflicts,
+    check_short_varchar,
+    check_alter_field,
+]
 
 
 def print_stored():
