@@ -266,6 +266,25 @@ def check_alter_field():
     assert Person.objects.using("server").get(email="param9@example.com").first_name == "Zoë"
 
 
+def check_alter_field_to_charfield_is_refused():
+    # Unapplying 0002 alters email back to CharField(max_length=200): Django sends
+    # `TYPE varchar(200) USING "email"::varchar(200)`, an explicit cast that would silently cut
+    # envelopes longer than 200 characters. Refused; the migration is rolled back whole.
+    with Wire("default") as wire:
+        try:
+            call_command("migrate", "django_app", "0001", verbosity=0)
+            raise AssertionError("AlterField to CharField(max_length=200) was not refused")
+        except NotSupportedError as e:
+            refused(e, "dj_people.email")
+            assert "would silently cut the ciphertexts" in str(e), str(e)
+    [(alter, _, _)] = wire.sent('ALTER COLUMN "email" TYPE')
+    show("AlterField back (refused)", alter)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM django_migrations WHERE app = 'django_app'")
+        assert cursor.fetchone() == (2,)
+    assert Person.objects.get(email="bulk7@example.com").last_name == "Bulk 7"
+
+
 CHECKS = [
     check_migrate_initial,
     check_bulk_create,
@@ -274,6 +293,7 @@ CHECKS = [
     check_bulk_create_quoting_and_conflicts,
     check_short_varchar,
     check_alter_field,
+    check_alter_field_to_charfield_is_refused,
 ]
 
 
