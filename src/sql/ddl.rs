@@ -151,14 +151,14 @@ impl Walk<'_> {
         if let Bound::Null = bound(using) {
             return Ok(());
         }
-        // Knex's `t.string(c, n).alter()` sends `USING (c::varchar(n))`: the one conversion
-        // that keeps the text but may cut it, so it gets its own way out.
+        // Django's AlterField to CharField(max_length=n) and Knex's `t.string(c, n).alter()`
+        // send `USING c::varchar(n)`: it keeps the text but may cut it, so it gets its own fix.
         if let Some(length) = length_cast(using)
             .filter(|(e, _)| self.pii(e).is_some_and(|c| c.id == column.id))
             .map(|(_, n)| n)
         {
             return Err(Refusal::unsupported(format!(
-                "ALTER COLUMN {c} TYPE ... USING {c}::varchar({length}) would silently cut the ciphertexts of {} longer than {length} characters; leave out USING (Postgres then refuses values that do not fit), or make the column text (Knex: t.text('{c}').alter())",
+                "ALTER COLUMN {c} TYPE ... USING {c}::varchar({length}) would silently cut the ciphertexts of {} longer than {length} characters; leave out USING (Postgres then refuses values that do not fit), or make the column text (a Django TextField, Knex's t.text('{c}').alter())",
                 column.id,
                 c = column.id.column
             )));
@@ -378,14 +378,12 @@ fn length_cast(expr: &Expr) -> Option<(&Expr, u64)> {
     match expr {
         Expr::Nested(inner) => length_cast(inner),
         Expr::Cast {
-            expr, data_type, ..
-        } => match data_type {
-            DataType::Varchar(Some(CharacterLength::IntegerLength { length, .. }))
-            | DataType::CharacterVarying(Some(CharacterLength::IntegerLength { length, .. })) => {
-                Some((expr, *length))
-            }
-            _ => None,
-        },
+            expr,
+            data_type:
+                DataType::Varchar(Some(CharacterLength::IntegerLength { length, .. }))
+                | DataType::CharacterVarying(Some(CharacterLength::IntegerLength { length, .. })),
+            ..
+        } => Some((expr, *length)),
         _ => None,
     }
 }
