@@ -333,3 +333,94 @@ async fn parameter_zero_is_refused() {
     // The session goes on.
     client.simple_query("SELECT 1").await.unwrap();
 }
+
+/// sqlx's bulk-insert idiom on the wire as sqlx sends it: a Parse naming the parameter types
+/// (text[], int8[]), Bind with every array in binary format. NULL elements, empty arrays,
+/// the `AS x(a, b)` column-alias form and RETURNING; each value is an envelope at rest and
+/// comes back as plaintext.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlx_unnest_bulk_insert_with_binary_arrays() {
+    let (_stack, client, direct) = stack().await;
+    direct
+        .batch_execute("CREATE TABLE people (id serial PRIMARY KEY, email text, score int8)")
+        .await
+        .unwrap();
+    let typed = [Type::TEXT_ARRAY, Type::INT8_ARRAY];
+    let forms = [
+        "INSERT INTO people (email, score) SELECT * FROM UNNEST($1::text[], $2::int8[]) RETURNING id, email",
+        "INSERT INTO people (email, score) SELECT * FROM UNNEST($1::text[], $2::int8[]) AS x(e, s) RETURNING id, email",
+        "INSERT INTO people (email, score) SELECT x.e, x.s FROM UNNEST($1::text[], $2::int8[]) AS x(e, s) RETURNING id, email",
+        // Untyped in the SQL: the types come from the Parse alone.
+        "INSERT INTO people (score, email) SELECT s, e FROM UNNEST($2, $1) AS x(s, e) RETURNING id, email",
+    ];
+    let mut expected = Vec::new();
+    for (k, sql) in forms.iter().enumerate() {
+        let statement = client.prepare_typed(sql, &typed).await.unwrap();
+        assert_eq!(statement.params(), typed);
+        let emails: Vec<Option<String>> = (0..50)
+            .map(|i| (i % 7 != 3).then(|| format!("sqlx{k}-{i}@example.com")))
+            .collect();
+        let scores: Vec<i64> = (0..50).map(|i| i * 1000 + k as i64).collect();
+        let rows = client.query(&statement, &[&emails, &scores]).await.unwrap();
+        let returned: Vec<Option<String>> = rows.iter().map(|r| r.get(1)).collect();
+        assert_eq!(returned, emails, "{sql}: RETURNING decrypts");
+        expected.extend(emails.into_iter().zip(scores));
+        // Empty arrays insert nothing, and a NULL array too.
+        let none: Vec<Option<String>> = Vec::new();
+        let rows = client.query(&statement, &[&none, &Vec::<i64>::new()]).await;
+        assert_eq!(rows.unwrap().len(), 0, "{sql}: empty arrays");
+        let null: Option<Vec<String>> = None;
+        let rows = client.query(&statement, &[&null, &Vec::<i64>::new()]).await;
+        assert_eq!(rows.unwrap().len(), 0, "{sql}: NULL array");
+    }
+    // Through pgcloak: every row back, in order, plaintext.
+    let rows = client
+        .query("SELECT email, score FROM people ORDER BY id", &[])
+        .await
+        .unwrap();
+    let read: Vec<(Option<String>, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(read, expected);
+    // At rest: envelopes (NULL stays NULL), never the plaintext; scores stay plain.
+    let rows = direct
+        .query("SELECT email, score FROM people ORDER BY id", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), expected.len());
+    for (row, (email, score)) in rows.iter().zip(&expected) {
+        let stored: Option<String> = row.get(0);
+        match (email, stored) {
+            (Some(email), Some(stored)) => {
+                assert!(stored.starts_with("pgc1$d$"), "stored {stored}");
+                assert!(!stored.contains(email.as_str()), "stored {stored}");
+            }
+            (None, None) => {}
+            (email, stored) => panic!("{email:?} stored as {stored:?}"),
+        }
+        assert_eq!(row.get::<_, i64>(1), *score);
+    }
+    // Deterministic: an array-inserted value is found by equality, with a binary parameter.
+    let found: i64 = client
+        .query_one(
+            "SELECT score FROM people WHERE email = $1",
+            &[&"sqlx2-11@example.com"],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(found, 11_002);
+    // An array declared as anything but text[]/varchar[] for a PII column is refused at Parse.
+    let error = client
+        .prepare_typed(
+            "INSERT INTO people (email, score) SELECT * FROM UNNEST($1, $2)",
+            &[Type::INT8_ARRAY, Type::INT8_ARRAY],
+        )
+        .await
+        .expect_err("an int8[] array for an encrypted column");
+    let db = error.as_db_error().expect("an error from the server side");
+    assert_eq!(db.code(), &SqlState::DATATYPE_MISMATCH);
+    assert!(
+        db.message().contains("public.people.email"),
+        "{}",
+        db.message()
+    );
+}

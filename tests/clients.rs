@@ -1,4 +1,4 @@
-//! Real non-Rust clients through the proxy: psycopg 3, SQLAlchemy 2 on psycopg 3,
+//! Real non-Rust clients through the proxy: psycopg 3, SQLAlchemy 2 and Django 5.2 on psycopg 3,
 //! node-postgres, and (on PII tables) asyncpg, psycopg2 and pg8000. The scripts and their pinned dependencies live in tests/clients/;
 //! `tests/clients/setup.sh` installs them. Without them these tests skip, unless
 //! PGCLOAK_REQUIRE_CLIENTS=1 (as in CI), where they fail.
@@ -95,7 +95,8 @@ async fn node_postgres() {
 /// The policy the PII client scripts run under: sqlalchemy_pii.py's SQLAlchemy model
 /// (`users`), its psycopg table (`contacts`), a model with a too-short varchar (`sa_short`)
 /// and one with an index on a deterministic column (`sa_indexed`); node_pg_pii.js's table
-/// (`node_people`); python_drivers_pii.py's (`py_people`).
+/// (`node_people`); python_drivers_pii.py's (`py_people`); django_pii.py's model
+/// (`dj_people`) and its too-short CharField (`dj_short`).
 const PII_POLICY: &str = "
 users:
   email: deterministic
@@ -117,6 +118,12 @@ py_people:
   email: deterministic
   first_name: randomized
   last_name: randomized
+dj_people:
+  email: deterministic
+  first_name: randomized
+  last_name: randomized
+dj_short:
+  first_name: randomized
 ";
 
 /// The envelope prefix of each PII column of PII_POLICY's users, contacts, node_people and
@@ -327,4 +334,43 @@ async fn python_drivers_pii() {
         return;
     };
     run_pii_script(&program, "python_drivers_pii.py", &[("py_people", 6)]).await;
+}
+
+/// Django 5.2 on psycopg 3 through a proxy with a policy: `migrate` (CreateModel, then an
+/// AlterField CharField -> TextField on a PII column, `ALTER COLUMN ... TYPE text USING
+/// "email"::text`), bulk_create's `INSERT ... SELECT * FROM UNNEST(...)` of 500 rows
+/// (inlined arrays and array parameters), filter/get/update/save/delete; then, straight from
+/// Postgres, every value it wrote is ciphertext and the column is text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn django_pii() {
+    let python = ".venv/bin/python";
+    let Some(program) = client_program(python, python) else {
+        return;
+    };
+    let (_stack, direct) = run_pii_script(&program, "django_pii.py", &[("dj_people", 520)]).await;
+    let row = direct
+        .query_one(
+            "SELECT (SELECT data_type FROM information_schema.columns \
+               WHERE table_name = 'dj_people' AND column_name = 'email'), \
+             (SELECT count(*) FROM django_migrations WHERE app = 'django_app'), \
+             (SELECT note FROM dj_people WHERE note = 'bulk note 1'), \
+             to_regclass('dj_short') IS NULL",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (data_type, applied): (String, i64) = (row.get(0), row.get(1));
+    assert_eq!(
+        (data_type.as_str(), applied),
+        ("text", 2),
+        "AlterField applied"
+    );
+    assert_eq!(
+        row.get::<_, Option<String>>(2).as_deref(),
+        Some("bulk note 1")
+    );
+    assert!(
+        row.get::<_, bool>(3),
+        "the too-short CharField's table was refused"
+    );
 }

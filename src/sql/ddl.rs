@@ -151,6 +151,18 @@ impl Walk<'_> {
         if let Bound::Null = bound(using) {
             return Ok(());
         }
+        // Django's AlterField to CharField(max_length=n) and Knex's `t.string(c, n).alter()`
+        // send `USING c::varchar(n)`: it keeps the text but may cut it, so it gets its own fix.
+        if let Some(length) = length_cast(using)
+            .filter(|(e, _)| self.pii(e).is_some_and(|c| c.id == column.id))
+            .map(|(_, n)| n)
+        {
+            return Err(Refusal::unsupported(format!(
+                "ALTER COLUMN {c} TYPE ... USING {c}::varchar({length}) would silently cut the ciphertexts of {} longer than {length} characters; leave out USING (Postgres then refuses values that do not fit), or make the column text (a Django TextField, Knex's t.text('{c}').alter())",
+                column.id,
+                c = column.id.column
+            )));
+        }
         Err(Refusal::unsupported(format!(
             "ALTER COLUMN {c} TYPE ... USING an expression would compute new values of {} in Postgres, from its ciphertext; only `USING {c}` or `USING {c}::text` (the stored text, unchanged) work: convert the values in the application and write them back through pgcloak",
             column.id,
@@ -360,6 +372,21 @@ fn column_type(column: &PiiColumn, data_type: &DataType) -> Result {
 /// (4 bytes in UTF-8). A column that cannot hold that is certainly a mistake; longer limits
 /// are the application's choice (`pgcloak check` prints the longest plaintext each holds).
 const MIN_PLAINTEXT_BYTES: usize = 4;
+
+/// `expr::varchar(n)` (in parentheses or not): the cast expression and n.
+fn length_cast(expr: &Expr) -> Option<(&Expr, u64)> {
+    match expr {
+        Expr::Nested(inner) => length_cast(inner),
+        Expr::Cast {
+            expr,
+            data_type:
+                DataType::Varchar(Some(CharacterLength::IntegerLength { length, .. }))
+                | DataType::CharacterVarying(Some(CharacterLength::IntegerLength { length, .. })),
+            ..
+        } => Some((expr, *length)),
+        _ => None,
+    }
+}
 
 fn child_not_configured(child: &ObjectName, parent: &TableKey) -> Refusal {
     Refusal::unsupported(format!(

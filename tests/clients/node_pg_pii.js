@@ -102,6 +102,35 @@ const tests = {
     );
   },
 
+  // Knex's `.alter()`: drop default, drop not null, then `type T using ("c"::T)`, in a
+  // transaction as knex migrations run. To text it works on ciphertext; to varchar(n) the
+  // explicit cast would silently cut envelopes longer than n, so pgcloak refuses it.
+  async knexAlter(c) {
+    const knex = (type) => [
+      'alter table "node_people" alter column "last_name" drop default',
+      'alter table "node_people" alter column "last_name" drop not null',
+      `alter table "node_people" alter column "last_name" type ${type} using ("last_name"::${type})`,
+    ];
+    await c.query('ALTER TABLE node_people ALTER COLUMN last_name TYPE varchar(200)');
+    await c.query('BEGIN');
+    for (const sql of knex('varchar(255)').slice(0, 2)) await c.query(sql);
+    await assert.rejects(c.query(knex('varchar(255)')[2]), (e) => {
+      assert.equal(e.code, '0A000', e.message);
+      assert.ok(e.message.includes('would silently cut the ciphertexts of public.node_people.last_name'), e.message);
+      return true;
+    });
+    await c.query('ROLLBACK');
+    await c.query('BEGIN');
+    for (const sql of knex('text')) await c.query(sql);
+    await c.query('COMMIT');
+    const t = await c.query(
+      "SELECT data_type FROM information_schema.columns WHERE table_name = 'node_people' AND column_name = 'last_name'"
+    );
+    assert.equal(t.rows[0].data_type, 'text');
+    const r = await c.query('SELECT last_name FROM node_people WHERE email = $1', ['ben@example.com']);
+    assert.deepEqual(r.rows, [{ last_name: 'Baker' }]);
+  },
+
   async transactionRollback(c) {
     await c.query('BEGIN');
     await c.query('INSERT INTO node_people (email, first_name) VALUES ($1, $2)', ['gone@example.com', 'Gone']);

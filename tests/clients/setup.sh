@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the pinned client libraries that tests/clients.rs drives through pgcloak:
-#   Python: psycopg 3 + SQLAlchemy 2, asyncpg, psycopg2, pg8000 and jwcrypto in
+#   Python: psycopg 3 + SQLAlchemy 2, Django 5.2, asyncpg, psycopg2, pg8000 and jwcrypto in
 #           tests/clients/.venv (from requirements.txt)
 #   Node:   node-postgres (pg) in tests/clients/node_modules (from package-lock.json)
 # Idempotent: each half is skipped while its stamp matches the pin file's hash.
@@ -14,7 +14,7 @@ command -v npm >/dev/null || { echo "setup.sh: npm not found (need Node.js >= 18
 hash_of() { sha256sum "$@" | sha256sum | cut -c1-64; }
 
 want=$(hash_of requirements.txt)
-if [ "$(cat .venv/.pgcloak-stamp 2>/dev/null)" != "$want" ] || ! .venv/bin/python -c 'import psycopg, sqlalchemy, jwcrypto, asyncpg, psycopg2, pg8000' 2>/dev/null; then
+if [ "$(cat .venv/.pgcloak-stamp 2>/dev/null)" != "$want" ] || ! .venv/bin/python -c 'import psycopg, sqlalchemy, django, jwcrypto, asyncpg, psycopg2, pg8000' 2>/dev/null; then
   echo "setup.sh: installing Python clients into tests/clients/.venv"
   "$python" -m venv .venv
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
@@ -32,7 +32,7 @@ versions=$(.venv/bin/python - <<'PY'
 import importlib.metadata as m
 import psycopg
 print(f"psycopg {psycopg.__version__} (libpq {psycopg.pq.version()}, {psycopg.pq.__impl__}), "
-      f"SQLAlchemy {m.version('SQLAlchemy')}, asyncpg {m.version('asyncpg')}, "
+      f"SQLAlchemy {m.version('SQLAlchemy')}, Django {m.version('Django')}, asyncpg {m.version('asyncpg')}, "
       f"psycopg2 {m.version('psycopg2-binary')}, pg8000 {m.version('pg8000')}, jwcrypto {m.version('jwcrypto')}")
 PY
 )

@@ -177,7 +177,19 @@ fn column_type_changes_keep_the_ciphertext_as_it_is() {
         "ALTER TABLE public.users ALTER COLUMN first_name TYPE text USING CAST(first_name AS text)",
         "ALTER TABLE users ALTER COLUMN email TYPE text USING NULL",
         "ALTER TABLE users ALTER COLUMN email TYPE text, ALTER COLUMN first_name TYPE text USING first_name::varchar",
+        // Django's AlterField and Knex's `t.text('email').alter()`, as they send them.
+        "ALTER TABLE \"users\" ALTER COLUMN \"email\" TYPE text USING \"email\"::text",
+        "alter table \"users\" alter column \"email\" type text using (\"email\"::text)",
+        "alter table \"users\" alter column \"first_name\" drop default",
+        "alter table \"users\" alter column \"first_name\" drop not null",
     ]);
+    // Knex's `t.string('email', 255).alter()`: the cast would cut long ciphertexts.
+    let cut = "USING email::varchar(255) would silently cut the ciphertexts of public.users.email longer than 255 characters; leave out USING";
+    refusals(&[
+        ("alter table \"users\" alter column \"email\" type varchar(255) using (\"email\"::varchar(255))", cut),
+        ("ALTER TABLE users ALTER COLUMN email TYPE text USING ((email)::character varying(255))", cut),
+    ]);
+    plans(&["ALTER TABLE users ALTER COLUMN email TYPE varchar(255)"]);
     let computes = "would compute new values of public.users.email";
     refusals(&[
         (
@@ -193,7 +205,7 @@ fn column_type_changes_keep_the_ciphertext_as_it_is() {
             computes,
         ),
         (
-            "ALTER TABLE users ALTER COLUMN email TYPE text USING email::varchar(10)",
+            "ALTER TABLE users ALTER COLUMN email TYPE text USING first_name::varchar(100)",
             computes,
         ),
         (
