@@ -80,6 +80,15 @@ declare -A TARGET_PORT=()   # target name -> port
 declare -A TARGET_NAME=()   # port -> target name
 declare -A TPS=()           # "workload|target" -> space-separated TPS of each round
 declare -A FAILED=()        # "workload|target" -> total failed transactions
+declare -A TARGET_PID=()    # proxy target name -> its process id (for CPU time)
+declare -A CPU_US=()        # "workload|target" -> space-separated CPU µs per transaction
+CLK_TCK=$(getconf CLK_TCK)
+
+# cpu_ticks PID: the process's user + system CPU time so far, in clock ticks.
+cpu_ticks() {
+    # Fields after the ")" that ends the command name: utime and stime are the 12th and 13th.
+    awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
+}
 
 # run_workload NAME TARGET_PORT PGBENCH_ARGS...: one pgbench run of CLIENTS clients for
 # DURATION seconds (RUN_DURATION if set) against 127.0.0.1:TARGET_PORT; records its TPS
@@ -90,6 +99,8 @@ run_workload() {
     local target=${TARGET_NAME[$port]:-port-$port}
     local out=$WORK_DIR/pgbench-run.out
     log "  $name -> $target"
+    local pid=${TARGET_PID[$target]:-} ticks_before=""
+    [[ -z $pid ]] || ticks_before=$(cpu_ticks "$pid")
     if ! run_interruptible pgbench -h 127.0.0.1 -p "$port" -U postgres -n \
         -c "$CLIENTS" -j "$THREADS" -T "${RUN_DURATION:-$DURATION}" "$@" "$DB" >"$out" 2>&1; then
         cat "$out" >&2
@@ -103,7 +114,21 @@ run_workload() {
     tps=$(printf '%.0f' "$tps")
     TPS["$name|$target"]="${TPS["$name|$target"]:-}${TPS["$name|$target"]:+ }$tps"
     FAILED["$name|$target"]=$(( ${FAILED["$name|$target"]:-0} + ${failed:-0} ))
-    log "    tps = $tps${failed:+, $failed failed}"
+    local cpu=""
+    if [[ -n $pid ]]; then
+        local txns ticks_after
+        ticks_after=$(cpu_ticks "$pid")
+        txns=$(awk '/^number of transactions actually processed:/ { print $6; exit }' "$out")
+        cpu=$(awk -v t="$((ticks_after - ticks_before))" -v hz="$CLK_TCK" -v n="${txns%%/*}" \
+            'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n }')
+        CPU_US["$name|$target"]="${CPU_US["$name|$target"]:-}${CPU_US["$name|$target"]:+ }$cpu"
+    fi
+    log "    tps = $tps${failed:+, $failed failed}${cpu:+, $cpu CPU µs/txn}"
+}
+
+median_float() {
+    tr ' ' '\n' <<<"$1" | sort -g | awk '{ v[NR] = $1 } END {
+        if (NR == 0) print "n/a"; else if (NR % 2) printf "%.1f", v[(NR + 1) / 2]; else printf "%.1f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
 median() {
@@ -143,6 +168,15 @@ report() {
         for target in pgcloak pgcloak-pii; do
             cloak=$(median "${TPS["$name|$target"]}")
             printf '%-22s %-12s %10s %13s\n' "$name" "$target" "$(ratio "$cloak" "$direct")" "$(ratio "$cloak" "$bouncer")"
+        done
+    done
+    echo
+    echo "proxy CPU time per transaction (user + system, median of rounds; clock tick $((1000000 / CLK_TCK)) µs)"
+    printf '%-22s %-12s %12s  %s\n' workload target "CPU µs/txn" "per round"
+    for entry in "${WORKLOADS[@]}"; do
+        name=${entry%%|*}
+        for target in pgbouncer pgcloak pgcloak-pii; do
+            printf '%-22s %-12s %12s  %s\n' "$name" "$target" "$(median_float "${CPU_US["$name|$target"]:-}")" "${CPU_US["$name|$target"]:-}"
         done
     done
     report_pii
@@ -232,9 +266,12 @@ main() {
     export PGCLOAK_BENCH_MASTER_KEY
     start_pgcloak
     local relay_port=$PGCLOAK_PORT
+    TARGET_PID[pgcloak]=$PGCLOAK_PID
     BACKGROUND_PIDS+=("$PGCLOAK_PID")
     PGCLOAK_EXTRA_CONFIG=$(<"$BENCH_DIR/pgbench-pii-policy.yaml")
     start_pgcloak
+    TARGET_PID[pgcloak-pii]=$PGCLOAK_PID
+    TARGET_PID[pgbouncer]=$(cat "$PGBOUNCER_PIDFILE")
     TARGET_PORT=([direct]=$PG_PORT [pgbouncer]=$PGBOUNCER_PORT [pgcloak]=$relay_port [pgcloak-pii]=$PGCLOAK_PORT)
     local target
     for target in "${TARGETS[@]}"; do
