@@ -158,7 +158,7 @@ impl Walk<'_> {
             .map(|(_, n)| n)
         {
             return Err(Refusal::unsupported(format!(
-                "ALTER COLUMN {c} TYPE ... USING {c}::varchar({length}) would silently cut the ciphertexts of {} longer than {length} characters; leave out USING (Postgres then refuses values that do not fit), or make the column text (a Django TextField, Knex's t.text('{c}').alter())",
+                "ALTER COLUMN {c} TYPE ... USING {c}::varchar({length}) is refused by pgcloak: it would silently cut the ciphertexts of encrypted column {} longer than {length} characters; leave out USING (Postgres then refuses values that do not fit), or make the column text (a Django TextField, Knex's t.text('{c}').alter())",
                 column.id,
                 c = column.id.column
             )));

@@ -116,7 +116,7 @@ const tests = {
     for (const sql of knex('varchar(255)').slice(0, 2)) await c.query(sql);
     await assert.rejects(c.query(knex('varchar(255)')[2]), (e) => {
       assert.equal(e.code, '0A000', e.message);
-      assert.ok(e.message.includes('would silently cut the ciphertexts of public.node_people.last_name'), e.message);
+      assert.ok(e.message.includes('would silently cut the ciphertexts of encrypted column public.node_people.last_name'), e.message);
       return true;
     });
     await c.query('ROLLBACK');

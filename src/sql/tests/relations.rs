@@ -184,7 +184,7 @@ fn column_type_changes_keep_the_ciphertext_as_it_is() {
         "alter table \"users\" alter column \"first_name\" drop not null",
     ]);
     // Knex's `t.string('email', 255).alter()`: the cast would cut long ciphertexts.
-    let cut = "USING email::varchar(255) would silently cut the ciphertexts of public.users.email longer than 255 characters; leave out USING";
+    let cut = "USING email::varchar(255) is refused by pgcloak: it would silently cut the ciphertexts of encrypted column public.users.email longer than 255 characters; leave out USING";
     refusals(&[
         ("alter table \"users\" alter column \"email\" type varchar(255) using (\"email\"::varchar(255))", cut),
         ("ALTER TABLE users ALTER COLUMN email TYPE text USING ((email)::character varying(255))", cut),
