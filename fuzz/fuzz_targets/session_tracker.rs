@@ -461,8 +461,9 @@ struct Session {
     tracker: Tracker,
     server: Server,
     next_id: u64,
-    /// The client sent a COPY-starting request and no CopyDone/CopyFail since.
-    copy_pending: bool,
+    /// COPYs the client started and has not ended with CopyDone/CopyFail yet (a Query may
+    /// hold several).
+    copy_pending: usize,
     pii: Arc<StatementPlan>,
 }
 
@@ -473,12 +474,10 @@ impl Session {
         match &message {
             In::Query(statements) => {
                 t.sent_query();
-                if statements
+                let copies = statements
                     .iter()
-                    .any(|s| matches!(s, QueryStatement::CopyIn))
-                {
-                    self.copy_pending = true;
-                }
+                    .filter(|s| matches!(s, QueryStatement::CopyIn));
+                self.copy_pending += copies.count();
             }
             In::Catalog { .. } => t.sent_catalog(),
             In::Parse { name, pii, .. } => t.sent_parse(name, pii.then(|| self.pii.clone())),
@@ -494,7 +493,7 @@ impl Session {
             In::Execute { portal, .. } => {
                 t.sent_execute(portal);
                 if portal == "cp" {
-                    self.copy_pending = true;
+                    self.copy_pending += 1;
                 }
             }
             In::Close { statement, name } => t.sent_close(*statement, name),
@@ -504,7 +503,7 @@ impl Session {
             In::CopyData => {}
             In::CopyEnd { .. } => {
                 t.sent_copy_end();
-                self.copy_pending = false;
+                self.copy_pending = self.copy_pending.saturating_sub(1);
             }
         }
         self.next_id += 1;
@@ -542,7 +541,7 @@ impl Session {
             message,
             In::CopyData | In::CopyEnd { .. } | In::Sync | In::Flush
         );
-        if self.copy_pending && !copy_message {
+        while self.copy_pending > 0 && !copy_message {
             self.send(In::CopyEnd { done: true });
         }
         self.send(message);
@@ -550,7 +549,7 @@ impl Session {
 
     fn catalog(&mut self, catalog: Option<bool>) {
         if let Some(fail) = catalog {
-            if self.tracker.wants_catalog() && !self.copy_pending {
+            if self.tracker.wants_catalog() && self.copy_pending == 0 {
                 self.send(In::Catalog { fail });
             }
         }
@@ -598,7 +597,7 @@ fuzz_target!(|ops: Vec<Op>| {
         tracker: Tracker::default(),
         server: Server::default(),
         next_id: 0,
-        copy_pending: false,
+        copy_pending: 0,
         pii: pii_plan(),
     };
     s.tracker.received(Backend::ReadyForQuery, Some(b"I")); // the startup's
@@ -706,7 +705,7 @@ fuzz_target!(|ops: Vec<Op>| {
         s.check();
     }
     // The client ends its COPY, if any; the server answers everything.
-    if s.copy_pending {
+    while s.copy_pending > 0 {
         s.send(In::CopyEnd { done: true });
     }
     while let Some(out) = s.server.step() {
