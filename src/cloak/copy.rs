@@ -28,6 +28,8 @@ pub enum CopyError {
         "COPY with delimiter {0:?} cannot carry pgcloak ciphertext; use the default delimiter"
     )]
     Delimiter(char),
+    #[error("COPY CSV with quote {0:?} cannot carry pgcloak ciphertext; use the default quote")]
+    Quote(char),
 }
 
 /// The bytes a COPY's options stand for, with the format's defaults filled in.
@@ -61,11 +63,16 @@ impl Dialect {
         }
     }
 
-    /// Ciphertext must pass through unquoted: a delimiter from its alphabet would split it.
+    /// Ciphertext must pass through unquoted: a delimiter from its alphabet would split it,
+    /// a CSV quote from its alphabet would open a quoted field inside it.
     fn check_delimiter(&self) -> Result<(), CopyError> {
+        let in_envelope = |c: char| c.is_ascii_alphanumeric() || "$-_".contains(c);
         let delimiter = self.delimiter as char;
-        if delimiter.is_ascii_alphanumeric() || "$-_".contains(delimiter) {
+        if in_envelope(delimiter) {
             return Err(CopyError::Delimiter(delimiter));
+        }
+        if self.csv && in_envelope(self.quote as char) {
+            return Err(CopyError::Quote(self.quote as char));
         }
         Ok(())
     }
@@ -301,8 +308,25 @@ impl CopyIn {
         None
     }
 
-    fn row(&mut self, row: &[u8], keyring: &Keyring, out: &mut Vec<u8>) -> Result<(), CopyError> {
-        let row = row.strip_suffix(b"\r").unwrap_or(row);
+    /// One line without its `\n`; a `\r` before it (CRLF line ends) is kept, so the line
+    /// ends stay as the client wrote them and Postgres detects the same ones.
+    fn row(&mut self, line: &[u8], keyring: &Keyring, out: &mut Vec<u8>) -> Result<(), CopyError> {
+        match line.strip_suffix(b"\r") {
+            Some(row) => {
+                self.fields(row, keyring, out)?;
+                out.push(b'\r');
+                Ok(())
+            }
+            None => self.fields(line, keyring, out),
+        }
+    }
+
+    fn fields(
+        &mut self,
+        row: &[u8],
+        keyring: &Keyring,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CopyError> {
         self.rows += 1;
         let header = self.dialect.header && self.rows == 1;
         if header || self.finished || row == b"\\." {
@@ -485,6 +509,38 @@ mod tests {
         assert_eq!(out, b"\"x,y\",\"a\tb\"\n");
         assert!(decrypt_row(b"1,\n", &csv, &keyring, &pii).is_ok());
         assert!(decrypt_row(b"1,\"\"\n", &csv, &keyring, &pii).is_err());
+    }
+
+    #[test]
+    fn csv_quote_from_the_envelope_alphabet_is_refused() {
+        // Found by fuzz/copy_in: with QUOTE 'b' an envelope holding a `b` was written
+        // unquoted and Postgres would read a quoted field inside it.
+        let plan = CopyInPlan {
+            options: CopyOptions {
+                format: CopyFormat::Csv,
+                quote: Some('b'),
+                ..CopyOptions::default()
+            },
+            fields: vec![None],
+        };
+        let keyring = Keyring::new(&crate::crypto::MasterKey::generate(), &[]);
+        let error = CopyIn::new(plan).feed(b"x\n", &keyring).unwrap_err();
+        assert!(matches!(error, CopyError::Quote('b')), "{error}");
+    }
+
+    #[test]
+    fn line_ends_are_kept() {
+        // Found by fuzz/copy_in: `\r\r\n` became `\r\n`, and every CRLF became LF.
+        let plan = CopyInPlan {
+            options: CopyOptions::default(),
+            fields: vec![None, None],
+        };
+        let keyring = Keyring::new(&crate::crypto::MasterKey::generate(), &[]);
+        let mut copy = CopyIn::new(plan);
+        let data = b"a\tb\r\nc\td\r\r\ne\tf\r";
+        let mut out = copy.feed(data, &keyring).unwrap();
+        out.extend(copy.finish(&keyring).unwrap());
+        assert_eq!(out, data);
     }
 
     #[test]

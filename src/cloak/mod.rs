@@ -7,7 +7,8 @@
 pub mod array;
 mod catalog;
 mod client;
-mod copy;
+#[doc(hidden)]
+pub mod copy;
 mod server;
 pub mod tracker;
 

@@ -62,7 +62,11 @@ enum Due {
     },
     DescribeStatement(String),
     DescribePortal(String),
-    Execute(String),
+    /// `copy_ends`: as for Sync; a COPY it starts ends at the client's next copy end.
+    Execute {
+        portal: String,
+        copy_ends: u64,
+    },
     Close {
         statement: bool,
         name: String,
@@ -71,7 +75,10 @@ enum Due {
     Sync {
         copy_ends: u64,
     },
-    Query,
+    /// `copy_ends`: as for Execute (and one more for each COPY of the Query already begun).
+    Query {
+        copy_ends: u64,
+    },
     FunctionCall,
     /// pgcloak's catalog query: its answer goes to pgcloak, not to the client.
     Catalog,
@@ -82,7 +89,7 @@ impl Due {
     fn ends_at_ready(&self) -> bool {
         matches!(
             self,
-            Due::Sync { .. } | Due::Query | Due::FunctionCall | Due::Catalog
+            Due::Sync { .. } | Due::Query { .. } | Due::FunctionCall | Due::Catalog
         )
     }
 }
@@ -147,9 +154,10 @@ pub struct Tracker {
     catalog_attempts: u32,
     /// Result columns of the rows now arriving.
     current: Option<Arc<Columns>>,
-    /// The client's CopyDone/CopyFail messages sent, and those the server's COPYs took.
+    /// The client's CopyDone/CopyFail messages sent.
     copy_ends_sent: u64,
-    copy_ends_taken: u64,
+    /// The server is in copy-in mode until the client's copy end number `n` (0-based).
+    copy_in: Option<u64>,
     pub params: ServerParams,
 }
 
@@ -209,7 +217,9 @@ impl Tracker {
     }
 
     pub fn sent_query(&mut self) {
-        self.push(Due::Query);
+        self.push(Due::Query {
+            copy_ends: self.copy_ends_sent,
+        });
     }
 
     pub fn sent_function_call(&mut self) {
@@ -243,7 +253,10 @@ impl Tracker {
 
     pub fn sent_execute(&mut self, portal: &str) {
         self.unsynced = true;
-        self.push(Due::Execute(portal.to_owned()));
+        self.push(Due::Execute {
+            portal: portal.to_owned(),
+            copy_ends: self.copy_ends_sent,
+        });
     }
 
     pub fn sent_close(&mut self, statement: bool, name: &str) {
@@ -259,6 +272,9 @@ impl Tracker {
     }
 
     pub fn sent_sync(&mut self) {
+        if self.copy_in == Some(self.copy_ends_sent) {
+            return; // sent in copy-in mode (after CopyInResponse): the server ignores it
+        }
         self.skipping = false;
         self.unsynced = false;
         self.due.push_back(Due::Sync {
@@ -318,8 +334,8 @@ impl Tracker {
                     statement: true,
                     name,
                 } if name == statement => None,
-                // A simple Query drops the unnamed statement.
-                Due::Query if unnamed => None,
+                // A simple Query (the catalog's too) drops the unnamed statement.
+                Due::Query { .. } | Due::Catalog if unnamed => None,
                 _ => continue,
             };
             let parse = matches!(due, Due::Parse { .. });
@@ -424,12 +440,12 @@ impl Tracker {
                     self.command_complete(tag);
                 }
                 self.current = None;
-                self.pop_if(|d| matches!(d, Due::Execute(_)));
+                self.pop_if(|d| matches!(d, Due::Execute { .. }));
                 self.start_front();
             }
             Backend::PortalSuspended | Backend::EmptyQueryResponse => {
                 self.current = None;
-                self.pop_if(|d| matches!(d, Due::Execute(_)));
+                self.pop_if(|d| matches!(d, Due::Execute { .. }));
                 self.start_front();
             }
             Backend::CopyInResponse => self.copy_in_started(),
@@ -452,7 +468,7 @@ impl Tracker {
     /// The front request's rows are described by its portal (Execute without a
     /// RowDescription in front).
     fn start_front(&mut self) {
-        if let Some(Due::Execute(portal)) = self.due.front() {
+        if let Some(Due::Execute { portal, .. }) = self.due.front() {
             self.current = self.portals.get(portal).and_then(|p| {
                 p.columns.clone().or_else(|| {
                     self.statements
@@ -521,9 +537,18 @@ impl Tracker {
     /// CopyInResponse: the server ignores Sync (and Flush) until the client's CopyDone or
     /// CopyFail, so a Sync sent in between gets no ReadyForQuery (tokio-postgres sends
     /// Bind, Execute, Sync before the COPY data).
+    /// The COPY ends at the first copy end the client sent after the request that started it
+    /// (the server drops those it reads outside a COPY, e.g. after a COPY that failed).
     fn copy_in_started(&mut self) {
-        let end = self.copy_ends_taken;
-        self.copy_ends_taken += 1;
+        let end = match self.due.front_mut() {
+            Some(Due::Query { copy_ends } | Due::Execute { copy_ends, .. }) => {
+                let end = *copy_ends;
+                *copy_ends += 1; // a later COPY of the same Query ends at the next one
+                end
+            }
+            _ => return,
+        };
+        self.copy_in = Some(end);
         let mut front = true;
         self.due.retain(|due| {
             let ignored = !front && matches!(due, Due::Sync { copy_ends } if *copy_ends == end);
@@ -536,9 +561,15 @@ impl Tracker {
     /// after an extended-protocol request the server skips everything until Sync.
     fn error(&mut self) {
         self.current = None;
+        self.copy_in = None; // an error ends copy-in mode
         match self.due.front() {
-            None | Some(Due::Sync { .. } | Due::Query | Due::FunctionCall | Due::Catalog) => {}
-            Some(_) => {
+            None
+            | Some(Due::Sync { .. } | Due::Query { .. } | Due::FunctionCall | Due::Catalog) => {}
+            Some(front) => {
+                // An unnamed Parse drops the old unnamed statement before it parses.
+                if matches!(front, Due::Parse { name, .. } if name.is_empty()) {
+                    self.statements.remove("");
+                }
                 while let Some(due) = self.due.front() {
                     if matches!(due, Due::Sync { .. }) {
                         return;
@@ -558,7 +589,7 @@ impl Tracker {
         // The startup's ReadyForQuery (nothing due) ends nothing.
         while let Some(due) = self.due.pop_front() {
             if due.ends_at_ready() {
-                if matches!(due, Due::Query) {
+                if matches!(due, Due::Query { .. }) {
                     // A simple Query ran in the unnamed statement and portal.
                     self.statements.remove("");
                     self.portals.remove("");
@@ -585,6 +616,9 @@ impl Tracker {
             }
             Backend::ReadyForQuery => {
                 self.due.pop_front();
+                // A simple Query: the server dropped the unnamed statement and portal.
+                self.statements.remove("");
+                self.portals.remove("");
                 self.catalog = match std::mem::take(&mut self.catalog) {
                     Catalog::Requested { map, failed: false } => Catalog::Known(Arc::new(map)),
                     _ => Catalog::Unknown,

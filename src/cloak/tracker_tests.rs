@@ -362,3 +362,68 @@ fn sync_sent_during_copy_in_gets_no_reply() {
     server(&mut t, b"GCZ");
     assert!(t.idle());
 }
+
+#[test]
+fn failed_unnamed_parse_drops_the_unnamed_statement() {
+    // Found writing fuzz/session_tracker's server model: Postgres drops the unnamed
+    // statement before it parses the new one, so a failed unnamed Parse leaves none.
+    let mut t = Tracker::default();
+    t.sent_parse("", pii_plan());
+    t.sent_sync();
+    server(&mut t, b"1Z");
+    t.sent_parse("", None);
+    t.sent_sync();
+    server(&mut t, b"EZ");
+    assert!(t.statement("").is_none());
+    assert!(t.idle());
+}
+
+#[test]
+fn catalog_query_drops_the_unnamed_statement() {
+    // Found writing fuzz/session_tracker's server model: the catalog query is a simple
+    // Query, which drops the unnamed statement like the client's own.
+    let mut t = Tracker::default();
+    t.sent_parse("", pii_plan());
+    t.sent_sync();
+    server(&mut t, b"1Z");
+    t.sent_catalog();
+    t.sent_parse("s1", pii_plan());
+    assert_eq!(
+        encrypts(&t, ""),
+        Ok(false),
+        "the server will hold no unnamed statement"
+    );
+    t.sent_sync();
+    assert_eq!(server(&mut t, b"TCZ"), [Owner::Catalog; 3]);
+    server(&mut t, b"1Z");
+    assert!(t.statement("").is_none());
+    assert!(t.statement("s1").is_some());
+}
+
+#[test]
+fn copy_end_sent_outside_a_copy_is_not_counted_for_the_next() {
+    // Found by fuzz/session_tracker: a CopyFail the server drops (no COPY in progress)
+    // made the tracker wait for a ReadyForQuery to a Sync the next COPY ignores.
+    let mut t = Tracker::default();
+    t.sent_copy_end();
+    t.sent_query(); // COPY users FROM STDIN
+    t.sent_sync(); // ignored by the server in copy-in mode
+    server(&mut t, b"G");
+    t.sent_copy_end();
+    server(&mut t, b"CZ");
+    assert!(t.idle(), "{:?}", t.due);
+}
+
+#[test]
+fn each_copy_of_a_query_ends_at_its_own_copy_end() {
+    let mut t = Tracker::default();
+    t.sent_query(); // COPY a FROM STDIN; COPY b FROM STDIN
+    server(&mut t, b"G");
+    t.sent_sync();
+    t.sent_copy_end();
+    server(&mut t, b"CG");
+    t.sent_sync();
+    t.sent_copy_end();
+    server(&mut t, b"CZ");
+    assert!(t.idle(), "{:?}", t.due);
+}

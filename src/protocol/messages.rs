@@ -18,6 +18,9 @@ pub enum MessageError {
     NotUtf8(&'static str),
     #[error("{0} message has a negative count")]
     NegativeCount(&'static str),
+    /// A value length below -1 (-1 is NULL; nothing else may be negative).
+    #[error("{0} message has a value of invalid length {1}")]
+    InvalidValueLength(&'static str, i32),
 }
 
 /// Reads a message body front to back.
@@ -62,13 +65,13 @@ impl<'a> Reader<'a> {
         Ok(s.to_owned())
     }
 
-    /// A length-prefixed value: -1 is NULL.
+    /// A length-prefixed value: -1 is NULL, any other negative length is malformed.
     fn value(&mut self) -> Result<Option<&'a [u8]>, MessageError> {
-        let len = self.i32()?;
-        if len < 0 {
-            return Ok(None);
+        match self.i32()? {
+            -1 => Ok(None),
+            len if len < 0 => Err(MessageError::InvalidValueLength(self.what, len)),
+            len => self.take(len as usize).map(Some),
         }
-        self.take(len as usize).map(Some)
     }
 
     fn count(&mut self) -> Result<usize, MessageError> {
@@ -429,6 +432,15 @@ mod tests {
         );
         assert!(Bind::decode(b"\0\0\0\x01").is_err());
         assert!(DataRow::decode(&Bytes::from_static(b"\0\x01\0\0\0\x09abc")).is_err());
+        // A length below -1 is malformed, not NULL (it was read as NULL).
+        assert_eq!(
+            DataRow::decode(&Bytes::from_static(b"\0\x01\xff\xff\xff\xfe")),
+            Err(MessageError::InvalidValueLength("DataRow", -2))
+        );
+        assert_eq!(
+            Bind::decode(b"\0\0\0\0\0\x01\x80\0\0\0\0\0"),
+            Err(MessageError::InvalidValueLength("Bind", i32::MIN))
+        );
         // Every truncation of a valid Bind fails cleanly.
         let mut out = BytesMut::new();
         Bind {

@@ -77,11 +77,16 @@ pub fn cancel_request(key: &[u8]) -> Vec<u8> {
 
 /// Parses a whole startup-phase packet, length prefix included.
 pub fn parse(raw: Bytes) -> Result<StartupPacket, StartupError> {
-    let len = check_len(be_u32(&raw[0..4]))?;
+    // Checked access: a caller may hand over fewer than the 8 bytes of length and code.
+    let Some(header) = raw.get(..8) else {
+        let len = raw.get(..4).map_or(raw.len() as u32, be_u32);
+        return Err(StartupError::InvalidLength(len));
+    };
+    let len = check_len(be_u32(&header[0..4]))?;
     if raw.len() != len {
         return Err(StartupError::InvalidLength(len as u32));
     }
-    let code = be_u32(&raw[4..8]);
+    let code = be_u32(&header[4..8]);
     match code {
         SSL_REQUEST_CODE => Ok(StartupPacket::SslRequest),
         GSSENC_REQUEST_CODE => Ok(StartupPacket::GssEncRequest),
@@ -205,6 +210,18 @@ mod tests {
     #[test]
     fn direct_tls_is_recognised() {
         assert_eq!(check_len(0x1603_0106), Err(StartupError::DirectTls));
+    }
+
+    #[test]
+    fn short_packets_are_errors_not_panics() {
+        for raw in [&b""[..], b"\0\0", b"\0\0\0\x08", b"\0\0\0\x08\x04\xd2"] {
+            assert!(parse(Bytes::copy_from_slice(raw)).is_err(), "{raw:?}");
+        }
+        // A TLS ClientHello cut short is still recognised as direct TLS.
+        assert_eq!(
+            parse(Bytes::from_static(b"\x16\x03\x01\x02\0\x01\0\x01")),
+            Err(StartupError::DirectTls)
+        );
     }
 
     #[test]
