@@ -7,6 +7,7 @@ mod common;
 
 use std::sync::Arc;
 
+use common::wire::{error_codes, Wire};
 use common::Stack;
 use futures::TryStreamExt;
 use pgcloak::cloak::Cloak;
@@ -140,4 +141,61 @@ async fn copy_to_with_another_encoding_is_refused() {
     assert!(db.message().contains("ENCODING"), "{}", db.message());
     let ok = copy_out(&client, "COPY users (id) TO STDOUT (ENCODING 'UTF8')").await;
     assert!(ok.is_ok(), "{ok:?}");
+}
+
+/// The COPY rows of an answer, as text.
+fn copy_rows(answer: &[common::wire::Message]) -> Vec<String> {
+    (answer.iter())
+        .filter(|m| m.tag == b'd')
+        .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_copy_is_decrypted_by_its_own_request() {
+    let (stack, _direct, client) = stack().await;
+    let mut w = Wire::connect(stack.addr(), "postgres", "postgres").await;
+    // Pipelined in one write: a plain COPY, then one of users. Each CopyOutResponse belongs
+    // to its own request: the second COPY's rows are decrypted, the first's untouched.
+    let answer = w
+        .query("COPY (SELECT 'pgc1-like' AS x) TO STDOUT")
+        .query("COPY users (id, email) TO STDOUT")
+        .round_trip(2)
+        .await;
+    assert_eq!(
+        copy_rows(&answer),
+        [
+            "pgc1-like\n",
+            "1\tann@example.com\n",
+            "2\tbob@example.com\n",
+            "3\t\\N\n"
+        ]
+    );
+    // A COPY of users that the server fails leaves nothing behind for the next COPY.
+    let answer = w
+        .query("COPY users (no_such_column) TO STDOUT")
+        .query("COPY (SELECT 'plain text') TO STDOUT")
+        .round_trip(2)
+        .await;
+    assert_eq!(error_codes(&answer), ["42703"]);
+    assert_eq!(copy_rows(&answer), ["plain text\n"]);
+    // Extended protocol: one prepared COPY executed twice, both decrypted.
+    let answer = w
+        .parse("c", "COPY users (email) TO STDOUT")
+        .bind("", "c", &[])
+        .execute("")
+        .bind("", "c", &[])
+        .execute("")
+        .sync()
+        .round_trip(1)
+        .await;
+    let rows = copy_rows(&answer);
+    assert_eq!(rows.len(), 6, "{rows:?}");
+    assert!(rows.iter().all(|r| !r.contains("pgc1$")), "{rows:?}");
+    assert_eq!(rows.iter().filter(|r| *r == "ann@example.com\n").count(), 2);
+    // And the session is still in step for a driver.
+    let text = copy_out(&client, "COPY users (first_name) TO STDOUT")
+        .await
+        .unwrap();
+    assert!(text.starts_with("Ann, \"the\" first\n"), "{text}");
 }

@@ -94,6 +94,7 @@ impl ClientCloak {
         let outcome = self.analyse(raw_sql, || Query::decode(body).map(|q| q.sql))?;
         let shared = Arc::clone(&self.state);
         let mut state = lock(&shared);
+        let mut planned = None;
         let out = match outcome {
             Outcome::Plain => frame,
             Outcome::Refused(refusal) => {
@@ -107,6 +108,7 @@ impl ClientCloak {
                 let sql = match checked {
                     Ok(sql) => {
                         self.note_plan(&mut state, &plan);
+                        planned = Some(plan);
                         sql
                     }
                     Err(refusal) => state.refuse(refusal),
@@ -115,7 +117,7 @@ impl ClientCloak {
                 self.with_catalog(&mut state, frame)
             }
         };
-        state.tracker.sent_query();
+        state.tracker.sent_query_planned(planned);
         Ok(out)
     }
 
@@ -305,10 +307,6 @@ impl ClientCloak {
         if let Some(copy) = &plan.copy_in {
             state.start_copy(copy);
             self.copying = true;
-        }
-        if plan.copy_out.is_some() {
-            state.copy_out = plan.copy_out.clone();
-            state.copy_out_fields = plan.copy_out_fields.clone();
         }
     }
 

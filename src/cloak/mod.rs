@@ -104,10 +104,6 @@ struct SessionState {
     next_marker: u64,
     /// COPY FROM STDIN into a PII table in progress.
     copy_in: Option<copy::CopyIn>,
-    /// The format of a COPY TO STDOUT sent but not yet answered with CopyOutResponse.
-    copy_out: Option<crate::sql::CopyOptions>,
-    /// The PII fields of that COPY's rows, when it names a table.
-    copy_out_fields: Option<crate::sql::CopyOutFields>,
 }
 
 impl SessionState {

@@ -56,15 +56,22 @@ impl ServerCloak {
     /// Feeds one server message to the tracker and the cloak's own state.
     fn receive(&mut self, message: Backend, body: Option<&[u8]>) -> Owner {
         let mut state = lock(&self.state);
+        // The request this COPY answers (a Query, or an Execute of a prepared statement).
+        let copying = match message {
+            Backend::CopyOutResponse => state.tracker.answering_plan().cloned(),
+            _ => None,
+        };
         let owner = state.tracker.received(message, body);
         if owner == Owner::Client {
             match message {
                 Backend::CopyOutResponse => {
-                    let fields = state.copy_out_fields.take();
-                    self.copy_out = state.copy_out.take().map(|options| CopyOut {
-                        dialect: Dialect::new(&options),
-                        pii: pii_fields(fields.as_ref(), state.tracker.columns()),
-                        header: options.header,
+                    self.copy_out = copying.and_then(|plan| {
+                        let options = plan.copy_out.as_ref()?;
+                        Some(CopyOut {
+                            dialect: Dialect::new(options),
+                            pii: pii_fields(plan.copy_out_fields.as_ref(), state.tracker.columns()),
+                            header: options.header,
+                        })
                     });
                 }
                 Backend::CopyDone => self.copy_out = None,

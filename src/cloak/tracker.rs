@@ -78,6 +78,8 @@ enum Due {
     /// `copy_ends`: as for Execute (and one more for each COPY of the Query already begun).
     Query {
         copy_ends: u64,
+        /// What analysis found for it (a COPY TO's rows are decrypted by it).
+        plan: Option<Arc<StatementPlan>>,
     },
     FunctionCall,
     /// pgcloak's catalog query: its answer goes to pgcloak, not to the client.
@@ -217,9 +219,28 @@ impl Tracker {
     }
 
     pub fn sent_query(&mut self) {
+        self.sent_query_planned(None);
+    }
+
+    /// A simple Query, with the plan analysis made for it (None: plain or refused).
+    pub fn sent_query_planned(&mut self, plan: Option<Arc<StatementPlan>>) {
         self.push(Due::Query {
             copy_ends: self.copy_ends_sent,
+            plan,
         });
+    }
+
+    /// The plan of the request now being answered: its Query's, or the statement's that the
+    /// executing portal was bound from. Asked when a CopyOutResponse arrives.
+    pub fn answering_plan(&self) -> Option<&Arc<StatementPlan>> {
+        match self.due.front()? {
+            Due::Query { plan, .. } => plan.as_ref(),
+            Due::Execute { portal, .. } => {
+                let statement = &self.portals.get(portal)?.statement;
+                self.statements.get(statement)?.plan.as_ref()
+            }
+            _ => None,
+        }
     }
 
     pub fn sent_function_call(&mut self) {
@@ -541,7 +562,7 @@ impl Tracker {
     /// (the server drops those it reads outside a COPY, e.g. after a COPY that failed).
     fn copy_in_started(&mut self) {
         let end = match self.due.front_mut() {
-            Some(Due::Query { copy_ends } | Due::Execute { copy_ends, .. }) => {
+            Some(Due::Query { copy_ends, .. } | Due::Execute { copy_ends, .. }) => {
                 let end = *copy_ends;
                 *copy_ends += 1; // a later COPY of the same Query ends at the next one
                 end

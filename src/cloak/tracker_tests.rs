@@ -427,3 +427,24 @@ fn each_copy_of_a_query_ends_at_its_own_copy_end() {
     server(&mut t, b"CZ");
     assert!(t.idle(), "{:?}", t.due);
 }
+
+#[test]
+fn a_copy_out_is_answered_for_its_own_request() {
+    let mut t = Tracker::default();
+    t.sent_query(); // a plain COPY
+    t.sent_query_planned(pii_plan());
+    server(&mut t, b"H");
+    assert!(t.answering_plan().is_none(), "the plain COPY's answer");
+    server(&mut t, b"dcCZ");
+    server(&mut t, b"H");
+    assert!(t.answering_plan().is_some(), "the planned COPY's answer");
+    server(&mut t, b"cCZ");
+    assert!(t.answering_plan().is_none());
+    // Extended: the executing portal's statement's plan.
+    t.sent_parse("c", pii_plan());
+    t.sent_bind("", "c");
+    t.sent_execute("");
+    t.sent_sync();
+    server(&mut t, b"12H");
+    assert!(t.answering_plan().is_some());
+}
