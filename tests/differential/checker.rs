@@ -206,6 +206,25 @@ impl Harness {
             ))
             .await
             .unwrap();
+        // Termination is asynchronous: wait until those backends are gone, or the DROP
+        // below can deadlock with one still releasing its locks.
+        for _ in 0..100 {
+            let left: i64 = admin
+                .query_one(
+                    &format!(
+                        "SELECT count(*) FROM pg_stat_activity \
+                         WHERE datname IN ('{DB_A}', '{DB_B}') AND pid <> pg_backend_pid()"
+                    ),
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
         // A statement may have changed the role's defaults (ALTER ROLE ... SET).
         admin
             .batch_execute("ALTER ROLE postgres RESET ALL")
