@@ -2,13 +2,13 @@
 //! postfix chain) as a left-deep tree without recursing, but walking that tree, and dropping
 //! it, recurse once per operator: a 10,000-term OR chain needs a few MiB of stack, more than
 //! a session thread has, and overflowing it would abort the whole process. So before parsing,
-//! [`bound`] reads the tokens for an upper bound on the tree's depth; analysis runs on a
+//! [`bound`] reads the tokens (the ones the parser then reads) for an upper bound on the
+//! tree's depth; analysis runs on a
 //! stack grown to fit it, and a statement deeper than [`MAX_DEPTH`] is refused (54001, as
 //! Postgres refuses expressions that exhaust its own stack).
 
-use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::keywords::Keyword;
-use sqlparser::tokenizer::{Token, Tokenizer};
+use sqlparser::tokenizer::{Token, TokenWithSpan};
 
 use super::Refusal;
 
@@ -41,20 +41,16 @@ pub(super) fn too_deep() -> Refusal {
     }
 }
 
-/// An upper bound on the depth of the syntax tree of `sql`. Every token that can extend an
+/// An upper bound on the depth of the syntax tree parsed from `tokens`. Every token that can extend an
 /// expression (operators, keywords, `[`, `.`: anything but identifiers, literals,
 /// parameters, commas and brackets) counts one level within its comma-separated item; a
-/// bracketed group counts as deep as its deepest item, plus one. Text that does not
-/// tokenize gives 0: it does not parse either, so no tree is built.
-pub(super) fn bound(sql: &str) -> usize {
-    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() else {
-        return 0;
-    };
+/// bracketed group counts as deep as its deepest item, plus one.
+pub(super) fn bound(tokens: &[TokenWithSpan]) -> usize {
     let mut levels = vec![Level::default()];
     // Sum of `item()` over `levels`: the depth of the path to the current token.
     let mut path = 0usize;
     let mut deepest = 0usize;
-    for token in &tokens {
+    for TokenWithSpan { token, .. } in tokens {
         let top = levels.len() - 1;
         match token {
             Token::LParen | Token::LBrace => levels.push(Level::default()),
@@ -133,7 +129,14 @@ fn flat(token: &Token) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use sqlparser::dialect::PostgreSqlDialect;
+    use sqlparser::tokenizer::Tokenizer;
+
+    fn bound(sql: &str) -> usize {
+        Tokenizer::new(&PostgreSqlDialect {}, sql)
+            .tokenize_with_location()
+            .map_or(0, |tokens| super::bound(&tokens))
+    }
 
     #[test]
     fn the_bound_covers_chains_and_groups() {

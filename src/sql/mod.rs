@@ -27,7 +27,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use sqlparser::dialect::PostgreSqlDialect;
-use sqlparser::parser::Parser;
+use sqlparser::parser::{Parser, ParserError};
+use sqlparser::tokenizer::{TokenWithSpan, Tokenizer, TokenizerError};
 
 use crate::policy::{ColumnId, Policy};
 
@@ -190,16 +191,27 @@ pub fn analyze(sql: &str, policy: &Policy) -> Analysis {
             "this statement contains a Unicode-escaped identifier (U&\"...\"), which pgcloak does not resolve and which may name a table with encrypted columns; write the name plainly".into(),
         ));
     }
-    let depth = depth::bound(sql);
+    // Tokenized once: for the depth bound, then for the parser.
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize_with_location();
+    let depth = tokens.as_ref().map_or(0, |tokens| depth::bound(tokens));
     if depth > depth::MAX_DEPTH {
         return Analysis::Refused(depth::too_deep());
     }
     // The tree is walked and dropped inside: both recurse once per level.
-    depth::with_stack_for(depth, || parse_and_analyze(sql, policy))
+    depth::with_stack_for(depth, || parse_and_analyze(sql, tokens, policy))
 }
 
-fn parse_and_analyze(sql: &str, policy: &Policy) -> Analysis {
-    let statements = match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
+fn parse_and_analyze(
+    sql: &str,
+    tokens: Result<Vec<TokenWithSpan>, TokenizerError>,
+    policy: &Policy,
+) -> Analysis {
+    let parsed = tokens.map_err(ParserError::from).and_then(|tokens| {
+        Parser::new(&PostgreSqlDialect {})
+            .with_tokens_with_locations(tokens)
+            .parse_statements()
+    });
+    let statements = match parsed {
         Ok(statements) => statements,
         Err(_) if maintenance::is_lone_maintenance(sql) => return Analysis::Plain,
         Err(_) => {
