@@ -157,7 +157,9 @@ async fn check_names_views_and_children_outside_the_policy() {
          CREATE VIEW plans AS SELECT id, plan FROM users;
          CREATE TABLE events (at date, email text) PARTITION BY RANGE (at);
          CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
-         CREATE TABLE old_users (legacy bool) INHERITS (users);",
+         CREATE TABLE old_users (legacy bool) INHERITS (users);
+         CREATE TABLE everyone (id int, email text, plan text);
+         ALTER TABLE users INHERIT everyone;",
     )
     .await;
     let dir = std::env::temp_dir().join(format!("pgcloak-check-derived-{}", std::process::id()));
@@ -171,12 +173,13 @@ async fn check_names_views_and_children_outside_the_policy() {
     let (out, stdout, stderr) = check(&config, &dsn, &key);
     println!("--- stdout\n{stdout}--- stderr\n{stderr}");
     assert!(!out.status.success());
-    assert!(stderr.contains("4 problem(s)"), "{stderr}");
+    assert!(stderr.contains("5 problem(s)"), "{stderr}");
     for text in [
         "public.user_emails: a view showing public.users.email, not in the policy",
         "public.email_counts: a view showing public.users.email, not in the policy",
         "public.events_2026: a partition or child table of the table holding public.events.email",
         "public.old_users: a partition or child table of the table holding public.users.email",
+        "public.everyone: a parent (inherited or partitioned) of the table holding public.users.email",
     ] {
         assert!(stderr.contains(text), "missing {text:?} in:\n{stderr}");
     }
@@ -187,7 +190,8 @@ async fn check_names_views_and_children_outside_the_policy() {
         "{tables}  user_emails:\n    address: {{ mode: deterministic, same_key_as: users.email }}\n  \
          events_2026:\n    email: {{ mode: deterministic, same_key_as: events.email }}\n  \
          old_users:\n    email: {{ mode: deterministic, same_key_as: users.email }}\n  \
-         email_counts:\n    email: {{ mode: deterministic, same_key_as: users.email }}\n"
+         email_counts:\n    email: {{ mode: deterministic, same_key_as: users.email }}\n  \
+         everyone:\n    email: {{ mode: deterministic, same_key_as: users.email }}\n"
     );
     let config = write_config(&dir, "derived-ok.yaml", &tables);
     let (out, stdout, stderr) = check(&config, &dsn, &key);

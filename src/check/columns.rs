@@ -81,7 +81,30 @@ pub(super) fn check_column(
             "{id}: has a DEFAULT, which Postgres stores in clear in rows that omit the column: {alter} ALTER COLUMN {col} DROP DEFAULT"
         ));
     }
-    Ok(format!("{id}: {type_name}, {mode} — ok"))
+    let holds = match varchar_limit(type_name) {
+        Some(n) => format!(
+            " (holds plaintext of up to {} bytes)",
+            longest_plaintext(n, mode)
+        ),
+        None => String::new(),
+    };
+    Ok(format!("{id}: {type_name}, {mode} — ok{holds}"))
+}
+
+/// `n` of `character varying(n)`.
+fn varchar_limit(type_name: &str) -> Option<usize> {
+    (type_name.strip_prefix("character varying("))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .and_then(|n| n.parse::<usize>().ok())
+}
+
+/// The longest plaintext (bytes) whose `mode` ciphertext fits in `n` characters.
+fn longest_plaintext(n: usize, mode: Mode) -> usize {
+    let mut len = 0;
+    while envelope_len(len + 1, mode) <= n {
+        len += 1;
+    }
+    len
 }
 
 /// Whether a column of type `type_name` (as printed by `format_type`) can hold `mode`
@@ -90,10 +113,7 @@ fn classify(type_name: &str, mode: Mode) -> Result<(), String> {
     if type_name == "text" || type_name == "character varying" {
         return Ok(());
     }
-    let limit = (type_name.strip_prefix("character varying("))
-        .and_then(|rest| rest.strip_suffix(')'))
-        .and_then(|n| n.parse::<usize>().ok());
-    if let Some(n) = limit {
+    if let Some(n) = varchar_limit(type_name) {
         let need = envelope_len(MIN_PLAINTEXT, mode);
         let typical = envelope_len(TYPICAL_PLAINTEXT, mode);
         if n >= need {
@@ -130,6 +150,19 @@ pub(super) fn ident(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_varchar_says_the_longest_plaintext_it_holds() {
+        for mode in [Mode::Deterministic, Mode::Randomized] {
+            for n in [59, 100, 255] {
+                let longest = longest_plaintext(n, mode);
+                assert!(envelope_len(longest, mode) <= n, "{n}");
+                assert!(envelope_len(longest + 1, mode) > n, "{n}");
+            }
+        }
+        assert_eq!(varchar_limit("character varying(255)"), Some(255));
+        assert_eq!(varchar_limit("text"), None);
+    }
 
     #[test]
     fn text_family_types_are_classified() {

@@ -116,7 +116,7 @@ async fn catalog(
             schema: r.get(0),
             relation: r.get(1),
             pii_column: r.get(2),
-            view: r.get(3),
+            kind: r.get(3),
         })
         .collect();
     Ok((rows, derived))
