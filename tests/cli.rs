@@ -36,24 +36,11 @@ async fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::E
     }
 }
 
-/// `pgcloak serve` at trace level, logging to `log`; returns once it accepts clients.
+/// `pgcloak serve` at trace level (with `env`), logging to `log`.
 async fn serve(config: &Path, port: u16, log: &Path, env: &[(&str, &str)]) -> (Child, String) {
-    let child = Command::new(pgcloak_bin())
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "trace")
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap();
-    let url = format!("postgresql://postgres:{PASSWORD}@127.0.0.1:{port}/postgres");
-    let started = eventually(Duration::from_secs(20), || async {
-        try_connect(&url).await.is_ok()
-    })
-    .await;
-    assert!(started, "pgcloak did not start");
-    (child, url)
+    let mut all = vec![("RUST_LOG", "trace")];
+    all.extend_from_slice(env);
+    common::serve_process(config, port, log, &all).await
 }
 
 #[test]

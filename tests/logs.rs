@@ -4,12 +4,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{eventually, pgcloak_bin, try_connect, PASSWORD};
+use common::{pgcloak_bin, serve_process, try_connect, PASSWORD};
 use futures::SinkExt as _;
 use pgcloak::pgtemp::{free_port, PgTemp};
 
@@ -46,27 +46,6 @@ fn scratch_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("pgcloak-logs-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-/// `pgcloak serve` with `env`, stderr to `log`; returns once it accepts clients.
-async fn serve(config: &Path, port: u16, log: &Path, env: &[(&str, &str)]) -> (Child, String) {
-    let child = Command::new(pgcloak_bin())
-        .args(["serve", "--config"])
-        .arg(config)
-        .env_remove("RUST_LOG")
-        .env_remove("PGCLOAK_LOG_FORMAT")
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap();
-    let url = format!("postgresql://postgres:{PASSWORD}@127.0.0.1:{port}/postgres");
-    let started = eventually(Duration::from_secs(20), || async {
-        try_connect(&url).await.is_ok()
-    })
-    .await;
-    assert!(started, "pgcloak did not start");
-    (child, url)
 }
 
 /// SIGTERM, then waits for a clean exit.
@@ -197,7 +176,7 @@ async fn no_rust_log_value_lets_plaintext_into_the_log() {
         if json {
             env.push(("PGCLOAK_LOG_FORMAT", "json"));
         }
-        let (child, url) = serve(&config, port, &log, &env).await;
+        let (child, url) = serve_process(&config, port, &log, &env).await;
         workload(&url).await;
         stop(child).await;
 

@@ -164,6 +164,34 @@ pub fn pgcloak_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_pgcloak"))
 }
 
+/// `pgcloak serve --config config` as a child process with only `env` setting the log
+/// (RUST_LOG and PGCLOAK_LOG_FORMAT are cleared first), stderr to `log`; returns once it
+/// accepts clients on `port`, with the URL to reach it.
+pub async fn serve_process(
+    config: &Path,
+    port: u16,
+    log: &Path,
+    env: &[(&str, &str)],
+) -> (std::process::Child, String) {
+    let child = std::process::Command::new(pgcloak_bin())
+        .args(["serve", "--config"])
+        .arg(config)
+        .env_remove("RUST_LOG")
+        .env_remove("PGCLOAK_LOG_FORMAT")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let url = format!("postgresql://postgres:{PASSWORD}@127.0.0.1:{port}/postgres");
+    let started = eventually(Duration::from_secs(20), || async {
+        try_connect(&url).await.is_ok()
+    })
+    .await;
+    assert!(started, "pgcloak did not start");
+    (child, url)
+}
+
 /// The tables the sidecar tests write: `users` (PII email/first_name/last_name), a
 /// composite-key `memberships` (PII role) and a plain `orders`.
 pub const SIDECAR_SCHEMA: &str = "
