@@ -105,7 +105,7 @@ impl Walk<'_> {
             _ => None,
         });
         if let Some(name) = encoding {
-            let utf8 = name.eq_ignore_ascii_case("utf8") || name.eq_ignore_ascii_case("utf-8");
+            let utf8 = is_utf8(name);
             if let (false, Some(column)) = (utf8, fields.iter().flatten().next()) {
                 return Err(Refusal::unsupported(format!(
                     "COPY ... ENCODING '{name}' into {column} is not supported by pgcloak, which encrypts UTF-8; convert the data to UTF-8 and drop the option"
@@ -116,12 +116,17 @@ impl Walk<'_> {
     }
 }
 
+/// An ENCODING option naming UTF8.
+fn is_utf8(name: &str) -> bool {
+    name.eq_ignore_ascii_case("utf8") || name.eq_ignore_ascii_case("utf-8")
+}
+
 /// COPY TO with an ENCODING other than UTF8: Postgres would convert the ciphertext, and the
 /// plaintext pgcloak puts in its place is UTF-8.
 fn copy_out_encoding(options: &[CopyOption], what: &str) -> Result {
     for option in options {
         if let CopyOption::Encoding(name) = option {
-            if !(name.eq_ignore_ascii_case("utf8") || name.eq_ignore_ascii_case("utf-8")) {
+            if !is_utf8(name) {
                 return Err(Refusal::unsupported(format!(
                     "COPY ... TO with ENCODING '{name}' of {what} is not supported by pgcloak, which returns decrypted values as UTF-8; drop the option and convert the output"
                 )));
