@@ -209,6 +209,9 @@ upstream:
 max_connections: 2000
 shutdown_grace_seconds: 5
 EOF
+    if [[ -n ${SESSION_THREADS:-} ]]; then
+        printf 'session_threads: %s\n' "$SESSION_THREADS" >>"$WORK_DIR/pgcloak.yaml"
+    fi
     if [[ -n $PGCLOAK_EXTRA_CONFIG ]]; then
         printf '%s\n' "$PGCLOAK_EXTRA_CONFIG" >>"$WORK_DIR/pgcloak.yaml"
     fi

@@ -13,6 +13,7 @@
 #   THREADS         pgbench -j (default 2)
 #   SCALE           pgbench -i -s (default 10)
 #   PII_ROWS        rows of the PII workloads' table (default 10000)
+#   SESSION_THREADS pgcloak's session_threads (default: its own, one per core)
 #   PGCLOAK_BIN     the binary (default target/release/pgcloak, built when missing)
 #   PGCLOAK_BUILD=1 run `cargo build --release` first even if the binary exists
 #   PG_BIN          PostgreSQL server binaries (default /usr/lib/postgresql/15/bin)

@@ -50,6 +50,14 @@ pub struct Config {
     /// A client message larger than this closes that client with a protocol error.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: u32,
+    /// Threads that relay sessions (each session stays on one); absent: one per core.
+    #[serde(default)]
+    pub session_threads: Option<usize>,
+    /// A session's map of where the PII columns are (table OIDs, attribute numbers) is read
+    /// again before its next PII statement once it is this old. DDL through pgcloak is
+    /// noticed at once; this bounds how long DDL sent to Postgres directly goes unnoticed.
+    #[serde(default = "default_catalog_max_age_seconds")]
+    pub catalog_max_age_seconds: u64,
     /// Bytes the shared cache of statement analyses may hold; 0 disables it.
     #[serde(default = "default_analysis_cache_bytes")]
     pub analysis_cache_bytes: u64,
@@ -97,6 +105,9 @@ fn default_max_message_bytes() -> u32 {
 fn default_analysis_cache_bytes() -> u64 {
     crate::sql::DEFAULT_CACHE_BYTES as u64
 }
+fn default_catalog_max_age_seconds() -> u64 {
+    crate::cloak::DEFAULT_CATALOG_MAX_AGE.as_secs()
+}
 fn default_upstream_port() -> u16 {
     5432
 }
@@ -114,6 +125,8 @@ pub struct ProxySettings {
     pub max_connections: usize,
     pub shutdown_grace: Duration,
     pub max_message_bytes: u32,
+    /// None: one per core.
+    pub session_threads: Option<usize>,
 }
 
 /// A smaller cache than this holds too few statements to be worth its lookups.
@@ -252,6 +265,15 @@ impl Config {
         if self.max_connections == 0 {
             return Err(invalid("max_connections", "must be at least 1".into()));
         }
+        if self.catalog_max_age_seconds == 0 {
+            return Err(invalid(
+                "catalog_max_age_seconds",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.session_threads == Some(0) {
+            return Err(invalid("session_threads", "must be at least 1".into()));
+        }
         if self.max_message_bytes < 64 * 1024 {
             return Err(invalid(
                 "max_message_bytes",
@@ -266,6 +288,7 @@ impl Config {
             max_connections: self.max_connections,
             shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
             max_message_bytes: self.max_message_bytes,
+            session_threads: self.session_threads,
         })
     }
 }
@@ -363,6 +386,15 @@ mod tests {
             err.to_string(),
             "pgcloak.yaml: `listen`: \"localhost\" is not an address:port such as \"127.0.0.1:6432\""
         );
+    }
+
+    #[test]
+    fn zero_session_threads_is_invalid() {
+        let err = parse(&format!("{MINIMAL}session_threads: 0\n")).unwrap_err();
+        assert!(err.to_string().contains("`session_threads`"), "{err}");
+        let config = parse(&format!("{MINIMAL}session_threads: 3\n")).unwrap();
+        let settings = config.settings(Path::new("x")).unwrap();
+        assert_eq!(settings.session_threads, Some(3));
     }
 
     #[test]

@@ -196,6 +196,110 @@ async fn ddl_in_the_session_refreshes_the_column_map() {
     client.simple_query("SELECT 1").await.unwrap();
 }
 
+/// The error of a query that returned a value pgcloak must not return.
+async fn refused(client: &Client, sql: &str) -> String {
+    let err = client.query(sql, &[]).await.unwrap_err();
+    let db = err.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "XX001", "{}", db.message());
+    db.message().to_owned()
+}
+
+const RECREATE: &str = "DROP TABLE users; CREATE TABLE users (id serial PRIMARY KEY, nick text, email text UNIQUE, first_name text)";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_committed_by_another_session_refreshes_every_map() {
+    let (stack, direct) = stack().await;
+    let reader = stack.connect().await;
+    reader
+        .execute(INSERT, &[&"before@example.com"])
+        .await
+        .unwrap();
+    reader.query("SELECT email FROM users", &[]).await.unwrap();
+    // Another session re-creates the table (new OID, other attribute numbers), in an
+    // explicit transaction whose commit comes in a later round trip.
+    let migrator = stack.connect().await;
+    migrator.batch_execute("BEGIN").await.unwrap();
+    migrator.batch_execute(RECREATE).await.unwrap();
+    migrator.batch_execute("COMMIT").await.unwrap();
+    migrator
+        .execute(
+            "INSERT INTO users (email, first_name) VALUES ($1, $2)",
+            &[&"after@example.com", &"Ann"],
+        )
+        .await
+        .unwrap();
+    // A ciphertext copied from another column, then a value written in clear: the
+    // reader's map must know the new table to refuse them.
+    direct
+        .execute("UPDATE users SET email = first_name", &[])
+        .await
+        .unwrap();
+    refused(&reader, "SELECT email FROM users").await;
+    direct
+        .execute("UPDATE users SET email = 'direct@example.com'", &[])
+        .await
+        .unwrap();
+    let message = refused(&reader, "SELECT id, email FROM users").await;
+    assert!(message.contains("not encrypted"), "{message}");
+    reader.simple_query("SELECT 1").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_the_map_again_keeps_the_clients_unnamed_statement() {
+    let (stack, direct) = stack().await;
+    let mut w = wire(&stack).await;
+    let answer = w.parse("", INSERT).sync().round_trip(1).await;
+    assert_eq!(tags(&answer), "1Z");
+    // Another session's DDL makes this session read its map again, in front of its next
+    // PII statement: that must not drop the unnamed statement the client still uses.
+    let other = stack.connect().await;
+    other
+        .batch_execute("CREATE TABLE unrelated (x int)")
+        .await
+        .unwrap();
+    w.parse("s1", "SELECT email FROM users WHERE email = $1")
+        .sync();
+    w.bind("", "", &[Some("kept@example.com")])
+        .execute("")
+        .sync();
+    let answer = w.round_trip(2).await;
+    assert_eq!(tags(&answer), "1Z2CZ", "{:?}", error_codes(&answer));
+    assert_all_encrypted(&direct).await;
+    let stored: i64 = direct
+        .query_one("SELECT count(*) FROM users", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_sent_to_postgres_directly_is_noticed_within_catalog_max_age() {
+    let key = MasterKey::generate();
+    let policy = Policy::from_yaml(&serde_yaml::from_str(POLICY).unwrap()).unwrap();
+    let cloak =
+        Cloak::with_key(policy, &key).with_catalog_max_age(std::time::Duration::from_secs(1));
+    let builder = PgTemp::builder().hba_line("host all all 127.0.0.1/32 trust");
+    let stack = Stack::start_full(builder, |_| {}, Some(Arc::new(cloak))).await;
+    let direct = stack.connect_direct().await;
+    direct.batch_execute(SCHEMA).await.unwrap();
+    let reader = stack.connect().await;
+    reader.query("SELECT email FROM users", &[]).await.unwrap();
+    direct.batch_execute(RECREATE).await.unwrap();
+    direct
+        .execute(
+            "INSERT INTO users (email) VALUES ('direct@example.com')",
+            &[],
+        )
+        .await
+        .unwrap();
+    // Not a timing assertion: waiting past the maximum age makes the next PII statement
+    // read the map again, whenever it runs.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let message = refused(&reader, "SELECT email FROM users").await;
+    assert!(message.contains("not encrypted"), "{message}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_copy_row_fails_the_copy_not_the_session() {
     let (stack, direct) = stack().await;

@@ -4,7 +4,8 @@
 //! Parse when the tracker asks for it) and the server's replies, which come from a small
 //! model of a PostgreSQL backend that the harness keeps independently of the tracker
 //! (errors, 42P05 on a re-Parse of a live name, skipping until Sync, copy-in mode that
-//! ignores Sync, the unnamed statement dropped by a simple Query).
+//! ignores Sync, the unnamed statement dropped by a simple Query but kept by the catalog's
+//! named batch).
 //!
 //! Invariants: never panics; every server message is attributed to the request it answers
 //! (the catalog's replies to pgcloak, every other reply to the client, in the order the
@@ -20,7 +21,10 @@ use std::sync::Arc;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use pgcloak::cloak::tracker::{Owner, Tracker};
+use pgcloak::cloak::tracker::{Generation, Owner, Tracker};
+
+/// No DDL elsewhere, no time passing.
+const G: Generation = Generation { ddl: 0, epoch: 0 };
 use pgcloak::policy::ColumnId;
 use pgcloak::protocol::tags::Backend;
 use pgcloak::sql::{ParamSlot, StatementPlan};
@@ -301,15 +305,20 @@ impl Server {
                 }
             }
             In::Catalog { fail } => {
+                // Close, Close, Parse, Bind, Execute, Close, Close, Sync under a name of
+                // its own: the client's unnamed statement and portal stay.
                 let owner = Owner::Catalog;
-                self.statements.remove("");
-                self.portals.remove("");
+                out.push((b'3', Vec::new(), owner));
+                out.push((b'3', Vec::new(), owner));
                 if fail {
                     out.push((b'E', ERROR.to_vec(), owner));
                 } else {
-                    out.push((b'T', b"\0\0".to_vec(), owner));
+                    out.push((b'1', Vec::new(), owner));
+                    out.push((b'2', Vec::new(), owner));
                     out.push((b'D', b"\0\0".to_vec(), owner));
                     out.push((b'C', b"SELECT 1\0".to_vec(), owner));
+                    out.push((b'3', Vec::new(), owner));
+                    out.push((b'3', Vec::new(), owner));
                 }
                 self.ready(&mut out, owner);
             }
@@ -479,7 +488,7 @@ impl Session {
                     .filter(|s| matches!(s, QueryStatement::CopyIn));
                 self.copy_pending += copies.count();
             }
-            In::Catalog { .. } => t.sent_catalog(),
+            In::Catalog { .. } => t.sent_catalog(G),
             In::Parse { name, pii, .. } => t.sent_parse(name, pii.then(|| self.pii.clone())),
             In::Bind {
                 portal, statement, ..
@@ -549,7 +558,7 @@ impl Session {
 
     fn catalog(&mut self, catalog: Option<bool>) {
         if let Some(fail) = catalog {
-            if self.tracker.wants_catalog() && self.copy_pending == 0 {
+            if self.tracker.wants_catalog(G) && self.copy_pending == 0 {
                 self.send(In::Catalog { fail });
             }
         }

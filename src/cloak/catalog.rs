@@ -4,11 +4,13 @@
 //! column is refused rather than decrypted.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
 use crate::policy::Policy;
-use crate::protocol::messages::{DataRow, Query};
+use crate::protocol::messages::{self, Bind, DataRow, Parse};
+use crate::protocol::tags::Backend;
 
 /// Where the configured columns live in this database.
 #[derive(Debug, Clone, Default)]
@@ -39,7 +41,162 @@ impl ColumnMap {
     }
 }
 
-/// The catalog query for every configured column, as a Query frame.
+/// Which catalog a map was read from, as far as pgcloak can tell: `ddl` counts the DDL
+/// statements sessions through this pgcloak committed, `epoch` the periods of
+/// `catalog_max_age` that passed (DDL sent to Postgres directly is noticed with it). A map
+/// read under an older generation is read again before the session's next PII statement.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Generation {
+    pub ddl: u64,
+    pub epoch: u64,
+}
+
+/// How many catalog reads in a row a session tries before giving up (e.g. while a failed
+/// transaction makes every query fail); a successful read or DDL starts the count anew.
+pub const ATTEMPTS: u32 = 3;
+
+/// Whether this session knows where the PII columns are.
+#[derive(Debug, Clone, Default)]
+pub enum Catalog {
+    /// Not read yet, or invalidated by this session's DDL.
+    #[default]
+    Unknown,
+    /// The catalog query is queued or its answer is arriving.
+    Requested {
+        map: ColumnMap,
+        failed: bool,
+        generation: Generation,
+    },
+    Known {
+        map: Arc<ColumnMap>,
+        generation: Generation,
+    },
+}
+
+/// The session's catalog state and what it noticed of its own DDL.
+#[derive(Debug, Default)]
+pub struct CatalogState {
+    catalog: Catalog,
+    attempts: u32,
+    /// DDL completed and the server has not reported the session idle since: other sessions
+    /// must read the catalog again once it is committed.
+    ddl_uncommitted: bool,
+    /// DDL of this session committed; taken by the cloak, which tells the other sessions.
+    ddl_committed: bool,
+}
+
+impl CatalogState {
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// The map, when it was read and this session ran no DDL since (it may be of an older
+    /// generation until the next PII statement reads it again).
+    pub fn map(&self) -> Option<&Arc<ColumnMap>> {
+        match &self.catalog {
+            Catalog::Known { map, .. } => Some(map),
+            _ => None,
+        }
+    }
+
+    /// Whether the map must be read (again) for the catalog of generation `current`.
+    pub fn wants(&self, current: Generation) -> bool {
+        let stale = match &self.catalog {
+            Catalog::Unknown => true,
+            Catalog::Requested { .. } => false,
+            Catalog::Known { generation, .. } => *generation != current,
+        };
+        stale && self.attempts < ATTEMPTS
+    }
+
+    /// The catalog query went out.
+    pub fn requested(&mut self, generation: Generation) {
+        self.attempts += 1;
+        self.catalog = Catalog::Requested {
+            map: ColumnMap::new(),
+            failed: false,
+            generation,
+        };
+    }
+
+    /// The query was skipped after an earlier error: it must be sent again.
+    pub fn skipped(&mut self) {
+        self.catalog = Catalog::Unknown;
+    }
+
+    /// One message of the catalog query's answer; true at its ReadyForQuery.
+    pub fn reply(&mut self, message: Backend, body: Option<&[u8]>) -> bool {
+        match message {
+            Backend::DataRow => {
+                if let (Catalog::Requested { map, .. }, Some(body)) = (&mut self.catalog, body) {
+                    if let Ok(row) = DataRow::decode(&Bytes::copy_from_slice(body)) {
+                        add_row(&row, map);
+                    }
+                }
+            }
+            Backend::ErrorResponse => {
+                if let Catalog::Requested { failed, .. } = &mut self.catalog {
+                    *failed = true;
+                }
+            }
+            Backend::ReadyForQuery => {
+                self.catalog = match std::mem::take(&mut self.catalog) {
+                    Catalog::Requested {
+                        map,
+                        failed: false,
+                        generation,
+                    } => {
+                        self.attempts = 0;
+                        Catalog::Known {
+                            map: Arc::new(map),
+                            generation,
+                        }
+                    }
+                    _ => Catalog::Unknown,
+                };
+                return true;
+            }
+            _ => {}
+        }
+        false
+    }
+
+    /// This session's DDL completed: its OIDs and attribute numbers must be read anew (the
+    /// session sees its own uncommitted DDL), and the other sessions' once it commits.
+    pub fn ddl(&mut self) {
+        self.catalog = Catalog::Unknown;
+        self.attempts = 0;
+        self.ddl_uncommitted = true;
+    }
+
+    /// ReadyForQuery to the client with its transaction status.
+    pub fn ready(&mut self, status: Option<u8>) {
+        if self.ddl_uncommitted && status == Some(b'I') {
+            self.ddl_uncommitted = false;
+            self.ddl_committed = true;
+        }
+    }
+
+    /// Whether the server is to report the transaction status of its next ReadyForQuery.
+    pub fn awaits_commit(&self) -> bool {
+        self.ddl_uncommitted
+    }
+
+    /// Whether this session's DDL was committed since the last call.
+    pub fn take_ddl_committed(&mut self) -> bool {
+        std::mem::take(&mut self.ddl_committed)
+    }
+}
+
+/// The name of the statement and of the portal the catalog query runs in. Named, so the
+/// client's unnamed statement and portal survive it (a simple Query would drop them).
+pub const STATEMENT: &str = "pgcloak_catalog";
+
+/// The catalog query for every configured column, as an extended-protocol batch of its own:
+/// Parse, Bind and Execute under [`STATEMENT`], closed before (a failed earlier attempt,
+/// e.g. one a client's CancelRequest hit, may have left them open; closing a name that does
+/// not exist is no error) and after, then Sync. Its answer (3 3 1 2 D… C 3 3 Z, or an
+/// error and Z) is pgcloak's. The tracker sends it only while the client uses neither name.
 pub fn query_frame(policy: &Policy) -> Bytes {
     let triples: Vec<String> = policy
         .columns()
@@ -66,7 +223,26 @@ pub fn query_frame(policy: &Policy) -> Bytes {
         triples.join(", ")
     );
     let mut out = BytesMut::new();
-    Query { sql }.encode(&mut out);
+    messages::encode_close(&mut out, b'P', STATEMENT);
+    messages::encode_close(&mut out, b'S', STATEMENT);
+    Parse {
+        name: STATEMENT.to_owned(),
+        sql,
+        param_types: Vec::new(),
+    }
+    .encode(&mut out);
+    Bind {
+        portal: STATEMENT.to_owned(),
+        statement: STATEMENT.to_owned(),
+        param_formats: Vec::new(),
+        params: Vec::new(),
+        result_formats: Vec::new(),
+    }
+    .encode(&mut out);
+    messages::encode_execute(&mut out, STATEMENT, 0);
+    messages::encode_close(&mut out, b'P', STATEMENT);
+    messages::encode_close(&mut out, b'S', STATEMENT);
+    messages::encode_sync(&mut out);
     out.freeze()
 }
 

@@ -52,10 +52,11 @@ impl ClientCloak {
     /// the column map is unknown (first PII statement, or DDL since) and the server will run
     /// a Query here on its own; its answer comes before this statement's and is pgcloak's.
     fn with_catalog(&self, state: &mut SessionState, frame: Bytes) -> Bytes {
-        if !state.tracker.wants_catalog() {
+        let current = self.cloak.catalog_generation();
+        if !state.tracker.wants_catalog(current) {
             return frame;
         }
-        state.tracker.sent_catalog();
+        state.tracker.sent_catalog(current);
         let query = super::catalog::query_frame(self.cloak.cache.policy());
         let mut out = BytesMut::with_capacity(query.len() + frame.len());
         out.extend_from_slice(&query);

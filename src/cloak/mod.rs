@@ -13,7 +13,9 @@ mod server;
 pub mod tracker;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::crypto::Keyring;
 use crate::policy::Policy;
@@ -27,14 +29,48 @@ pub use server::ServerCloak;
 pub struct Cloak {
     cache: AnalysisCache,
     keyring: Keyring,
+    /// DDL statements committed by sessions through this pgcloak.
+    ddl_committed: AtomicU64,
+    started: Instant,
+    /// How old a session's column map may grow before its next PII statement reads it
+    /// again (DDL sent to Postgres directly is noticed no later than this).
+    catalog_max_age: Duration,
 }
+
+/// The default of `catalog_max_age_seconds`.
+pub const DEFAULT_CATALOG_MAX_AGE: Duration = Duration::from_secs(60);
 
 impl Cloak {
     pub fn new(policy: Arc<Policy>, keyring: Keyring) -> Cloak {
         Cloak {
             cache: AnalysisCache::new(policy, crate::sql::DEFAULT_CACHE_BYTES),
             keyring,
+            ddl_committed: AtomicU64::new(0),
+            started: Instant::now(),
+            catalog_max_age: DEFAULT_CATALOG_MAX_AGE,
         }
+    }
+
+    /// The same cloak with column maps read again after `age` at the latest.
+    pub fn with_catalog_max_age(self, age: Duration) -> Cloak {
+        Cloak {
+            catalog_max_age: age.max(Duration::from_secs(1)),
+            ..self
+        }
+    }
+
+    /// The generation of the catalog a session's map must have been read under.
+    fn catalog_generation(&self) -> tracker::Generation {
+        tracker::Generation {
+            ddl: self.ddl_committed.load(Ordering::Acquire),
+            epoch: (self.started.elapsed().as_secs() / self.catalog_max_age.as_secs().max(1)),
+        }
+    }
+
+    /// A session committed DDL: every session reads its map again before its next PII
+    /// statement.
+    fn catalog_changed(&self) {
+        self.ddl_committed.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The cloak a config asks for: `None` when it names no PII tables.
@@ -47,7 +83,9 @@ impl Cloak {
             return Ok(None);
         };
         let cache_bytes = config.analysis_cache_bytes(path)?;
-        let cloak = Cloak::with_key(policy, &master).with_analysis_cache_bytes(cache_bytes);
+        let cloak = Cloak::with_key(policy, &master)
+            .with_analysis_cache_bytes(cache_bytes)
+            .with_catalog_max_age(Duration::from_secs(config.catalog_max_age_seconds));
         Ok(Some(Arc::new(cloak)))
     }
 

@@ -62,6 +62,9 @@ impl ServerCloak {
             _ => None,
         };
         let owner = state.tracker.received(message, body);
+        if state.tracker.take_ddl_committed() {
+            self.cloak.catalog_changed();
+        }
         if owner == Owner::Client {
             match message {
                 Backend::CopyOutResponse => {
@@ -289,10 +292,18 @@ fn marker_in(message: &str) -> Option<&str> {
 impl Filter for ServerCloak {
     fn on_frame(&mut self, header: Header, _bytes: &[u8]) {
         let message = Backend::from_tag(header.tag);
-        let catalog = !message.is_async() && lock(&self.state).tracker.answering_catalog();
+        let (catalog, awaits_commit) = {
+            let state = lock(&self.state);
+            (
+                !message.is_async() && state.tracker.answering_catalog(),
+                state.tracker.awaits_commit(),
+            )
+        };
         self.holding = self.discarding
             || catalog
             || match message {
+                // Its transaction status says whether this session's DDL was committed.
+                Backend::ReadyForQuery => awaits_commit,
                 Backend::DataRow
                 | Backend::ErrorResponse
                 | Backend::NoticeResponse

@@ -10,8 +10,9 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
-use super::catalog::{self, ColumnMap};
-use crate::protocol::messages::{DataRow, RowDescription};
+use super::catalog::{self, CatalogState, ColumnMap};
+pub use super::catalog::{Catalog, Generation, ATTEMPTS as CATALOG_ATTEMPTS};
+use crate::protocol::messages::RowDescription;
 use crate::protocol::tags::Backend;
 use crate::sql::{ParamSlot, StatementPlan};
 
@@ -96,20 +97,6 @@ impl Due {
     }
 }
 
-/// Where the PII columns live in this database (table OID, attribute number).
-#[derive(Debug, Clone, Default)]
-pub enum Catalog {
-    /// Not read yet, or invalidated by DDL.
-    #[default]
-    Unknown,
-    /// The catalog query is queued or its answer is arriving.
-    Requested {
-        map: ColumnMap,
-        failed: bool,
-    },
-    Known(Arc<ColumnMap>),
-}
-
 /// Settings the server reports in ParameterStatus that change how pgcloak reads statements.
 #[derive(Debug, Clone)]
 pub struct ServerParams {
@@ -137,10 +124,6 @@ pub enum Owner {
     Catalog,
 }
 
-/// How many catalog reads a session tries before giving up (e.g. while a failed
-/// transaction makes every query fail, it is tried again at the next PII statement).
-const CATALOG_ATTEMPTS: u32 = 3;
-
 /// One session's tracked state.
 #[derive(Debug, Default)]
 pub struct Tracker {
@@ -152,8 +135,7 @@ pub struct Tracker {
     skipping: bool,
     /// Extended-protocol messages were sent since the last Sync.
     unsynced: bool,
-    catalog: Catalog,
-    catalog_attempts: u32,
+    catalog: CatalogState,
     /// Result columns of the rows now arriving.
     current: Option<Arc<Columns>>,
     /// The client's CopyDone/CopyFail messages sent.
@@ -181,14 +163,23 @@ impl Tracker {
 
     /// The column map, when it was read and no DDL happened since.
     pub fn columns(&self) -> Option<&Arc<ColumnMap>> {
-        match &self.catalog {
-            Catalog::Known(map) => Some(map),
-            _ => None,
-        }
+        self.catalog.map()
     }
 
     pub fn catalog(&self) -> &Catalog {
-        &self.catalog
+        self.catalog.catalog()
+    }
+
+    /// Whether the next ReadyForQuery's transaction status is needed (this session's DDL
+    /// waits for its commit).
+    pub fn awaits_commit(&self) -> bool {
+        self.catalog.awaits_commit()
+    }
+
+    /// Whether DDL of this session was committed since the last call: the other sessions
+    /// must read the catalog again.
+    pub fn take_ddl_committed(&mut self) -> bool {
+        self.catalog.take_ddl_committed()
     }
 
     /// The next reply the server sends (other than notices, notifications and parameter
@@ -311,20 +302,28 @@ impl Tracker {
     /// Whether pgcloak may send its catalog query now, in front of the client's next Query
     /// or Parse: the map is unknown, and the server will process a Query here as one of its
     /// own (not inside an extended-protocol batch, not while discarding until Sync).
-    pub fn wants_catalog(&self) -> bool {
-        matches!(self.catalog, Catalog::Unknown)
-            && self.catalog_attempts < CATALOG_ATTEMPTS
+    pub fn wants_catalog(&self, current: Generation) -> bool {
+        self.catalog.wants(current)
             && !self.unsynced
             && !self.skipping
+            && !self.client_uses(catalog::STATEMENT)
+    }
+
+    /// Whether the client holds, or may soon hold, a statement or portal called `name`
+    /// (the catalog batch closes its own name first, so it must not be the client's).
+    fn client_uses(&self, name: &str) -> bool {
+        self.statements.contains_key(name)
+            || self.portals.contains_key(name)
+            || self.due.iter().any(|d| match d {
+                Due::Parse { name: n, .. } => n == name,
+                Due::Bind { portal, .. } => portal == name,
+                _ => false,
+            })
     }
 
     /// The catalog query goes out now.
-    pub fn sent_catalog(&mut self) {
-        self.catalog_attempts += 1;
-        self.catalog = Catalog::Requested {
-            map: ColumnMap::new(),
-            failed: false,
-        };
+    pub fn sent_catalog(&mut self, generation: Generation) {
+        self.catalog.requested(generation);
         self.due.push_back(Due::Catalog);
     }
 
@@ -355,8 +354,9 @@ impl Tracker {
                     statement: true,
                     name,
                 } if name == statement => None,
-                // A simple Query (the catalog's too) drops the unnamed statement.
-                Due::Query { .. } | Due::Catalog if unnamed => None,
+                // A simple Query drops the unnamed statement (the catalog's runs in a named
+                // one).
+                Due::Query { .. } if unnamed => None,
                 _ => continue,
             };
             let parse = matches!(due, Due::Parse { .. });
@@ -471,7 +471,10 @@ impl Tracker {
             }
             Backend::CopyInResponse => self.copy_in_started(),
             Backend::ErrorResponse => self.error(),
-            Backend::ReadyForQuery => self.ready(),
+            Backend::ReadyForQuery => {
+                self.ready();
+                self.catalog.ready(body.and_then(|b| b.first().copied()));
+            }
             _ => {}
         }
         Owner::Client
@@ -538,8 +541,7 @@ impl Tracker {
             .iter()
             .any(|prefix| tag.starts_with(prefix))
         {
-            self.catalog = Catalog::Unknown;
-            self.catalog_attempts = 0;
+            self.catalog.ddl();
         }
         // SQL DEALLOCATE / DISCARD share the namespace of protocol-level statements.
         match tag {
@@ -596,7 +598,7 @@ impl Tracker {
                         return;
                     }
                     if matches!(due, Due::Catalog) {
-                        self.catalog = Catalog::Unknown;
+                        self.catalog.skipped();
                     }
                     self.due.pop_front();
                 }
@@ -622,31 +624,9 @@ impl Tracker {
     }
 
     fn catalog_reply(&mut self, message: Backend, body: Option<&[u8]>) {
-        match message {
-            Backend::DataRow => {
-                if let (Catalog::Requested { map, .. }, Some(body)) = (&mut self.catalog, body) {
-                    if let Ok(row) = DataRow::decode(&bytes::Bytes::copy_from_slice(body)) {
-                        catalog::add_row(&row, map);
-                    }
-                }
-            }
-            Backend::ErrorResponse => {
-                if let Catalog::Requested { failed, .. } = &mut self.catalog {
-                    *failed = true;
-                }
-            }
-            Backend::ReadyForQuery => {
-                self.due.pop_front();
-                // A simple Query: the server dropped the unnamed statement and portal.
-                self.statements.remove("");
-                self.portals.remove("");
-                self.catalog = match std::mem::take(&mut self.catalog) {
-                    Catalog::Requested { map, failed: false } => Catalog::Known(Arc::new(map)),
-                    _ => Catalog::Unknown,
-                };
-                self.start_front();
-            }
-            _ => {}
+        if self.catalog.reply(message, body) {
+            self.due.pop_front();
+            self.start_front();
         }
     }
 

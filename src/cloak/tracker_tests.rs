@@ -7,6 +7,9 @@ use super::*;
 use crate::policy::ColumnId;
 use crate::sql::ParamSlot;
 
+/// The catalog generation of these tests (no DDL elsewhere, no time passing).
+const G: Generation = Generation { ddl: 0, epoch: 0 };
+
 fn pii_plan() -> Option<Arc<StatementPlan>> {
     let column = ColumnId {
         schema: "public".into(),
@@ -171,8 +174,8 @@ fn messages_after_an_error_before_sync_expect_no_reply() {
 fn function_call_is_answered_before_the_catalog() {
     let mut t = Tracker::default();
     t.sent_function_call();
-    assert!(t.wants_catalog());
-    t.sent_catalog();
+    assert!(t.wants_catalog(G));
+    t.sent_catalog(G);
     t.sent_query();
     assert_eq!(server(&mut t, b"VZ"), [Owner::Client, Owner::Client]);
     assert_eq!(
@@ -192,16 +195,16 @@ fn function_call_is_answered_before_the_catalog() {
 #[test]
 fn catalog_is_injected_only_between_batches() {
     let mut t = Tracker::default();
-    assert!(t.wants_catalog());
+    assert!(t.wants_catalog(G));
     t.sent_parse("", pii_plan());
-    assert!(!t.wants_catalog(), "inside an extended batch");
+    assert!(!t.wants_catalog(G), "inside an extended batch");
     t.sent_bind("", "");
     t.sent_flush();
-    assert!(!t.wants_catalog());
+    assert!(!t.wants_catalog(G));
     t.sent_sync();
-    assert!(t.wants_catalog(), "after Sync, even unanswered");
-    t.sent_catalog();
-    assert!(!t.wants_catalog(), "already requested");
+    assert!(t.wants_catalog(G), "after Sync, even unanswered");
+    t.sent_catalog(G);
+    assert!(!t.wants_catalog(G), "already requested");
     server(&mut t, b"12Z");
     assert_eq!(server(&mut t, b"TCZ"), [Owner::Catalog; 3]);
     assert!(t.columns().is_some());
@@ -211,7 +214,7 @@ fn catalog_is_injected_only_between_batches() {
 fn catalog_skipped_after_an_error_is_requested_again() {
     let mut t = Tracker::default();
     t.sent_execute("nope");
-    t.sent_catalog(); // (the cloak never does this mid-batch; the tracker still copes)
+    t.sent_catalog(G); // (the cloak never does this mid-batch; the tracker still copes)
     t.sent_sync();
     server(&mut t, b"EZ");
     assert!(matches!(t.catalog(), Catalog::Unknown));
@@ -222,18 +225,18 @@ fn catalog_skipped_after_an_error_is_requested_again() {
 fn failed_catalog_stays_unknown_and_is_retried_a_few_times() {
     let mut t = Tracker::default();
     for _ in 0..CATALOG_ATTEMPTS {
-        assert!(t.wants_catalog());
-        t.sent_catalog();
+        assert!(t.wants_catalog(G));
+        t.sent_catalog(G);
         server(&mut t, b"EZ");
         assert!(t.columns().is_none());
     }
-    assert!(!t.wants_catalog());
+    assert!(!t.wants_catalog(G));
 }
 
 #[test]
 fn ddl_completion_invalidates_the_column_map() {
     let mut t = Tracker::default();
-    t.sent_catalog();
+    t.sent_catalog(G);
     server(&mut t, b"TCZ");
     assert!(t.columns().is_some());
     t.sent_query();
@@ -241,7 +244,7 @@ fn ddl_completion_invalidates_the_column_map() {
     assert!(t.columns().is_none());
     t.received(Backend::CommandComplete, Some(b"CREATE TABLE\0"));
     server(&mut t, b"Z");
-    assert!(t.wants_catalog());
+    assert!(t.wants_catalog(G));
 }
 
 #[test]
@@ -294,7 +297,7 @@ fn copy_inside_an_extended_batch() {
 #[test]
 fn executes_are_described_by_their_statement() {
     let mut t = Tracker::default();
-    t.sent_catalog();
+    t.sent_catalog(G);
     server(&mut t, b"TCZ");
     t.sent_parse("s", None);
     t.sent_describe(true, "s");
@@ -379,25 +382,37 @@ fn failed_unnamed_parse_drops_the_unnamed_statement() {
 }
 
 #[test]
-fn catalog_query_drops_the_unnamed_statement() {
-    // Found writing fuzz/session_tracker's server model: the catalog query is a simple
-    // Query, which drops the unnamed statement like the client's own.
+fn catalog_query_keeps_the_unnamed_statement() {
+    // Found writing fuzz/session_tracker's server model: a simple Query drops the unnamed
+    // statement, so the catalog query runs in a named one of its own.
     let mut t = Tracker::default();
     t.sent_parse("", pii_plan());
     t.sent_sync();
     server(&mut t, b"1Z");
-    t.sent_catalog();
+    t.sent_catalog(G);
     t.sent_parse("s1", pii_plan());
-    assert_eq!(
-        encrypts(&t, ""),
-        Ok(false),
-        "the server will hold no unnamed statement"
-    );
+    assert_eq!(encrypts(&t, ""), Ok(true));
     t.sent_sync();
-    assert_eq!(server(&mut t, b"TCZ"), [Owner::Catalog; 3]);
+    assert_eq!(server(&mut t, b"33"), [Owner::Catalog; 2]);
+    assert_eq!(server(&mut t, b"12DC33Z"), [Owner::Catalog; 7]);
+    assert!(t.columns().is_some());
     server(&mut t, b"1Z");
-    assert!(t.statement("").is_none());
+    assert!(t.statement("").is_some());
     assert!(t.statement("s1").is_some());
+}
+
+#[test]
+fn catalog_waits_while_the_client_uses_its_name() {
+    let mut t = Tracker::default();
+    t.sent_parse(crate::cloak::catalog::STATEMENT, pii_plan());
+    t.sent_sync();
+    assert!(!t.wants_catalog(G), "its Parse is still due");
+    server(&mut t, b"1Z");
+    assert!(!t.wants_catalog(G), "the client holds the name");
+    t.sent_close(true, crate::cloak::catalog::STATEMENT);
+    t.sent_sync();
+    server(&mut t, b"3Z");
+    assert!(t.wants_catalog(G));
 }
 
 #[test]
@@ -447,4 +462,41 @@ fn a_copy_out_is_answered_for_its_own_request() {
     t.sent_sync();
     server(&mut t, b"12H");
     assert!(t.answering_plan().is_some());
+}
+
+#[test]
+fn a_map_of_an_older_generation_is_read_again() {
+    let mut t = Tracker::default();
+    for epoch in 0..(CATALOG_ATTEMPTS as u64 + 3) {
+        let now = Generation { ddl: 0, epoch };
+        assert!(t.wants_catalog(now), "epoch {epoch}");
+        t.sent_catalog(now);
+        assert!(!t.wants_catalog(now), "requested");
+        server(&mut t, b"3312DC33Z");
+        assert!(t.columns().is_some());
+        assert!(!t.wants_catalog(now), "known for this generation");
+    }
+    // Another session's committed DDL: the map is still used until it is read again.
+    let later = Generation { ddl: 1, epoch: 0 };
+    assert!(t.wants_catalog(later));
+    assert!(t.columns().is_some());
+}
+
+#[test]
+fn ddl_is_reported_committed_at_the_next_idle_ready_for_query() {
+    let mut t = Tracker::default();
+    t.sent_query(); // BEGIN; CREATE TABLE ...
+    t.received(Backend::CommandComplete, Some(b"BEGIN\0"));
+    assert!(!t.awaits_commit());
+    t.received(Backend::CommandComplete, Some(b"CREATE TABLE\0"));
+    assert!(t.awaits_commit());
+    assert!(t.wants_catalog(G), "this session's DDL: read again");
+    t.received(Backend::ReadyForQuery, Some(b"T"));
+    assert!(!t.take_ddl_committed(), "not committed yet");
+    t.sent_query(); // COMMIT
+    t.received(Backend::CommandComplete, Some(b"COMMIT\0"));
+    t.received(Backend::ReadyForQuery, Some(b"I"));
+    assert!(t.take_ddl_committed());
+    assert!(!t.take_ddl_committed(), "reported once");
+    assert!(!t.awaits_commit());
 }

@@ -130,6 +130,27 @@ impl Query {
     }
 }
 
+/// 'E': run `portal`, at most `max_rows` rows (0: all).
+pub fn encode_execute(out: &mut BytesMut, portal: &str, max_rows: u32) {
+    frame(out, b'E', |out| {
+        put_cstr(out, portal);
+        out.put_u32(max_rows);
+    });
+}
+
+/// 'C': close the statement (`kind` b'S') or portal (b'P') `name`.
+pub fn encode_close(out: &mut BytesMut, kind: u8, name: &str) {
+    frame(out, b'C', |out| {
+        out.put_u8(kind);
+        put_cstr(out, name);
+    });
+}
+
+/// 'S': Sync.
+pub fn encode_sync(out: &mut BytesMut) {
+    frame(out, b'S', |_| {});
+}
+
 /// 'P': prepare `sql` as statement `name` ("" is the unnamed statement).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Parse {

@@ -58,7 +58,10 @@ impl Proxy {
         } = self;
         let limit = Arc::new(Semaphore::new(settings.max_connections));
         let sessions = TaskTracker::new();
-        let workers = match Workers::per_core() {
+        let workers = match settings
+            .session_threads
+            .map_or_else(Workers::per_core, Workers::start)
+        {
             Ok(workers) => workers,
             Err(e) => {
                 error!(error = %e, "cannot start the session threads");

@@ -31,6 +31,7 @@ pub fn settings_for(pg: &PgTemp) -> ProxySettings {
         max_connections: 200,
         shutdown_grace: Duration::from_secs(5),
         max_message_bytes: 64 * 1024 * 1024,
+        session_threads: None,
     }
 }
 
