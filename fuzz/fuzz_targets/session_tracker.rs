@@ -1,4 +1,4 @@
-//! The session tracker (src/cloak/tracker.rs) fed arbitrary sequences of well-framed
+//! The session tracker (src/cloak/tracker/) fed arbitrary sequences of well-framed
 //! messages from both sides: the client's requests (simple and extended protocol,
 //! pipelined or not, FunctionCall, COPY, pgcloak's own catalog query in front of a Query or
 //! Parse when the tracker asks for it) and the server's replies, which come from a small

@@ -7,14 +7,17 @@
 //! gets a reply is queued, so "idle" is an empty queue and every reply has an owner: the
 //! client, or pgcloak's own catalog query.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+
+mod bind;
 
 use super::catalog::{self, CatalogState, ColumnMap};
 pub use super::catalog::{Catalog, Generation, ATTEMPTS as CATALOG_ATTEMPTS};
 use crate::protocol::messages::RowDescription;
 use crate::protocol::tags::Backend;
-use crate::sql::{ParamSlot, StatementPlan};
+use crate::sql::StatementPlan;
+pub use bind::AmbiguousStatement;
 
 /// Where a result field comes from, as the RowDescription and the column map say.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -327,72 +330,6 @@ impl Tracker {
         self.due.push_back(Due::Catalog);
     }
 
-    /// What a Bind of `statement` sent now will run, as far as encryption is concerned:
-    /// `Ok(params)` when every outcome of the requests still due leads to the same PII
-    /// parameters (or to an error of the server's), `Err(())` when they differ (a re-Parse
-    /// of a live name, or a Close, whose fate the server has not told yet).
-    pub fn bind_params(
-        &self,
-        statement: &str,
-    ) -> Result<Option<Arc<StatementPlan>>, AmbiguousStatement> {
-        // What the server may hold under this name when it reaches the Bind (None: nothing).
-        let mut candidates: Vec<Candidate> = match self.statements.get(statement) {
-            Some(s) if s.maybe_gone => vec![Some(s.plan.clone()), None],
-            Some(s) => vec![Some(s.plan.clone())],
-            None => vec![None],
-        };
-        let unnamed = statement.is_empty();
-        let last_sync = self.due.iter().rposition(|d| matches!(d, Due::Sync { .. }));
-        let mut earlier_in_batch = false;
-        for (i, due) in self.due.iter().enumerate() {
-            // A request after another in its batch is skipped if that one fails.
-            let may_skip =
-                std::mem::replace(&mut earlier_in_batch, !matches!(due, Due::Sync { .. }));
-            let outcome: Candidate = match due {
-                Due::Parse { name, plan } if name == statement => Some(plan.clone()),
-                Due::Close {
-                    statement: true,
-                    name,
-                } if name == statement => None,
-                // A simple Query drops the unnamed statement (the catalog's runs in a named
-                // one).
-                Due::Query { .. } if unnamed => None,
-                _ => continue,
-            };
-            let parse = matches!(due, Due::Parse { .. });
-            // In the Bind's own batch every earlier request succeeded, or the server skips
-            // the Bind as well.
-            if last_sync.is_none_or(|s| i > s) {
-                candidates = vec![outcome];
-                continue;
-            }
-            let mut next = Vec::new();
-            for candidate in candidates {
-                if parse && !unnamed && candidate.is_some() {
-                    add(&mut next, candidate); // 42P05: the name is in use, the old one stays
-                    continue;
-                }
-                add(&mut next, outcome.clone());
-                if parse {
-                    add(&mut next, None); // the Parse failed
-                }
-                if may_skip {
-                    add(&mut next, candidate); // skipped after an earlier error
-                }
-            }
-            candidates = next;
-        }
-        // A name the server will not hold fails the Bind, which then uses no value.
-        let mut plans = candidates.into_iter().flatten();
-        let Some(first) = plans.next() else {
-            return Ok(None);
-        };
-        match plans.all(|other| params_of(&other) == params_of(&first)) {
-            true => Ok(first),
-            false => Err(AmbiguousStatement),
-        }
-    }
-
     // ---- server side: what arrived ----
 
     /// Takes one server message (`body` is given for the messages the cloak holds:
@@ -649,30 +586,5 @@ impl Tracker {
     }
 }
 
-/// The statement a Bind names may be one of several whose PII parameters differ.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AmbiguousStatement;
-
-/// What the server may hold under a statement name: nothing, or a statement and its plan.
-type Candidate = Option<Option<Arc<StatementPlan>>>;
-
-/// The PII parameters of a plan: all that matters to a Bind.
-fn params_of(plan: &Option<Arc<StatementPlan>>) -> Option<&BTreeMap<usize, ParamSlot>> {
-    plan.as_ref().map(|p| &p.params).filter(|p| !p.is_empty())
-}
-
-/// Adds a candidate unless an equivalent one is there (keeps the set small in pipelines).
-fn add(set: &mut Vec<Candidate>, candidate: Candidate) {
-    let same = |other: &Candidate| match (other, &candidate) {
-        (None, None) => true,
-        (Some(a), Some(b)) => params_of(a) == params_of(b),
-        _ => false,
-    };
-    if !set.iter().any(same) {
-        set.push(candidate);
-    }
-}
-
 #[cfg(test)]
-#[path = "tracker_tests.rs"]
 mod tests;
