@@ -28,6 +28,9 @@ pub enum PumpError {
     Filter(#[from] FilterError),
 }
 
+/// Chunks handed to one vectored write (on the stack: no allocation per write).
+const WRITE_SLICES: usize = 32;
+
 pub struct Pump<R, W, F> {
     reader: R,
     writer: W,
@@ -132,15 +135,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin, F: Filter> Pump<R, W, F> {
     /// Writes the queue with vectored writes; each write is cancel-safe.
     async fn write_queue(&mut self) -> Result<(), PumpError> {
         while !self.queue.is_empty() {
-            let slices: Vec<IoSlice<'_>> = self
-                .queue
-                .iter()
-                .take(64)
-                .map(|chunk| IoSlice::new(chunk))
-                .collect();
+            let mut slices = [IoSlice::new(&[]); WRITE_SLICES];
+            let count = self.queue.len().min(WRITE_SLICES);
+            for (slice, chunk) in slices.iter_mut().zip(&self.queue) {
+                *slice = IoSlice::new(chunk);
+            }
             let mut n = self
                 .writer
-                .write_vectored(&slices)
+                .write_vectored(&slices[..count])
                 .await
                 .map_err(PumpError::Write)?;
             if n == 0 {

@@ -186,6 +186,9 @@ async fn relay(
     );
 
     let reason = tokio::select! {
+        // Both pumps are polled at each wakeup anyway; a fixed order spares the random
+        // draw.
+        biased;
         result = to_upstream.run() => match result {
             Ok(()) | Err(PumpError::Read(_)) => {
                 if !to_upstream.filter().observer.saw_terminate {

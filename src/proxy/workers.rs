@@ -29,7 +29,11 @@ impl Workers {
             next: AtomicUsize::new(0),
         };
         for i in 0..count.max(1) {
-            let runtime = Builder::new_current_thread().enable_all().build()?;
+            // Sockets and timers only: no signal or process driver to poll at every park.
+            let runtime = Builder::new_current_thread()
+                .enable_io()
+                .enable_time()
+                .build()?;
             let (stop, stopped) = oneshot::channel::<()>();
             workers.handles.push(runtime.handle().clone());
             workers.stops.push(stop);
