@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -41,6 +42,9 @@ pub struct Config {
     /// Address the proxy listens on, e.g. "127.0.0.1:6432".
     pub listen: String,
     pub upstream: UpstreamConfig,
+    /// TLS towards clients; absent: plaintext only (SSLRequest answered N).
+    #[serde(default)]
+    pub tls: Option<crate::tls::ClientTlsConfig>,
     /// Client connections beyond this many are refused with SQLSTATE 53300.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
@@ -90,6 +94,9 @@ pub struct UpstreamConfig {
     /// Connecting upstream longer than this fails the client with SQLSTATE 08001.
     #[serde(default = "default_connect_timeout_seconds")]
     pub connect_timeout_seconds: u64,
+    /// TLS towards Postgres; absent: plaintext (as mode `disable`).
+    #[serde(default)]
+    pub tls: Option<crate::tls::UpstreamTlsConfig>,
 }
 
 fn default_max_connections() -> usize {
@@ -127,6 +134,10 @@ pub struct ProxySettings {
     pub max_message_bytes: u32,
     /// None: one per core.
     pub session_threads: Option<usize>,
+    /// The client leg's TLS, when configured.
+    pub client_tls: Option<Arc<crate::tls::ServerTls>>,
+    /// The upstream leg's TLS, when configured.
+    pub upstream_tls: Option<Arc<crate::tls::UpstreamTls>>,
 }
 
 /// A smaller cache than this holds too few statements to be worth its lookups.
@@ -280,7 +291,23 @@ impl Config {
                 "must be at least 65536 (64 KiB)".into(),
             ));
         }
+        let tls_error = |e: crate::tls::TlsError| invalid(&e.key, e.message);
+        let base = path.parent().unwrap_or(Path::new("."));
+        let client_tls = match &self.tls {
+            Some(tls) => Some(Arc::new(
+                crate::tls::ServerTls::load(tls, base).map_err(tls_error)?,
+            )),
+            None => None,
+        };
+        let upstream_tls = match &self.upstream.tls {
+            Some(tls) => Some(Arc::new(
+                crate::tls::UpstreamTls::load(tls, &self.upstream.host, base).map_err(tls_error)?,
+            )),
+            None => None,
+        };
         Ok(ProxySettings {
+            client_tls,
+            upstream_tls,
             listen,
             upstream_host: self.upstream.host.clone(),
             upstream_port: self.upstream.port,

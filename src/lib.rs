@@ -4,6 +4,7 @@
 //! - [`config`]: the YAML file, its validation and typed settings.
 //! - [`protocol`]: framing, startup packets, the messages pgcloak decodes; no I/O.
 //! - [`proxy`]: the listener, one task per client, the startup relay and both pumps.
+//! - [`tls`]: certificates and keys, the client-facing acceptor, the upstream connector.
 //! - [`policy`]: which table.column is PII and in which mode.
 //! - [`sql`]: statement analysis: the literals and parameters bound for PII columns, and
 //!   what must be refused.
@@ -25,3 +26,4 @@ pub mod protocol;
 pub mod proxy;
 pub mod sidecar;
 pub mod sql;
+pub mod tls;

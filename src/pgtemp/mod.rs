@@ -109,9 +109,18 @@ pub struct PgTempBuilder {
     password: String,
     hba_lines: Vec<String>,
     settings: Vec<(String, String)>,
+    /// PEM certificate chain and key: the server runs with `ssl=on`.
+    tls: Option<(String, String)>,
 }
 
 impl PgTempBuilder {
+    /// Serve TLS with this PEM certificate chain and private key (`ssl=on`). Combine with
+    /// `hba_line("hostssl ...")` lines to refuse plaintext clients.
+    pub fn tls(mut self, cert_pem: &str, key_pem: &str) -> Self {
+        self.tls = Some((cert_pem.to_owned(), key_pem.to_owned()));
+        self
+    }
+
     /// The superuser's password for TCP connections (default `postgres`). It must not contain
     /// a newline: initdb reads only the first line of its password file.
     pub fn superuser_password(mut self, pw: &str) -> Self {
@@ -152,6 +161,18 @@ impl PgTempBuilder {
             child: Mutex::new(None),
         };
         pg.init(&binaries.initdb, &self.hba_lines)?;
+        if let Some((cert, key)) = &self.tls {
+            // Postgres wants its key readable by the server's user only.
+            write_owned_file(&pg.data_dir.join("server.crt"), cert, owner)?;
+            write_owned_file(&pg.data_dir.join("server.key"), key, owner)?;
+            for (name, value) in [
+                ("ssl", "on"),
+                ("ssl_cert_file", "server.crt"),
+                ("ssl_key_file", "server.key"),
+            ] {
+                pg.settings.push((name.to_owned(), value.to_owned()));
+            }
+        }
         pg.launch_on_free_port()?;
         Ok(pg)
     }
@@ -184,6 +205,7 @@ impl PgTemp {
         PgTempBuilder {
             password: DEFAULT_PASSWORD.to_owned(),
             hba_lines: Vec::new(),
+            tls: None,
             settings: Vec::new(),
         }
     }

@@ -13,6 +13,8 @@ pub mod sqlstate {
     pub const CLIENT_UNABLE_TO_ESTABLISH_CONNECTION: &str = "08001";
     pub const PROTOCOL_VIOLATION: &str = "08P01";
     pub const TOO_MANY_CONNECTIONS: &str = "53300";
+    /// A login the configuration refuses (e.g. without TLS where TLS is required).
+    pub const INVALID_AUTHORIZATION_SPECIFICATION: &str = "28000";
     pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
     pub const ADMIN_SHUTDOWN: &str = "57P01";
 }

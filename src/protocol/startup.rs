@@ -4,6 +4,8 @@
 use bytes::Bytes;
 
 pub const SSL_REQUEST_CODE: u32 = 80877103;
+/// The whole SSLRequest packet: length 8, then the code.
+pub const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
 pub const GSSENC_REQUEST_CODE: u32 = 80877104;
 pub const CANCEL_REQUEST_CODE: u32 = 80877102;
 /// Postgres refuses startup packets longer than this (MAX_STARTUP_PACKET_LENGTH).

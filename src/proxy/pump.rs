@@ -132,8 +132,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin, F: Filter> Pump<R, W, F> {
         Ok(())
     }
 
-    /// Writes the queue with vectored writes; each write is cancel-safe.
+    /// Writes the queue with vectored writes, then flushes (a TLS stream holds records
+    /// until then; for a socket it is a no-op); each step is cancel-safe.
     async fn write_queue(&mut self) -> Result<(), PumpError> {
+        if self.queue.is_empty() {
+            return Ok(());
+        }
         while !self.queue.is_empty() {
             let mut slices = [IoSlice::new(&[]); WRITE_SLICES];
             let count = self.queue.len().min(WRITE_SLICES);
@@ -162,7 +166,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin, F: Filter> Pump<R, W, F> {
                 }
             }
         }
-        Ok(())
+        self.writer.flush().await.map_err(PumpError::Write)
     }
 
     /// Finishes forwarding what was read, then sends `frame` of our own if the stream is at

@@ -4,18 +4,20 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::either::Either;
 use tracing::{debug, info, warn};
 
-use super::handshake::{read_startup, HandshakeError};
+use super::handshake::{negotiate, ClientStream, HandshakeError};
 use super::observe::{ClientFrames, Observed, ServerFrames};
 use super::pump::{Pump, PumpError};
 use crate::cloak::{Cloak, ServerCloak};
 use crate::config::ProxySettings;
 use crate::protocol::error::{error_response, sqlstate, Severity};
 use crate::protocol::startup::{cancel_request, StartupPacket};
+use crate::tls::{UpstreamStream, UpstreamTlsError};
 
 /// A client that has not finished its startup packet by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -30,30 +32,34 @@ const MAX_UPSTREAM_FRAME: u32 = i32::MAX as u32;
 /// Serves one accepted client. `permit` is `None` when the proxy is at max_connections:
 /// such a client is answered with SQLSTATE 53300 once it has sent its startup packet.
 pub async fn serve(
-    mut client: TcpStream,
+    tcp: TcpStream,
     conn: u64,
     settings: Arc<ProxySettings>,
     cloak: Option<Arc<Cloak>>,
     permit: Option<OwnedSemaphorePermit>,
 ) {
-    let _ = client.set_nodelay(true);
-    let packet = match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_startup(&mut client)).await {
-        Ok(Ok(packet)) => packet,
-        Ok(Err(HandshakeError::Closed)) => {
+    let _ = tcp.set_nodelay(true);
+    let tls = settings.client_tls.as_deref();
+    let (mut client, packet) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, negotiate(tcp, tls))
+        .await
+    {
+        Ok(Ok(negotiated)) => negotiated,
+        Ok(Err((_, HandshakeError::Closed))) => {
             debug!(conn, "client closed during startup");
             return;
         }
-        Ok(Err(HandshakeError::Protocol(e))) => {
-            warn!(conn, error = %e, "invalid startup packet; closing client");
-            let frame = error_response(
-                Severity::Fatal,
-                sqlstate::PROTOCOL_VIOLATION,
-                &e.to_string(),
-            );
+        Ok(Err((mut client, e @ (HandshakeError::Protocol(_) | HandshakeError::TlsRequired)))) => {
+            warn!(conn, error = %e, "startup refused; closing client");
+            let code = match e {
+                HandshakeError::TlsRequired => sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+                _ => sqlstate::PROTOCOL_VIOLATION,
+            };
+            let frame = error_response(Severity::Fatal, code, &e.to_string());
             let _ = client.write_all(&frame).await;
+            let _ = client.flush().await;
             return;
         }
-        Ok(Err(e)) => {
+        Ok(Err((_, e))) => {
             warn!(conn, error = %e, "startup failed; closing client");
             return;
         }
@@ -65,6 +71,19 @@ pub async fn serve(
             return;
         }
     };
+    if let Either::Right(stream) = &client {
+        let session = stream.get_ref().1;
+        let subject = session
+            .peer_certificates()
+            .and_then(|certs| certs.first())
+            .and_then(|cert| crate::tls::subject(cert));
+        info!(
+            conn,
+            tls = ?session.protocol_version(),
+            client_certificate = subject.as_deref().unwrap_or("none"),
+            "client TLS established"
+        );
+    }
     match packet {
         // Cancels are honoured even at the connection limit, as Postgres does.
         StartupPacket::CancelRequest { raw } => forward_cancel(&raw, conn, &settings).await,
@@ -80,6 +99,7 @@ pub async fn serve(
             );
             let frame = error_response(Severity::Fatal, sqlstate::TOO_MANY_CONNECTIONS, &message);
             let _ = client.write_all(&frame).await;
+            let _ = client.flush().await;
         }
         StartupPacket::Startup { ref raw, .. } => {
             info!(
@@ -90,19 +110,35 @@ pub async fn serve(
             );
             relay(client, raw, conn, &settings, cloak.as_ref()).await;
         }
-        // read_startup answers encryption requests itself and never returns them.
+        // negotiate answers encryption requests itself and never returns them.
         StartupPacket::SslRequest | StartupPacket::GssEncRequest => {}
     }
     drop(permit);
 }
 
-async fn connect_upstream(settings: &ProxySettings) -> std::io::Result<TcpStream> {
+/// Why the upstream leg could not be opened.
+#[derive(Debug, thiserror::Error)]
+enum UpstreamError {
+    #[error("{0}")]
+    Connect(#[from] std::io::Error),
+    #[error("{0}")]
+    Tls(#[from] UpstreamTlsError),
+}
+
+async fn connect_upstream(settings: &ProxySettings) -> Result<UpstreamStream, UpstreamError> {
     let addr = (settings.upstream_host.as_str(), settings.upstream_port);
-    let stream = tokio::time::timeout(settings.connect_timeout, TcpStream::connect(addr))
+    let tcp = tokio::time::timeout(settings.connect_timeout, TcpStream::connect(addr))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-    stream.set_nodelay(true)?;
-    Ok(stream)
+    tcp.set_nodelay(true)?;
+    Ok(match &settings.upstream_tls {
+        Some(tls) => tokio::time::timeout(settings.connect_timeout, tls.negotiate(tcp))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS negotiation timed out")
+            })??,
+        None => Either::Left(tcp),
+    })
 }
 
 /// A CancelRequest goes to the upstream on a connection of its own, bytes unchanged.
@@ -112,6 +148,7 @@ async fn forward_cancel(raw: &[u8], conn: u64, settings: &ProxySettings) {
             if let Err(e) = upstream.write_all(raw).await {
                 warn!(conn, error = %e, "could not forward cancel request");
             } else {
+                let _ = upstream.flush().await;
                 debug!(conn, "cancel request forwarded");
             }
         }
@@ -119,9 +156,29 @@ async fn forward_cancel(raw: &[u8], conn: u64, settings: &ProxySettings) {
     }
 }
 
+type BoxRead = Box<dyn AsyncRead + Send + Sync + Unpin>;
+type BoxWrite = Box<dyn AsyncWrite + Send + Sync + Unpin>;
+
+/// The two halves of a plaintext or TLS stream (a TCP socket splits without a lock).
+fn halves<T>(stream: Either<TcpStream, T>) -> (BoxRead, BoxWrite)
+where
+    T: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static,
+{
+    match stream {
+        Either::Left(tcp) => {
+            let (read, write) = tcp.into_split();
+            (Box::new(read), Box::new(write))
+        }
+        Either::Right(tls) => {
+            let (read, write) = tokio::io::split(tls);
+            (Box::new(read), Box::new(write))
+        }
+    }
+}
+
 /// Connects upstream, forwards the startup packet, and relays until either side ends.
 async fn relay(
-    mut client: TcpStream,
+    mut client: ClientStream,
     startup: &[u8],
     conn: u64,
     settings: &ProxySettings,
@@ -141,22 +198,25 @@ async fn relay(
                 &message,
             );
             let _ = client.write_all(&frame).await;
+            let _ = client.flush().await;
             return;
         }
     };
-    if let Err(e) = upstream.write_all(startup).await {
+    if let Err(e) = write_flushed(&mut upstream, startup).await {
         warn!(conn, error = %e, "upstream closed during startup");
         let frame = error_response(
             Severity::Fatal,
             sqlstate::CONNECTION_FAILURE,
             "pgcloak: upstream server closed the connection during startup",
         );
-        let _ = client.write_all(&frame).await;
+        let _ = write_flushed(&mut client, &frame).await;
         return;
     }
 
-    let (client_read, client_write) = client.into_split();
-    let (upstream_read, upstream_write) = upstream.into_split();
+    let client_tls = matches!(client, Either::Right(_));
+    let upstream_tls = matches!(upstream, Either::Right(_));
+    let (client_read, client_write) = halves(client);
+    let (upstream_read, upstream_write) = halves(upstream);
     let (client_cloak, server_cloak) = match cloak {
         Some(cloak) => {
             let (client, server) = cloak.session();
@@ -178,7 +238,10 @@ async fn relay(
         upstream_read,
         client_write,
         Observed {
-            observer: ServerFrames::default(),
+            observer: ServerFrames {
+                hide_channel_binding: !client_tls && upstream_tls,
+                ..ServerFrames::default()
+            },
             filter: server_cloak,
         },
         MAX_UPSTREAM_FRAME,
@@ -259,4 +322,9 @@ where
 {
     let frame = error_response(Severity::Fatal, code, message);
     let _ = tokio::time::timeout(FAREWELL_TIMEOUT, to_client.finish_with(&frame)).await;
+}
+
+async fn write_flushed<W: AsyncWrite + Unpin>(stream: &mut W, bytes: &[u8]) -> std::io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
 }

@@ -2,6 +2,7 @@
 //! clients for both.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod certs;
 pub mod wire;
 
 use std::net::SocketAddr;
@@ -32,6 +33,8 @@ pub fn settings_for(pg: &PgTemp) -> ProxySettings {
         shutdown_grace: Duration::from_secs(5),
         max_message_bytes: 64 * 1024 * 1024,
         session_threads: None,
+        client_tls: None,
+        upstream_tls: None,
     }
 }
 
