@@ -96,6 +96,16 @@ fn check(path: PathBuf, upstream_dsn: Option<String>, sample: Option<u64>) -> Re
     let config = Config::load(&path).map_err(|e| e.to_string())?;
     let cloak = Cloak::from_config(&config, &path).map_err(|e| e.to_string())?;
     config.sidecar(&path).map_err(|e| e.to_string())?;
+    let settings = config.settings(&path).map_err(|e| e.to_string())?;
+    if let Some(tls) = &settings.client_tls {
+        println!(
+            "tls: certificate of {} valid until {}, mode {:?}",
+            tls.summary.subject, tls.summary.not_after, tls.mode
+        );
+    }
+    if let Some(warning) = tls_warning(&settings) {
+        println!("warning: {warning}");
+    }
     if let Some(dsn) = upstream_dsn {
         let keyring = cloak.as_deref().map(Cloak::keyring);
         check::upstream(&config, &path, keyring, &dsn, sample)?;
@@ -104,9 +114,24 @@ fn check(path: PathBuf, upstream_dsn: Option<String>, sample: Option<u64>) -> Re
     Ok(())
 }
 
+/// SCRAM across two TLS sessions: channel binding ties the client's exchange to its TLS
+/// session with pgcloak, so Postgres (on its own TLS session) refuses it.
+fn tls_warning(settings: &pgcloak::config::ProxySettings) -> Option<&'static str> {
+    let upstream_tls = settings
+        .upstream_tls
+        .as_ref()
+        .is_some_and(|t| t.mode != pgcloak::tls::UpstreamTlsMode::Disable);
+    (settings.client_tls.is_some() && upstream_tls).then_some(
+        "TLS on both legs: SCRAM logins are relayed, and libpq clients (psql, psycopg, default channel_binding=prefer) fail channel binding against Postgres; connect them with channel_binding=disable, or use md5/trust/cert authentication upstream",
+    )
+}
+
 fn serve(path: PathBuf) -> Result<(), String> {
     let config = Config::load(&path).map_err(|e| e.to_string())?;
     let settings = config.settings(&path).map_err(|e| e.to_string())?;
+    if let Some(warning) = tls_warning(&settings) {
+        tracing::warn!("{warning}");
+    }
     let cloak = Cloak::from_config(&config, &path).map_err(|e| e.to_string())?;
     let sidecar = config.sidecar(&path).map_err(|e| e.to_string())?;
     let runtime =

@@ -93,6 +93,45 @@ fn check_accepts_good_and_names_the_bad_key() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+#[test]
+fn check_loads_the_tls_files_and_names_a_bad_one() {
+    use common::certs::{Ca, Leaf};
+    let dir = scratch_dir("check-tls");
+    let ca = Ca::new("cli test CA");
+    ca.write(&dir, "ca");
+    ca.issue(&dir, "proxy", "pgcloak.cli", &["localhost"], Leaf::Server);
+    ca.issue(&dir, "old", "old", &["localhost"], Leaf::ExpiredServer);
+    let run = |tls: &str| {
+        let config = dir.join("tls.yaml");
+        std::fs::write(
+            &config,
+            format!("listen: \"127.0.0.1:6432\"\nupstream:\n  host: localhost\n  tls: {{ mode: verify-full, ca_file: ca.crt }}\ntls:\n{tls}"),
+        )
+        .unwrap();
+        Command::new(pgcloak_bin())
+            .args(["check", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
+    let out = run("  cert_file: proxy.crt\n  key_file: proxy.key\n");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("tls: certificate of CN=pgcloak.cli"), "{stdout}");
+    assert!(stdout.contains("warning: TLS on both legs"), "{stdout}");
+    let out = run("  cert_file: old.crt\n  key_file: old.key\n");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("tls.yaml") && stderr.contains("tls.cert_file") && stderr.contains("old.crt") && stderr.contains("expired"),
+        "{stderr}"
+    );
+    let out = run("  cert_file: proxy.crt\n  key_file: old.key\n");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("tls.key_file") && stderr.contains("is not the private key"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_shuts_down_gracefully_and_logs_no_content() {
     let pg = PgTemp::builder()

@@ -296,3 +296,51 @@ async fn both_legs_tls_with_pii_encrypted_end_to_end() {
     let stored = ok(&psql(&direct, &["-Atc", "SELECT email FROM users"]));
     assert!(stored.starts_with("pgc1$"), "{stored}");
 }
+
+/// A TLS client as libpq 17's `sslnegotiation=direct`: a ClientHello first, ALPN as given.
+async fn direct_tls(
+    stack: &Stack,
+    pki: &Pki,
+    alpn: Option<&[u8]>,
+) -> std::io::Result<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = pki.read("ca.crt");
+    for cert in rustls_pki_types::pem::PemObject::pem_slice_iter(pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.map(|p| vec![p.to_vec()]).unwrap_or_default();
+    let tcp = tokio::net::TcpStream::connect(stack.addr()).await?;
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await?;
+    let mut body = 196608u32.to_be_bytes().to_vec();
+    body.extend_from_slice(b"user\0postgres\0database\0postgres\0\0");
+    let mut startup = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    startup.extend_from_slice(&body);
+    tls.write_all(&startup).await?;
+    tls.flush().await?;
+    let mut answer = vec![0u8; 1];
+    tls.read_exact(&mut answer).await?;
+    Ok(answer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_tls_negotiation_needs_alpn_postgresql() {
+    let pki = pki();
+    let tls = pki.server_tls(ClientTlsMode::Require, false);
+    let stack = Stack::start_full(PgTemp::builder(), |s| s.client_tls = Some(tls), None).await;
+    let answer = direct_tls(&stack, &pki, Some(b"postgresql")).await.unwrap();
+    assert_eq!(answer, b"R", "an authentication request from Postgres");
+    assert!(
+        direct_tls(&stack, &pki, None).await.is_err(),
+        "direct TLS without ALPN is closed"
+    );
+}

@@ -44,7 +44,7 @@ impl StartupPacket {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StartupError {
     /// libpq 17's `sslnegotiation=direct` opens with a TLS ClientHello (record type 0x16).
-    #[error("the client started TLS directly (sslnegotiation=direct), which pgcloak does not support yet; connect with sslmode=disable or prefer")]
+    #[error("the client started TLS directly (sslnegotiation=direct), but pgcloak has no `tls` section configured; configure one, or connect with sslnegotiation=postgres")]
     DirectTls,
     #[error("invalid startup packet length {0}")]
     InvalidLength(u32),
