@@ -204,7 +204,7 @@ mod tests {
         let key = STANDARD.encode([1u8; 32]);
         let cases = [
             (
-                format!("SCRAM-SHA-256$4096:c2FsdA=="),
+                "SCRAM-SHA-256$4096:c2FsdA==".to_owned(),
                 "'$' before the keys",
             ),
             (
