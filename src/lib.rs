@@ -8,6 +8,8 @@
 //! - [`policy`]: which table.column is PII and in which mode.
 //! - [`sql`]: statement analysis: the literals and parameters bound for PII columns, and
 //!   what must be refused.
+//! - [`auth`]: SCRAM-SHA-256 as server towards clients and as client towards Postgres, for
+//!   logins pgcloak cannot relay (TLS on both legs); verifiers and the auth file.
 //! - [`crypto`]: keys, the randomized and deterministic ciphers, the stored envelope.
 //! - [`cloak`]: applying analysis and crypto to one session's frames.
 //! - [`sidecar`]: the JWE HTTP API through which integrating parties send and fetch records.
@@ -15,6 +17,7 @@
 //! - [`background`]: the handle of the proxy or sidecar running in the background.
 //! - [`pgtemp`]: a throwaway PostgreSQL cluster for tests and `pgcloak demo`.
 
+pub mod auth;
 pub mod background;
 pub mod cloak;
 pub mod config;
