@@ -45,6 +45,9 @@ pub struct Config {
     /// TLS towards clients; absent: plaintext only (SSLRequest answered N).
     #[serde(default)]
     pub tls: Option<crate::tls::ClientTlsConfig>,
+    /// pgcloak as the SCRAM endpoint of both legs; absent: logins are relayed.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
     /// Client connections beyond this many are refused with SQLSTATE 53300.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
@@ -82,6 +85,18 @@ pub struct Config {
 pub struct KeysConfig {
     pub master_key_env: Option<String>,
     pub master_key_file: Option<PathBuf>,
+}
+
+/// `auth:` — where the users' SCRAM verifiers come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Lines `"user" "SCRAM-SHA-256$..."`, as PgBouncer's auth_file.
+    pub file: Option<PathBuf>,
+    /// The role that runs `query` (not built yet: use `file`).
+    pub user: Option<String>,
+    pub password_env: Option<String>,
+    pub query: Option<String>,
 }
 
 /// Where the real PostgreSQL server is.
@@ -138,6 +153,8 @@ pub struct ProxySettings {
     pub client_tls: Option<Arc<crate::tls::ServerTls>>,
     /// The upstream leg's TLS, when configured.
     pub upstream_tls: Option<Arc<crate::tls::UpstreamTls>>,
+    /// The users' SCRAM verifiers, when pgcloak is the SCRAM endpoint.
+    pub auth: Option<Arc<crate::proxy::login::AuthSource>>,
 }
 
 /// A smaller cache than this holds too few statements to be worth its lookups.
@@ -305,7 +322,37 @@ impl Config {
             )),
             None => None,
         };
+        let auth = match &self.auth {
+            None => None,
+            Some(AuthConfig {
+                file: Some(file),
+                user: None,
+                password_env: None,
+                query: None,
+            }) => {
+                let file = base.join(file);
+                let text = std::fs::read_to_string(&file).map_err(|e| {
+                    invalid("auth.file", format!("cannot read {}: {e}", file.display()))
+                })?;
+                let users = crate::auth::parse_auth_file(&text)
+                    .map_err(|e| invalid("auth.file", format!("{}: {e}", file.display())))?;
+                Some(Arc::new(crate::proxy::login::AuthSource::from_file(users)))
+            }
+            Some(AuthConfig { file: Some(_), .. }) => {
+                return Err(invalid(
+                    "auth",
+                    "set either `file` or `user`/`password_env`/`query`, not both".into(),
+                ))
+            }
+            Some(_) => {
+                return Err(invalid(
+                    "auth.query",
+                    "reading verifiers with a query is not supported yet; use auth.file (lines \"user\" \"SCRAM-SHA-256$...\", e.g. from SELECT rolname, rolpassword FROM pg_authid)".into(),
+                ))
+            }
+        };
         Ok(ProxySettings {
+            auth,
             client_tls,
             upstream_tls,
             listen,
@@ -413,6 +460,39 @@ mod tests {
             err.to_string(),
             "pgcloak.yaml: `listen`: \"localhost\" is not an address:port such as \"127.0.0.1:6432\""
         );
+    }
+
+    #[test]
+    fn auth_needs_a_readable_file_of_scram_verifiers() {
+        let dir = std::env::temp_dir().join(format!("pgcloak-auth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config_path = dir.join("pgcloak.yaml");
+        let load = |auth: &str| {
+            Config::parse(&format!("{MINIMAL}auth: {auth}\n"), &config_path).map(|_| ())
+        };
+        let err = load("{ file: missing.txt }").unwrap_err().to_string();
+        assert!(
+            err.contains("`auth.file`") && err.contains("missing.txt"),
+            "{err}"
+        );
+        std::fs::write(dir.join("md5.txt"), "\"app\" \"md5abc\"\n").unwrap();
+        let err = load("{ file: md5.txt }").unwrap_err().to_string();
+        assert!(err.contains("line 1"), "{err}");
+        let verifier = crate::auth::Verifier::from_password("pw", b"0123456789abcdef", 4096);
+        std::fs::write(
+            dir.join("ok.txt"),
+            format!("\"app\" \"{}\"\n", verifier.encode()),
+        )
+        .unwrap();
+        load("{ file: ok.txt }").unwrap();
+        let err = load("{ user: pgcloak_auth, password_env: X }")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`auth.query`") && err.contains("not supported yet"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -121,8 +121,8 @@ fn tls_warning(settings: &pgcloak::config::ProxySettings) -> Option<&'static str
         .upstream_tls
         .as_ref()
         .is_some_and(|t| t.mode != pgcloak::tls::UpstreamTlsMode::Disable);
-    (settings.client_tls.is_some() && upstream_tls).then_some(
-        "TLS on both legs: SCRAM logins are relayed, and libpq clients (psql, psycopg, default channel_binding=prefer) fail channel binding against Postgres; connect them with channel_binding=disable, or use md5/trust/cert authentication upstream",
+    (settings.client_tls.is_some() && upstream_tls && settings.auth.is_none()).then_some(
+        "TLS on both legs without an `auth` section: SCRAM logins are relayed, and libpq clients (psql, psycopg, default channel_binding=prefer) fail channel binding against Postgres; configure `auth` (pgcloak as the SCRAM endpoint), or connect clients with channel_binding=disable",
     )
 }
 

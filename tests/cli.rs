@@ -116,19 +116,32 @@ fn check_loads_the_tls_files_and_names_a_bad_one() {
     };
     let out = run("  cert_file: proxy.crt\n  key_file: proxy.key\n");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("tls: certificate of CN=pgcloak.cli"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("tls: certificate of CN=pgcloak.cli"),
+        "{stdout}"
+    );
     assert!(stdout.contains("warning: TLS on both legs"), "{stdout}");
     let out = run("  cert_file: old.crt\n  key_file: old.key\n");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        stderr.contains("tls.yaml") && stderr.contains("tls.cert_file") && stderr.contains("old.crt") && stderr.contains("expired"),
+        stderr.contains("tls.yaml")
+            && stderr.contains("tls.cert_file")
+            && stderr.contains("old.crt")
+            && stderr.contains("expired"),
         "{stderr}"
     );
     let out = run("  cert_file: proxy.crt\n  key_file: old.key\n");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("tls.key_file") && stderr.contains("is not the private key"), "{stderr}");
+    assert!(
+        stderr.contains("tls.key_file") && stderr.contains("is not the private key"),
+        "{stderr}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -298,11 +298,7 @@ async fn both_legs_tls_with_pii_encrypted_end_to_end() {
 }
 
 /// A TLS client as libpq 17's `sslnegotiation=direct`: a ClientHello first, ALPN as given.
-async fn direct_tls(
-    stack: &Stack,
-    pki: &Pki,
-    alpn: Option<&[u8]>,
-) -> std::io::Result<Vec<u8>> {
+async fn direct_tls(stack: &Stack, pki: &Pki, alpn: Option<&[u8]>) -> std::io::Result<Vec<u8>> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut roots = rustls::RootCertStore::empty();
     let pem = pki.read("ca.crt");
@@ -343,4 +339,77 @@ async fn direct_tls_negotiation_needs_alpn_postgresql() {
         direct_tls(&stack, &pki, None).await.is_err(),
         "direct TLS without ALPN is closed"
     );
+}
+
+/// The superuser's SCRAM verifier, read straight from a TLS-only Postgres.
+fn verifier_line(stack: &Stack) -> String {
+    let direct = format!(
+        "postgresql://postgres:{PASSWORD}@localhost:{}/postgres?sslmode=require",
+        stack.pg.port()
+    );
+    let verifier = ok(&psql(
+        &direct,
+        &[
+            "-Atc",
+            "SELECT rolpassword FROM pg_authid WHERE rolname = 'postgres'",
+        ],
+    ));
+    format!("\"postgres\" \"{verifier}\"\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_through_both_tls_legs_with_pgcloak_as_the_endpoint() {
+    let pki = pki();
+    let client_tls = pki.server_tls(ClientTlsMode::Require, false);
+    let upstream = pki.upstream_tls(UpstreamTlsMode::VerifyFull, "ca.crt", None);
+    let source = Arc::new(std::sync::Mutex::new(None));
+    let auth = source.clone();
+    let mut stack = Stack::start_full(
+        tls_only_postgres(&pki),
+        |s| {
+            s.client_tls = Some(client_tls);
+            s.upstream_tls = Some(upstream);
+            *auth.lock().unwrap() = Some(s.clone());
+        },
+        None,
+    )
+    .await;
+    // Restart the proxy with the verifier now that Postgres exists.
+    let users = pgcloak::auth::parse_auth_file(&verifier_line(&stack)).unwrap();
+    let mut settings = source.lock().unwrap().take().unwrap();
+    settings.auth = Some(Arc::new(pgcloak::proxy::login::AuthSource::from_file(
+        users,
+    )));
+    let proxy = pgcloak::proxy::Proxy::bind(settings)
+        .await
+        .unwrap()
+        .spawn()
+        .unwrap();
+    std::mem::replace(&mut stack.proxy, proxy).shutdown().await;
+
+    let root = root(&pki);
+    let sql = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+    // libpq's default channel_binding=prefer, and require: both use SCRAM-SHA-256-PLUS.
+    for binding in ["prefer", "require", "disable"] {
+        let params = format!("sslmode=verify-full&{root}&channel_binding={binding}");
+        assert_eq!(
+            ok(&psql_through(&stack, &params, sql)),
+            "t",
+            "channel_binding={binding}"
+        );
+    }
+    // A wrong password and an unknown user get Postgres's error, alike.
+    for (user, password) in [("postgres", "wrong"), ("nobody", PASSWORD)] {
+        let url = format!(
+            "postgresql://{user}:{password}@localhost:{}/postgres?sslmode=verify-full&{root}",
+            stack.addr().port()
+        );
+        let err = failed(&psql(&url, &["-Atc", "SELECT 1"]));
+        assert!(
+            err.contains(&format!(
+                "password authentication failed for user \"{user}\""
+            )),
+            "{err}"
+        );
+    }
 }

@@ -3,6 +3,7 @@
 
 mod handshake;
 mod heap;
+pub mod login;
 mod observe;
 mod pump;
 mod server;

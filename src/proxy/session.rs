@@ -11,6 +11,7 @@ use tokio_util::either::Either;
 use tracing::{debug, info, warn};
 
 use super::handshake::{negotiate, ClientStream, HandshakeError};
+use super::login::{login, Legs};
 use super::observe::{ClientFrames, Observed, ServerFrames};
 use super::pump::{Pump, PumpError};
 use crate::cloak::{Cloak, ServerCloak};
@@ -108,7 +109,8 @@ pub async fn serve(
                 database = packet.param("database").unwrap_or(""),
                 "session starting"
             );
-            relay(client, raw, conn, &settings, cloak.as_ref()).await;
+            let user = packet.param("user").unwrap_or("").to_owned();
+            relay(client, raw, &user, conn, &settings, cloak.as_ref()).await;
         }
         // negotiate answers encryption requests itself and never returns them.
         StartupPacket::SslRequest | StartupPacket::GssEncRequest => {}
@@ -180,6 +182,7 @@ where
 async fn relay(
     mut client: ClientStream,
     startup: &[u8],
+    user: &str,
     conn: u64,
     settings: &ProxySettings,
     cloak: Option<&Arc<Cloak>>,
@@ -213,6 +216,27 @@ async fn relay(
         return;
     }
 
+    if let Some(source) = &settings.auth {
+        let legs = Legs {
+            client_certificate: match &client {
+                Either::Right(_) => settings.client_tls.as_ref().map(|t| t.certificate.clone()),
+                Either::Left(_) => None,
+            },
+            upstream_certificate: match &upstream {
+                Either::Right(tls) => tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .map(|c| c.to_vec()),
+                Either::Left(_) => None,
+            },
+        };
+        if let Err(e) = login(&mut client, &mut upstream, user, source, legs).await {
+            warn!(conn, error = %e, "login failed");
+            return;
+        }
+    }
     let client_tls = matches!(client, Either::Right(_));
     let upstream_tls = matches!(upstream, Either::Right(_));
     let (client_read, client_write) = halves(client);

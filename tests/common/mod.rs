@@ -35,6 +35,7 @@ pub fn settings_for(pg: &PgTemp) -> ProxySettings {
         session_threads: None,
         client_tls: None,
         upstream_tls: None,
+        auth: None,
     }
 }
 
