@@ -93,7 +93,7 @@ pub struct KeysConfig {
 pub struct AuthConfig {
     /// Lines `"user" "SCRAM-SHA-256$..."`, as PgBouncer's auth_file.
     pub file: Option<PathBuf>,
-    /// The role that runs `query` (not built yet: use `file`).
+    /// The role that runs `query`, with its password from the environment.
     pub user: Option<String>,
     pub password_env: Option<String>,
     pub query: Option<String>,
@@ -344,10 +344,39 @@ impl Config {
                     "set either `file` or `user`/`password_env`/`query`, not both".into(),
                 ))
             }
+            Some(AuthConfig {
+                file: None,
+                user: Some(user),
+                password_env: Some(var),
+                query,
+            }) => {
+                let password = std::env::var(var).map_err(|_| {
+                    invalid(
+                        "auth.password_env",
+                        format!("environment variable {var} is not set"),
+                    )
+                })?;
+                let mut pg = tokio_postgres::Config::new();
+                pg.host(&self.upstream.host)
+                    .port(self.upstream.port)
+                    .user(user)
+                    .password(password)
+                    .dbname("postgres")
+                    .application_name("pgcloak auth")
+                    .connect_timeout(Duration::from_secs(self.upstream.connect_timeout_seconds));
+                let query = query
+                    .clone()
+                    .unwrap_or_else(|| crate::proxy::login::DEFAULT_AUTH_QUERY.to_owned());
+                Some(Arc::new(crate::proxy::login::AuthSource::from_query(
+                    pg,
+                    upstream_tls.clone(),
+                    query,
+                )))
+            }
             Some(_) => {
                 return Err(invalid(
-                    "auth.query",
-                    "reading verifiers with a query is not supported yet; use auth.file (lines \"user\" \"SCRAM-SHA-256$...\", e.g. from SELECT rolname, rolpassword FROM pg_authid)".into(),
+                    "auth",
+                    "set `file`, or `user` and `password_env` (with an optional `query`)".into(),
                 ))
             }
         };

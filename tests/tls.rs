@@ -413,3 +413,51 @@ async fn scram_through_both_tls_legs_with_pgcloak_as_the_endpoint() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_query_reads_verifiers_over_the_upstream_tls_leg() {
+    let pki = pki();
+    let pg = tls_only_postgres(&pki)
+        .superuser_password(PASSWORD)
+        .start()
+        .unwrap();
+    // SAFETY: set before any thread of this test reads the environment.
+    unsafe { std::env::set_var("PGCLOAK_TLS_TEST_AUTH_PW", PASSWORD) };
+    let yaml = format!(
+        "listen: \"127.0.0.1:0\"
+upstream:
+  host: localhost
+  port: {}
+  tls: {{ mode: verify-full, ca_file: ca.crt }}
+tls: {{ cert_file: proxy.crt, key_file: proxy.key }}
+auth: {{ user: postgres, password_env: PGCLOAK_TLS_TEST_AUTH_PW }}
+",
+        pg.port()
+    );
+    let path = pki.file("pgcloak.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let config = pgcloak::config::Config::load(&path).unwrap();
+    let settings = config.settings(&path).unwrap();
+    let proxy = pgcloak::proxy::Proxy::bind(settings)
+        .await
+        .unwrap()
+        .spawn()
+        .unwrap();
+    let url = |password: &str, binding: &str| {
+        format!(
+            "postgresql://postgres:{password}@localhost:{}/postgres?sslmode=verify-full&{}&channel_binding={binding}",
+            proxy.addr().port(),
+            root(&pki)
+        )
+    };
+    let sql = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+    for binding in ["prefer", "require"] {
+        assert_eq!(ok(&psql(&url(PASSWORD, binding), &["-Atc", sql])), "t");
+    }
+    let err = failed(&psql(&url("wrong", "prefer"), &["-Atc", "SELECT 1"]));
+    assert!(
+        err.contains("password authentication failed for user \"postgres\""),
+        "{err}"
+    );
+    proxy.shutdown().await;
+}

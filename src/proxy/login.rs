@@ -22,20 +22,131 @@ const MAX_AUTH_FRAME: usize = 64 * 1024;
 const INVALID_PASSWORD: &str = "28P01";
 
 /// Where the users' SCRAM verifiers come from.
-#[derive(Debug)]
 pub struct AuthSource {
-    /// user → verifier (`auth.file`).
-    users: HashMap<String, Verifier>,
+    lookup: Lookup,
     /// Makes an unknown user's mock exchange look like a real one (fixed per process).
     secret: [u8; 32],
 }
 
+enum Lookup {
+    /// user → verifier (`auth.file`).
+    File(HashMap<String, Verifier>),
+    /// `auth.query` over pgcloak's own connection as `auth.user`, opened when first needed
+    /// and again after it breaks.
+    Query {
+        config: tokio_postgres::Config,
+        tls: Option<Arc<crate::tls::UpstreamTls>>,
+        query: String,
+        client: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
+    },
+}
+
+impl std::fmt::Debug for AuthSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.lookup {
+            Lookup::File(users) => write!(f, "AuthSource::File({} users)", users.len()),
+            Lookup::Query { query, .. } => write!(f, "AuthSource::Query({query:?})"),
+        }
+    }
+}
+
+/// The default `auth.query`.
+pub const DEFAULT_AUTH_QUERY: &str =
+    "SELECT rolname, rolpassword FROM pg_authid WHERE rolname = $1";
+
 impl AuthSource {
-    pub fn from_file(users: HashMap<String, Verifier>) -> AuthSource {
+    fn with(lookup: Lookup) -> AuthSource {
         let mut secret = [0u8; 32];
         // Without randomness the mock salt is still per user, only predictable.
         let _ = getrandom::fill(&mut secret);
-        AuthSource { users, secret }
+        AuthSource { lookup, secret }
+    }
+
+    pub fn from_file(users: HashMap<String, Verifier>) -> AuthSource {
+        AuthSource::with(Lookup::File(users))
+    }
+
+    /// Verifiers read with `query` (one parameter: the user name; columns: name,
+    /// verifier) over a connection made with `config` and the upstream leg's TLS.
+    pub fn from_query(
+        config: tokio_postgres::Config,
+        tls: Option<Arc<crate::tls::UpstreamTls>>,
+        query: String,
+    ) -> AuthSource {
+        AuthSource::with(Lookup::Query {
+            config,
+            tls,
+            query,
+            client: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// The user's verifier; `None` for a user without one (unknown, no password, or md5).
+    async fn verifier(&self, user: &str) -> Result<Option<Verifier>, String> {
+        let (config, tls, query, client) = match &self.lookup {
+            Lookup::File(users) => return Ok(users.get(user).cloned()),
+            Lookup::Query {
+                config,
+                tls,
+                query,
+                client,
+            } => (config, tls, query, client),
+        };
+        let mut client = client.lock().await;
+        if client.as_ref().is_none_or(|c| c.is_closed()) {
+            *client = Some(connect(config, tls.as_deref()).await?);
+        }
+        let Some(connection) = client.as_ref() else {
+            return Err("no connection".into());
+        };
+        let rows = connection
+            .query(query.as_str(), &[&user])
+            .await
+            .map_err(|e| format!("auth.query failed: {e}"))?;
+        let text: Option<String> = rows
+            .first()
+            .and_then(|row| row.try_get::<_, Option<String>>(1).ok())
+            .flatten();
+        Ok(text.and_then(|t| Verifier::parse(&t).ok()))
+    }
+}
+
+async fn connect(
+    config: &tokio_postgres::Config,
+    tls: Option<&crate::tls::UpstreamTls>,
+) -> Result<tokio_postgres::Client, String> {
+    let failed = |e: tokio_postgres::Error| format!("cannot connect as auth.user: {e}");
+    let hosts = config.get_hosts();
+    let host = match hosts.first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        _ => return Err("auth: no upstream host".into()),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| format!("cannot connect as auth.user: {e}"))?;
+    match tls {
+        Some(tls) => {
+            let mut config = config.clone();
+            config.ssl_mode(tls.ssl_mode());
+            let mut tls = tls.clone();
+            let connect =
+                tokio_postgres::tls::MakeTlsConnect::<tokio::net::TcpStream>::make_tls_connect(
+                    &mut tls, &host,
+                )
+                .map_err(|e| e.to_string())?;
+            let (client, connection) = config.connect_raw(tcp, connect).await.map_err(failed)?;
+            tokio::spawn(connection);
+            Ok(client)
+        }
+        None => {
+            let (client, connection) = config
+                .connect_raw(tcp, tokio_postgres::NoTls)
+                .await
+                .map_err(failed)?;
+            tokio::spawn(connection);
+            Ok(client)
+        }
     }
 }
 
@@ -133,7 +244,19 @@ where
         .client_certificate
         .as_deref()
         .and_then(|cert| tls_server_end_point(cert).ok());
-    let verifier = source.users.get(user).cloned();
+    let verifier = match source.verifier(user).await {
+        Ok(verifier) => verifier,
+        Err(e) => {
+            let message = format!("pgcloak could not read the login verifier: {e}");
+            let frame = error_response(
+                Severity::Fatal,
+                sqlstate::CLIENT_UNABLE_TO_ESTABLISH_CONNECTION,
+                &message,
+            );
+            let _ = send(client, &frame).await;
+            return Err(LoginError::Upstream(e));
+        }
+    };
     let mut server = match &verifier {
         Some(verifier) => ServerExchange::new(verifier.clone(), client_binding),
         None => ServerExchange::for_unknown_user(&source.secret, user, client_binding),

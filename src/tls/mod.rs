@@ -6,6 +6,7 @@
 //! 1.3 preferred.
 
 mod files;
+mod postgres;
 mod server;
 mod upstream;
 
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 pub use files::{subject, CertificateSummary, LoadedIdentity};
+pub use postgres::PostgresTls;
 pub use server::ALPN_POSTGRESQL;
 pub use server::{ClientCertMode, ClientTlsMode, ServerTls};
 pub use upstream::{UpstreamStream, UpstreamTls, UpstreamTlsError, UpstreamTlsMode};

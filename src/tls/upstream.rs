@@ -156,11 +156,19 @@ impl UpstreamTls {
             b'N' => return Err(UpstreamTlsError::NotOffered(self.mode_name())),
             other => return Err(UpstreamTlsError::BadAnswer(other)),
         }
+        self.handshake(tcp)
+            .await
+            .map(UpstreamStream::Right)
+            .map_err(|e| UpstreamTlsError::Handshake(e.to_string()))
+    }
+
+    /// The TLS handshake after the server answered S, verified as the mode says; a refused
+    /// certificate's error says why in words an operator can act on.
+    pub async fn handshake(&self, tcp: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
         self.connector
             .connect(self.server_name.clone(), tcp)
             .await
-            .map(UpstreamStream::Right)
-            .map_err(|e| UpstreamTlsError::Handshake(self.reason(&e)))
+            .map_err(|e| std::io::Error::new(e.kind(), self.reason(&e)))
     }
 
     fn mode_name(&self) -> &'static str {
