@@ -34,7 +34,7 @@ enum Lookup {
     /// `auth.query` over pgcloak's own connection as `auth.user`, opened when first needed
     /// and again after it breaks.
     Query {
-        config: tokio_postgres::Config,
+        config: Box<tokio_postgres::Config>,
         tls: Option<Arc<crate::tls::UpstreamTls>>,
         query: String,
         client: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
@@ -74,7 +74,7 @@ impl AuthSource {
         query: String,
     ) -> AuthSource {
         AuthSource::with(Lookup::Query {
-            config,
+            config: Box::new(config),
             tls,
             query,
             client: tokio::sync::Mutex::new(None),
