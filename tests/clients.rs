@@ -5,34 +5,13 @@
 
 mod common;
 
+use common::{client_program, clients_dir};
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// A script that has not finished by then has hung (they take a few seconds).
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(180);
-
-/// The client program (`program` under tests/clients when it contains a slash, else looked
-/// up on PATH), or None when setup.sh has not installed it and the test should skip.
-/// `installed` is the path under tests/clients that setup.sh creates for this client.
-fn client_program(program: &str, installed: &str) -> Option<PathBuf> {
-    let dir = clients_dir();
-    if !dir.join(installed).exists() {
-        if std::env::var("PGCLOAK_REQUIRE_CLIENTS").as_deref() == Ok("1") {
-            panic!("tests/clients/{installed} is missing: run tests/clients/setup.sh");
-        }
-        eprintln!("skipping: run tests/clients/setup.sh to test Python/Node clients");
-        return None;
-    }
-    Some(if program.contains('/') {
-        dir.join(program)
-    } else {
-        PathBuf::from(program)
-    })
-}
-
-fn clients_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
-}
 
 /// Runs `program script URL ARGS...` in tests/clients against the stack's proxy, asserts
 /// that it exits 0 and prints `ok_line`, and returns its stdout.

@@ -342,10 +342,10 @@ async fn direct_tls_negotiation_needs_alpn_postgresql() {
 }
 
 /// The superuser's SCRAM verifier, read straight from a TLS-only Postgres.
-fn verifier_line(stack: &Stack) -> String {
+fn verifier_line(pg: &PgTemp) -> String {
     let direct = format!(
         "postgresql://postgres:{PASSWORD}@localhost:{}/postgres?sslmode=require",
-        stack.pg.port()
+        pg.port()
     );
     let verifier = ok(&psql(
         &direct,
@@ -375,7 +375,7 @@ async fn scram_through_both_tls_legs_with_pgcloak_as_the_endpoint() {
     )
     .await;
     // Restart the proxy with the verifier now that Postgres exists.
-    let users = pgcloak::auth::parse_auth_file(&verifier_line(&stack)).unwrap();
+    let users = pgcloak::auth::parse_auth_file(&verifier_line(&stack.pg)).unwrap();
     let mut settings = source.lock().unwrap().take().unwrap();
     settings.auth = Some(Arc::new(pgcloak::proxy::login::AuthSource::from_file(
         users,
@@ -458,6 +458,78 @@ auth: {{ user: postgres, password_env: PGCLOAK_TLS_TEST_AUTH_PW }}
     assert!(
         err.contains("password authentication failed for user \"postgres\""),
         "{err}"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg_and_node_postgres_through_two_tls_legs() {
+    let python = common::client_program(".venv/bin/python", ".venv/bin/python");
+    let node = common::client_program("node", "node_modules/pg/package.json");
+    let (Some(python), Some(node)) = (python, node) else {
+        return;
+    };
+    let pki = pki();
+    let client_tls = pki.server_tls(ClientTlsMode::Require, false);
+    let upstream = pki.upstream_tls(UpstreamTlsMode::VerifyFull, "ca.crt", None);
+    let policy = pgcloak::policy::Policy::from_yaml(
+        &serde_yaml::from_str("tls_people:\n  email: deterministic\n").unwrap(),
+    )
+    .unwrap();
+    let cloak = Arc::new(pgcloak::cloak::Cloak::with_key(
+        policy,
+        &pgcloak::crypto::MasterKey::generate(),
+    ));
+    let pg = tls_only_postgres(&pki)
+        .superuser_password(PASSWORD)
+        .start()
+        .unwrap();
+    let mut settings = common::settings_for(&pg);
+    let users = pgcloak::auth::parse_auth_file(&verifier_line(&pg)).unwrap();
+    settings.client_tls = Some(client_tls);
+    settings.upstream_tls = Some(upstream);
+    settings.auth = Some(Arc::new(pgcloak::proxy::login::AuthSource::from_file(
+        users,
+    )));
+    let proxy = pgcloak::proxy::Proxy::bind(settings)
+        .await
+        .unwrap()
+        .with_cloak(cloak)
+        .spawn()
+        .unwrap();
+    let url = format!(
+        "postgresql://postgres:{PASSWORD}@localhost:{}/postgres",
+        proxy.addr().port()
+    );
+    let ca = pki.ca.display().to_string();
+    for (program, script, ok_line) in [
+        (&python, "tls_clients.py", "psycopg TLS OK"),
+        (&node, "node_tls.js", "node-postgres TLS OK"),
+    ] {
+        let out = tokio::process::Command::new(program)
+            .args([script, &url, &ca])
+            .current_dir(common::clients_dir())
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains(ok_line),
+            "{script}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let direct = format!(
+        "postgresql://postgres:{PASSWORD}@localhost:{}/postgres?sslmode=require",
+        pg.port()
+    );
+    let stored = ok(&psql(
+        &direct,
+        &["-Atc", "SELECT email FROM tls_people ORDER BY id"],
+    ));
+    assert!(
+        stored.lines().count() == 2 && stored.lines().all(|l| l.starts_with("pgc1$")),
+        "{stored}"
     );
     proxy.shutdown().await;
 }

@@ -6,7 +6,7 @@ pub mod certs;
 pub mod wire;
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
@@ -361,4 +361,27 @@ impl Drop for SidecarStack {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The client program (`program` under tests/clients when it contains a slash, else looked
+/// up on PATH), or None when setup.sh has not installed it and the test should skip.
+/// `installed` is the path under tests/clients that setup.sh creates for this client.
+pub fn client_program(program: &str, installed: &str) -> Option<PathBuf> {
+    let dir = clients_dir();
+    if !dir.join(installed).exists() {
+        if std::env::var("PGCLOAK_REQUIRE_CLIENTS").as_deref() == Ok("1") {
+            panic!("tests/clients/{installed} is missing: run tests/clients/setup.sh");
+        }
+        eprintln!("skipping: run tests/clients/setup.sh to test Python/Node clients");
+        return None;
+    }
+    Some(if program.contains('/') {
+        dir.join(program)
+    } else {
+        PathBuf::from(program)
+    })
+}
+
+pub fn clients_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
 }
