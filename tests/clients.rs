@@ -7,7 +7,7 @@ mod common;
 
 use common::{client_program, clients_dir};
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 /// A script that has not finished by then has hung (they take a few seconds).
