@@ -533,3 +533,34 @@ async fn psycopg_and_node_postgres_through_two_tls_legs() {
     );
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_requests_reach_a_tls_only_postgres_through_pgcloak() {
+    let pki = pki();
+    let upstream = pki.upstream_tls(UpstreamTlsMode::VerifyFull, "ca.crt", None);
+    let stack = Stack::start_full(
+        tls_only_postgres(&pki),
+        |s| s.upstream_tls = Some(upstream),
+        None,
+    )
+    .await;
+    // A plaintext tokio-postgres client: SCRAM-SHA-256-PLUS is hidden from it.
+    let client = stack.connect().await;
+    let token = client.cancel_token();
+    let query = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(60)").await });
+    // The cancel may race the query's start: send it until the query ends.
+    let mut result = None;
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+        if query.is_finished() {
+            result = Some(query.await.unwrap());
+            break;
+        }
+    }
+    let err = result.expect("the query was cancelled").unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::QUERY_CANCELED)
+    );
+}
