@@ -147,7 +147,7 @@ start_postgres() {
         -c unix_socket_directories='$WORK_DIR' \
         -c max_connections=$max_connections \
         -c shared_buffers=256MB -c fsync=off -c synchronous_commit=off \
-        -c full_page_writes=off" >/dev/null \
+        -c full_page_writes=off ${PG_EXTRA_OPTS:-}" >/dev/null \
         || die "postgres did not start: $(tail -n 5 "$WORK_DIR/postgres.log")"
 }
 
@@ -187,6 +187,7 @@ max_db_connections = 0
 ignore_startup_parameters = extra_float_digits
 logfile = $WORK_DIR/pgbouncer.log
 pidfile = $PGBOUNCER_PIDFILE
+${PGBOUNCER_EXTRA:-}
 EOF
     if [[ $EUID -eq 0 ]]; then
         chown postgres: "$WORK_DIR/pgbouncer.ini" "$WORK_DIR/userlist.txt"
@@ -206,6 +207,7 @@ listen: "127.0.0.1:$PGCLOAK_PORT"
 upstream:
   host: 127.0.0.1
   port: $PG_PORT
+${PGCLOAK_UPSTREAM_EXTRA:-}
 max_connections: 2000
 shutdown_grace_seconds: 5
 EOF
