@@ -203,6 +203,9 @@ impl UpstreamTls {
             CertificateError::UnknownIssuer => {
                 "the server's certificate is not signed by a trusted CA (upstream.tls.ca_file, or the system's trust store when it is omitted)".to_owned()
             }
+            CertificateError::Other(other) if format!("{other:?}").contains("UnsupportedCertVersion") => {
+                "the server's certificate is an X.509 version 1 certificate (as `openssl x509 -req` makes without extensions); make a version 3 certificate with a subjectAltName".to_owned()
+            }
             other => format!("the server's certificate was refused: {other:?}"),
         }
     }
