@@ -398,6 +398,30 @@ async fn scram_through_both_tls_legs_with_pgcloak_as_the_endpoint() {
             "channel_binding={binding}"
         );
     }
+    // tokio-postgres on rustls (pgcloak's own connector, verify-full against the CA), with
+    // channel binding to pgcloak's certificate.
+    let mut rustls_client =
+        (*pki.upstream_tls(UpstreamTlsMode::VerifyFull, "ca.crt", None)).clone();
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("localhost")
+        .port(stack.addr().port())
+        .user("postgres")
+        .password(PASSWORD)
+        .dbname("postgres")
+        .ssl_mode(tokio_postgres::config::SslMode::Require)
+        .channel_binding(tokio_postgres::config::ChannelBinding::Require);
+    let tcp = tokio::net::TcpStream::connect(stack.addr()).await.unwrap();
+    let connect = tokio_postgres::tls::MakeTlsConnect::<tokio::net::TcpStream>::make_tls_connect(
+        &mut rustls_client,
+        "localhost",
+    )
+    .unwrap();
+    let (client, connection) = config.connect_raw(tcp, connect).await.unwrap();
+    tokio::spawn(connection);
+    let row = client.query_one(sql, &[]).await.unwrap();
+    assert!(row.get::<_, bool>(0), "the upstream leg is TLS");
+
     // A wrong password and an unknown user get Postgres's error, alike.
     for (user, password) in [("postgres", "wrong"), ("nobody", PASSWORD)] {
         let url = format!(
