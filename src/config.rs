@@ -514,13 +514,12 @@ mod tests {
         )
         .unwrap();
         load("{ file: ok.txt }").unwrap();
-        let err = load("{ user: pgcloak_auth, password_env: X }")
+        let err = load("{ user: pgcloak_auth, password_env: PGCLOAK_TEST_UNSET_VAR }")
             .unwrap_err()
             .to_string();
-        assert!(
-            err.contains("`auth.query`") && err.contains("not supported yet"),
-            "{err}"
-        );
+        assert!(err.contains("`auth.password_env`"), "{err}");
+        let err = load("{ user: pgcloak_auth }").unwrap_err().to_string();
+        assert!(err.contains("`auth`"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

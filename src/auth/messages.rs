@@ -9,6 +9,7 @@
 use bytes::{BufMut, BytesMut};
 
 pub use crate::protocol::messages::MessageError;
+use crate::protocol::messages::{frame, put_cstr};
 
 /// Authentication request codes (the i32 that opens an 'R' body).
 const AUTH_OK: i32 = 0;
@@ -152,23 +153,7 @@ impl SaslResponse {
     }
 }
 
-// The helpers below mirror the private ones of `protocol::messages`; making those
-// `pub(crate)` would let this module share them.
-
-/// Appends a frame: tag, length placeholder, body written by `f`, then the real length.
-fn frame(out: &mut BytesMut, tag: u8, f: impl FnOnce(&mut BytesMut)) {
-    out.put_u8(tag);
-    let len_at = out.len();
-    out.put_u32(0);
-    f(out);
-    let len = (out.len() - len_at) as u32;
-    out[len_at..len_at + 4].copy_from_slice(&len.to_be_bytes());
-}
-
-fn put_cstr(out: &mut BytesMut, s: &str) {
-    out.put_slice(s.as_bytes());
-    out.put_u8(0);
-}
+// Decoding helpers for the few shapes these bodies have (i32, C string, nothing after).
 
 fn split_i32<'a>(body: &'a [u8], what: &'static str) -> Result<(i32, &'a [u8]), MessageError> {
     let (head, rest) = body

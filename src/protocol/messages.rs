@@ -87,7 +87,7 @@ impl<'a> Reader<'a> {
 }
 
 /// Appends a frame: tag, length placeholder, body written by `f`, then the real length.
-fn frame(out: &mut BytesMut, tag: u8, f: impl FnOnce(&mut BytesMut)) {
+pub(crate) fn frame(out: &mut BytesMut, tag: u8, f: impl FnOnce(&mut BytesMut)) {
     out.put_u8(tag);
     let len_at = out.len();
     out.put_u32(0);
@@ -96,7 +96,7 @@ fn frame(out: &mut BytesMut, tag: u8, f: impl FnOnce(&mut BytesMut)) {
     out[len_at..len_at + 4].copy_from_slice(&len.to_be_bytes());
 }
 
-fn put_cstr(out: &mut BytesMut, s: &str) {
+pub(crate) fn put_cstr(out: &mut BytesMut, s: &str) {
     out.put_slice(s.as_bytes());
     out.put_u8(0);
 }

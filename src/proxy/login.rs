@@ -247,13 +247,11 @@ where
     let verifier = match source.verifier(user).await {
         Ok(verifier) => verifier,
         Err(e) => {
-            let message = format!("pgcloak could not read the login verifier: {e}");
-            let frame = error_response(
-                Severity::Fatal,
-                sqlstate::CLIENT_UNABLE_TO_ESTABLISH_CONNECTION,
-                &message,
-            );
-            let _ = send(client, &frame).await;
+            unable(
+                client,
+                &format!("pgcloak could not read the login verifier: {e}"),
+            )
+            .await;
             return Err(LoginError::Upstream(e));
         }
     };
@@ -294,13 +292,11 @@ where
             return Err(LoginError::Refused);
         }
         Err(UpstreamOutcome::Failed(e)) => {
-            let message = format!("pgcloak could not log in to the upstream server: {e}");
-            let frame = error_response(
-                Severity::Fatal,
-                sqlstate::CLIENT_UNABLE_TO_ESTABLISH_CONNECTION,
-                &message,
-            );
-            let _ = send(client, &frame).await;
+            unable(
+                client,
+                &format!("pgcloak could not log in to the upstream server: {e}"),
+            )
+            .await;
             return Err(LoginError::Upstream(e));
         }
     }
@@ -310,6 +306,16 @@ where
     )
     .await?;
     Ok(())
+}
+
+/// FATAL 08001 to the client (best effort: it may be gone).
+async fn unable<C: AsyncWrite + Unpin>(client: &mut C, message: &str) {
+    let frame = error_response(
+        Severity::Fatal,
+        sqlstate::CLIENT_UNABLE_TO_ESTABLISH_CONNECTION,
+        message,
+    );
+    let _ = send(client, &frame).await;
 }
 
 /// The exchange with the client: offer, client-first, server-first, client-final.

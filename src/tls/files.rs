@@ -9,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
+use rustls::RootCertStore;
 
 use super::TlsError;
 
@@ -50,6 +51,20 @@ pub fn load_certs(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>
         check_validity(key, path, cert)?;
     }
     Ok(certs)
+}
+
+/// The CA certificates in the PEM file at `path`, as trust anchors.
+pub fn load_roots(key: &str, path: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in load_certs(key, path)? {
+        roots.add(cert).map_err(|e| {
+            TlsError::new(
+                key,
+                format!("{}: not a usable CA certificate: {e}", path.display()),
+            )
+        })?;
+    }
+    Ok(roots)
 }
 
 /// The private key in the PEM file at `path`.

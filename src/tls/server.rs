@@ -5,11 +5,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::ServerConfig;
 use serde::Deserialize;
 use tokio_rustls::TlsAcceptor;
 
-use super::files::{load_certs, load_identity, CertificateSummary};
+use super::files::{load_identity, load_roots, CertificateSummary};
 use super::{provider, resolve, ClientTlsConfig, TlsError, VERSIONS};
 
 /// The ALPN protocol of PostgreSQL's direct TLS negotiation (`sslnegotiation=direct`).
@@ -76,16 +76,7 @@ impl ServerTls {
             }
             None => builder.with_no_client_auth(),
             Some(ca) => {
-                let path = resolve(base, ca);
-                let mut roots = RootCertStore::empty();
-                for cert in load_certs("tls.client_ca_file", &path)? {
-                    roots.add(cert).map_err(|e| {
-                        TlsError::new(
-                            "tls.client_ca_file",
-                            format!("{}: not a usable CA certificate: {e}", path.display()),
-                        )
-                    })?;
-                }
+                let roots = load_roots("tls.client_ca_file", &resolve(base, ca))?;
                 let verifier =
                     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
                 let verifier = match config.client_cert {

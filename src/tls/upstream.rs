@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use super::files::{load_certs, load_identity};
+use super::files::{load_identity, load_roots};
 use super::{provider, resolve, TlsError, UpstreamTlsConfig, VERSIONS};
 
 /// `upstream.tls.mode`, with libpq's meanings.
@@ -214,17 +214,7 @@ impl UpstreamTls {
 fn roots(config: &UpstreamTlsConfig, base: &Path) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     match &config.ca_file {
-        Some(ca) => {
-            let path = resolve(base, ca);
-            for cert in load_certs("upstream.tls.ca_file", &path)? {
-                roots.add(cert).map_err(|e| {
-                    TlsError::new(
-                        "upstream.tls.ca_file",
-                        format!("{}: not a usable CA certificate: {e}", path.display()),
-                    )
-                })?;
-            }
-        }
+        Some(ca) => return load_roots("upstream.tls.ca_file", &resolve(base, ca)),
         None => {
             let system = rustls_native_certs::load_native_certs();
             let (added, _) = roots.add_parsable_certificates(system.certs);
