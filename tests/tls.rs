@@ -588,3 +588,65 @@ async fn cancel_requests_reach_a_tls_only_postgres_through_pgcloak() {
         Some(&tokio_postgres::error::SqlState::QUERY_CANCELED)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sidecar_reaches_a_tls_only_postgres_with_upstream_tls() {
+    use common::KeyKind;
+    let pki = pki();
+    let pg = tls_only_postgres(&pki)
+        .superuser_password(PASSWORD)
+        .start()
+        .unwrap();
+    common::write_key_pair(&pki.dir, "sidecar", KeyKind::Rsa);
+    common::write_key_pair(&pki.dir, "partner", KeyKind::Rsa);
+    // SAFETY: set before any thread of this test reads the environment.
+    unsafe { std::env::set_var("PGCLOAK_TLS_TEST_SIDECAR_PW", PASSWORD) };
+    let healthz = |tls: &str| {
+        let yaml = format!(
+            "listen: \"127.0.0.1:0\"
+upstream:
+  host: localhost
+  port: {}
+{tls}
+sidecar:
+  listen: \"127.0.0.1:0\"
+  database: postgres
+  user: postgres
+  password_env: PGCLOAK_TLS_TEST_SIDECAR_PW
+  private_key_file: sidecar.pem
+  parties:
+    partner:
+      public_key_file: partner.pub.pem
+      tables:
+        users: [email]
+",
+            pg.port()
+        );
+        let path = pki.file("sidecar.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        let config = pgcloak::config::Config::load(&path).unwrap();
+        let settings = config.sidecar(&path).unwrap().unwrap();
+        async move {
+            let policy = pgcloak::policy::Policy::default();
+            let cloak = Arc::new(pgcloak::cloak::Cloak::with_key(
+                policy,
+                &pgcloak::crypto::MasterKey::generate(),
+            ));
+            let sidecar = pgcloak::sidecar::Sidecar::bind(settings, cloak)
+                .await
+                .unwrap()
+                .spawn()
+                .unwrap();
+            let status = reqwest::get(format!("http://{}/healthz", sidecar.addr()))
+                .await
+                .unwrap()
+                .status();
+            sidecar.shutdown().await;
+            status
+        }
+    };
+    let with_tls = healthz("  tls: { mode: verify-full, ca_file: ca.crt }").await;
+    assert!(with_tls.is_success(), "{with_tls}");
+    let without = healthz("").await;
+    assert!(!without.is_success(), "hostnossl is rejected: {without}");
+}

@@ -114,6 +114,8 @@ pub struct SidecarSettings {
     pub pool_size: usize,
     pub server_key: Arc<ServerKey>,
     pub parties: Arc<HashMap<String, Party>>,
+    /// The upstream leg's TLS (`upstream.tls`), which the sidecar's own connections use too.
+    pub upstream_tls: Option<Arc<crate::tls::UpstreamTls>>,
 }
 
 impl std::fmt::Debug for SidecarSettings {
@@ -249,6 +251,7 @@ impl Config {
             pool_size: section.pool_size,
             server_key: Arc::new(server_key),
             parties: Arc::new(parties),
+            upstream_tls: proxy.upstream_tls.clone(),
         }))
     }
 }

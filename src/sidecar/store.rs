@@ -110,13 +110,17 @@ impl Store {
         if let Some(password) = &settings.password {
             pg.password(password);
         }
-        let manager = Manager::from_config(
-            pg,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let recycling = || ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        // The same TLS settings as the relay's upstream leg.
+        let manager = match &settings.upstream_tls {
+            Some(tls) => {
+                pg.ssl_mode(tls.ssl_mode());
+                Manager::from_config(pg, (**tls).clone(), recycling())
+            }
+            None => Manager::from_config(pg, NoTls, recycling()),
+        };
         let pool = Pool::builder(manager)
             .max_size(settings.pool_size)
             .wait_timeout(Some(POOL_WAIT))

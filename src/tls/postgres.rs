@@ -8,7 +8,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect};
 
@@ -25,8 +24,12 @@ impl UpstreamTls {
     }
 }
 
-impl MakeTlsConnect<TcpStream> for UpstreamTls {
-    type Stream = PostgresTls;
+/// What tokio-postgres connects over: a TcpStream (connect_raw) or its own Socket.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static> Io for S {}
+
+impl<S: Io> MakeTlsConnect<S> for UpstreamTls {
+    type Stream = PostgresTls<S>;
     type TlsConnect = UpstreamTls;
     type Error = io::Error;
 
@@ -35,20 +38,20 @@ impl MakeTlsConnect<TcpStream> for UpstreamTls {
     }
 }
 
-impl TlsConnect<TcpStream> for UpstreamTls {
-    type Stream = PostgresTls;
+impl<S: Io> TlsConnect<S> for UpstreamTls {
+    type Stream = PostgresTls<S>;
     type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = io::Result<PostgresTls>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = io::Result<PostgresTls<S>>> + Send>>;
 
-    fn connect(self, tcp: TcpStream) -> Self::Future {
-        Box::pin(async move { self.handshake(tcp).await.map(PostgresTls) })
+    fn connect(self, io: S) -> Self::Future {
+        Box::pin(async move { self.handshake(io).await.map(PostgresTls) })
     }
 }
 
 /// A TLS stream to Postgres, as tokio-postgres wants it.
-pub struct PostgresTls(tokio_rustls::client::TlsStream<TcpStream>);
+pub struct PostgresTls<S>(tokio_rustls::client::TlsStream<S>);
 
-impl tokio_postgres::tls::TlsStream for PostgresTls {
+impl<S: Io> tokio_postgres::tls::TlsStream for PostgresTls<S> {
     fn channel_binding(&self) -> ChannelBinding {
         let certificate = self
             .0
@@ -63,7 +66,7 @@ impl tokio_postgres::tls::TlsStream for PostgresTls {
     }
 }
 
-impl AsyncRead for PostgresTls {
+impl<S: Io> AsyncRead for PostgresTls<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -73,7 +76,7 @@ impl AsyncRead for PostgresTls {
     }
 }
 
-impl AsyncWrite for PostgresTls {
+impl<S: Io> AsyncWrite for PostgresTls<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -164,9 +164,12 @@ impl UpstreamTls {
 
     /// The TLS handshake after the server answered S, verified as the mode says; a refused
     /// certificate's error says why in words an operator can act on.
-    pub async fn handshake(&self, tcp: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
+    pub async fn handshake<S>(&self, io: S) -> std::io::Result<TlsStream<S>>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
         self.connector
-            .connect(self.server_name.clone(), tcp)
+            .connect(self.server_name.clone(), io)
             .await
             .map_err(|e| std::io::Error::new(e.kind(), self.reason(&e)))
     }
