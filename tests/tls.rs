@@ -601,7 +601,7 @@ async fn the_sidecar_reaches_a_tls_only_postgres_with_upstream_tls() {
     common::write_key_pair(&pki.dir, "partner", KeyKind::Rsa);
     // SAFETY: set before any thread of this test reads the environment.
     unsafe { std::env::set_var("PGCLOAK_TLS_TEST_SIDECAR_PW", PASSWORD) };
-    let healthz = |tls: &str| {
+    let healthz = |tls: &str, https: bool| {
         let yaml = format!(
             "listen: \"127.0.0.1:0\"
 upstream:
@@ -614,18 +614,24 @@ sidecar:
   user: postgres
   password_env: PGCLOAK_TLS_TEST_SIDECAR_PW
   private_key_file: sidecar.pem
+{}
   parties:
     partner:
       public_key_file: partner.pub.pem
       tables:
         users: [email]
 ",
-            pg.port()
+            pg.port(),
+            match https {
+                true => "  tls: { cert_file: proxy.crt, key_file: proxy.key }",
+                false => "",
+            }
         );
         let path = pki.file("sidecar.yaml");
         std::fs::write(&path, yaml).unwrap();
         let config = pgcloak::config::Config::load(&path).unwrap();
         let settings = config.sidecar(&path).unwrap().unwrap();
+        let ca = pki.read("ca.crt");
         async move {
             let policy = pgcloak::policy::Policy::default();
             let cloak = Arc::new(pgcloak::cloak::Cloak::with_key(
@@ -637,16 +643,54 @@ sidecar:
                 .unwrap()
                 .spawn()
                 .unwrap();
-            let status = reqwest::get(format!("http://{}/healthz", sidecar.addr()))
-                .await
-                .unwrap()
-                .status();
+            let status = match https {
+                true => https_status(sidecar.addr(), &ca).await,
+                false => reqwest::get(format!("http://{}/healthz", sidecar.addr()))
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16(),
+            };
             sidecar.shutdown().await;
             status
         }
     };
-    let with_tls = healthz("  tls: { mode: verify-full, ca_file: ca.crt }").await;
-    assert!(with_tls.is_success(), "{with_tls}");
-    let without = healthz("").await;
-    assert!(!without.is_success(), "hostnossl is rejected: {without}");
+    let with_tls = healthz("  tls: { mode: verify-full, ca_file: ca.crt }", false).await;
+    assert_eq!(with_tls, 200);
+    let without = healthz("", false).await;
+    assert_ne!(without, 200, "hostnossl is rejected");
+    // HTTPS on the sidecar's own listener, verified against the CA.
+    let https = healthz("  tls: { mode: verify-full, ca_file: ca.crt }", true).await;
+    assert_eq!(https, 200);
+}
+
+/// GET /healthz over HTTPS with a rustls client trusting `ca_pem`; the status code.
+async fn https_status(addr: std::net::SocketAddr, ca_pem: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::pem::PemObject::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    let _ = tls.read_to_end(&mut response).await;
+    let text = String::from_utf8_lossy(&response);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"))
 }

@@ -35,6 +35,17 @@ pub struct SidecarConfig {
     /// Party id (the `kid` of its signatures) → its key and permissions.
     #[serde(default)]
     pub parties: BTreeMap<String, PartyConfig>,
+    /// HTTPS on the listener; absent: plain HTTP.
+    #[serde(default)]
+    pub tls: Option<SidecarTlsConfig>,
+}
+
+/// `sidecar.tls`: the listener's certificate chain and key (PEM, relative to the config).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SidecarTlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 /// One integrating party as written in YAML.
@@ -116,6 +127,8 @@ pub struct SidecarSettings {
     pub parties: Arc<HashMap<String, Party>>,
     /// The upstream leg's TLS (`upstream.tls`), which the sidecar's own connections use too.
     pub upstream_tls: Option<Arc<crate::tls::UpstreamTls>>,
+    /// HTTPS on the listener (`sidecar.tls`).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl std::fmt::Debug for SidecarSettings {
@@ -240,7 +253,29 @@ impl Config {
             };
             parties.insert(id.clone(), party);
         }
+        let base = path.parent().unwrap_or(Path::new("."));
+        let tls = match &section.tls {
+            Some(tls) => Some(
+                crate::tls::https_acceptor(
+                    (
+                        "sidecar.tls.cert_file",
+                        &crate::tls::resolve(base, &tls.cert_file),
+                    ),
+                    (
+                        "sidecar.tls.key_file",
+                        &crate::tls::resolve(base, &tls.key_file),
+                    ),
+                )
+                .map_err(|e| ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    key: e.key,
+                    message: e.message,
+                })?,
+            ),
+            None => None,
+        };
         Ok(Some(SidecarSettings {
+            tls,
             listen,
             upstream_host: proxy.upstream_host,
             upstream_port: proxy.upstream_port,

@@ -12,6 +12,7 @@
 mod claims;
 mod config;
 mod error;
+mod https;
 pub mod jose;
 mod metrics;
 mod record;
@@ -34,6 +35,8 @@ use crate::cloak::Cloak;
 /// A bound, not yet running sidecar.
 pub struct Sidecar {
     listener: TcpListener,
+    /// HTTPS when `sidecar.tls` is set.
+    tls: Option<tokio_rustls::TlsAcceptor>,
     state: Arc<routes::AppState>,
 }
 
@@ -48,6 +51,7 @@ impl Sidecar {
             .await
             .map_err(|e| format!("sidecar: cannot listen on {}: {e}", settings.listen))?;
         let store = store::Store::new(&settings)?;
+        let tls = settings.tls.clone();
         let state = Arc::new(routes::AppState {
             cloak,
             store,
@@ -57,7 +61,11 @@ impl Sidecar {
             jose_slots: tokio::sync::Semaphore::new(jose_slots()),
             replay: claims::ReplayGuard::default(),
         });
-        Ok(Sidecar { listener, state })
+        Ok(Sidecar {
+            listener,
+            tls,
+            state,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -71,9 +79,21 @@ impl Sidecar {
             tracing::info!(listen = %addr, parties, "pgcloak sidecar listening");
         }
         let app = routes::router(self.state);
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await;
+        let served = match self.tls {
+            Some(acceptor) => match https::TlsListener::new(self.listener, acceptor) {
+                Ok(listener) => {
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(shutdown.cancelled_owned())
+                        .await
+                }
+                Err(e) => Err(e),
+            },
+            None => {
+                axum::serve(self.listener, app)
+                    .with_graceful_shutdown(shutdown.cancelled_owned())
+                    .await
+            }
+        };
         if let Err(e) = served {
             tracing::error!(error = %e, "sidecar stopped with an error");
         }

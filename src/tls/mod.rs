@@ -18,7 +18,7 @@ use serde::Deserialize;
 pub use files::{subject, CertificateSummary, LoadedIdentity};
 pub use postgres::PostgresTls;
 pub use server::ALPN_POSTGRESQL;
-pub use server::{ClientCertMode, ClientTlsMode, ServerTls};
+pub use server::{https_acceptor, ClientCertMode, ClientTlsMode, ServerTls};
 pub use upstream::{UpstreamStream, UpstreamTls, UpstreamTlsError, UpstreamTlsMode};
 
 /// `tls:` — the client-facing leg.
@@ -78,7 +78,7 @@ const VERSIONS: &[&rustls::SupportedProtocolVersion] =
     &[&rustls::version::TLS13, &rustls::version::TLS12];
 
 /// `path` as written in the config file, relative to the file's directory.
-fn resolve(base: &Path, path: &Path) -> PathBuf {
+pub fn resolve(base: &Path, path: &Path) -> PathBuf {
     match path.is_absolute() {
         true => path.to_path_buf(),
         false => base.join(path),

@@ -107,6 +107,19 @@ impl ServerTls {
     }
 }
 
+/// An HTTPS acceptor (ALPN `http/1.1`) for the sidecar's listener: `cert_key`/`key_key` are
+/// the config keys named in errors.
+pub fn https_acceptor(cert: (&str, &Path), key: (&str, &Path)) -> Result<TlsAcceptor, TlsError> {
+    let identity = load_identity(cert, key)?;
+    let mut server = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)
+        .map_err(|e| TlsError::new(cert.0, e.to_string()))?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(Fixed(identity.certified)));
+    server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(server)))
+}
+
 /// The one certificate pgcloak presents, whatever the client's SNI.
 #[derive(Debug)]
 struct Fixed(Arc<rustls::sign::CertifiedKey>);
