@@ -64,6 +64,22 @@ async fn assert_all_encrypted(direct: &Client) {
     }
 }
 
+/// Inserts a row through pgcloak (`writer`), then copies its first_name ciphertext into
+/// email directly in Postgres.
+async fn copy_first_name_into_email(writer: &Client, direct: &Client) {
+    writer
+        .execute(
+            "INSERT INTO users (email, first_name) VALUES ($1, $2)",
+            &[&"after@example.com", &"Ann"],
+        )
+        .await
+        .unwrap();
+    direct
+        .execute("UPDATE users SET email = first_name", &[])
+        .await
+        .unwrap();
+}
+
 const INSERT: &str = "INSERT INTO users (email) VALUES ($1)";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,18 +191,8 @@ async fn ddl_in_the_session_refreshes_the_column_map() {
         )
         .await
         .unwrap();
-    client
-        .execute(
-            "INSERT INTO users (email, first_name) VALUES ($1, $2)",
-            &[&"after@example.com", &"Ann"],
-        )
-        .await
-        .unwrap();
     // Ciphertext of first_name copied into email: it must not decrypt as email.
-    direct
-        .execute("UPDATE users SET email = first_name", &[])
-        .await
-        .unwrap();
+    copy_first_name_into_email(&client, &direct).await;
     let err = client
         .query("SELECT email FROM users", &[])
         .await
@@ -221,19 +227,9 @@ async fn ddl_committed_by_another_session_refreshes_every_map() {
     migrator.batch_execute("BEGIN").await.unwrap();
     migrator.batch_execute(RECREATE).await.unwrap();
     migrator.batch_execute("COMMIT").await.unwrap();
-    migrator
-        .execute(
-            "INSERT INTO users (email, first_name) VALUES ($1, $2)",
-            &[&"after@example.com", &"Ann"],
-        )
-        .await
-        .unwrap();
     // A ciphertext copied from another column, then a value written in clear: the
     // reader's map must know the new table to refuse them.
-    direct
-        .execute("UPDATE users SET email = first_name", &[])
-        .await
-        .unwrap();
+    copy_first_name_into_email(&migrator, &direct).await;
     refused(&reader, "SELECT email FROM users").await;
     direct
         .execute("UPDATE users SET email = 'direct@example.com'", &[])
