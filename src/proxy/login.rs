@@ -331,7 +331,19 @@ where
     let initial = expect_password_message(client).await?;
     let initial = SaslInitialResponse::decode(&initial)
         .map_err(|_| LoginError::Client(ScramError::Malformed("SASLInitialResponse")))?;
-    let data = initial.data.unwrap_or_default();
+    let data = match initial.data {
+        Some(data) => data,
+        // No initial response (length -1): ask for it with an empty challenge, as Postgres
+        // does, and take client-first-message from the next SASLResponse.
+        None => {
+            send(
+                client,
+                &auth_frame(Authentication::SaslContinue(Vec::new())),
+            )
+            .await?;
+            SaslResponse::decode(&expect_password_message(client).await?).data
+        }
+    };
     let server_first = server
         .client_first(&initial.mechanism, &data)
         .map_err(LoginError::Client)?;
@@ -419,5 +431,124 @@ async fn next_auth<U: AsyncRead + Unpin>(
             "unexpected message {:?} during authentication",
             tag as char
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::ClientKey;
+
+    const PASSWORD: &str = "pencil";
+
+    fn verifier() -> Verifier {
+        Verifier::from_password(PASSWORD, b"0123456789abcdef", 4096)
+    }
+
+    /// Postgres's side of the upstream leg: a SCRAM server for `verifier`, then
+    /// AuthenticationOk.
+    async fn fake_postgres(mut io: tokio::io::DuplexStream) {
+        send(
+            &mut io,
+            &auth_frame(Authentication::Sasl(vec!["SCRAM-SHA-256".into()])),
+        )
+        .await
+        .unwrap();
+        let mut server = ServerExchange::new(verifier(), None);
+        let initial =
+            SaslInitialResponse::decode(&read_frame(&mut io).await.unwrap().body).unwrap();
+        let first = server
+            .client_first(&initial.mechanism, &initial.data.unwrap())
+            .unwrap();
+        send(
+            &mut io,
+            &auth_frame(Authentication::SaslContinue(first.into_bytes())),
+        )
+        .await
+        .unwrap();
+        let response = SaslResponse::decode(&read_frame(&mut io).await.unwrap().body);
+        let (last, _) = server.client_final(&response.data).unwrap();
+        send(
+            &mut io,
+            &auth_frame(Authentication::SaslFinal(last.into_bytes())),
+        )
+        .await
+        .unwrap();
+        send(&mut io, &auth_frame(Authentication::Ok))
+            .await
+            .unwrap();
+    }
+
+    /// A client that sends its SASLInitialResponse without data (length -1).
+    async fn client_without_initial_data(mut io: tokio::io::DuplexStream) -> Vec<u8> {
+        let offer = read_frame(&mut io).await.unwrap();
+        let Ok(Authentication::Sasl(offered)) = Authentication::decode(&offer.body) else {
+            panic!("no SASL offer");
+        };
+        let key = ClientKey::from_password(PASSWORD, b"0123456789abcdef", 4096);
+        let mut exchange = ClientExchange::new(key, verifier(), None).unwrap();
+        let (mechanism, first) = exchange.client_first(&offered).unwrap();
+        let mut out = BytesMut::new();
+        SaslInitialResponse {
+            mechanism: mechanism.to_owned(),
+            data: None,
+        }
+        .encode(&mut out);
+        send(&mut io, &out).await.unwrap();
+        let empty = read_frame(&mut io).await.unwrap();
+        assert_eq!(
+            Authentication::decode(&empty.body),
+            Ok(Authentication::SaslContinue(Vec::new()))
+        );
+        let mut out = BytesMut::new();
+        SaslResponse {
+            data: first.into_bytes(),
+        }
+        .encode(&mut out);
+        send(&mut io, &out).await.unwrap();
+        let Ok(Authentication::SaslContinue(server_first)) =
+            Authentication::decode(&read_frame(&mut io).await.unwrap().body)
+        else {
+            panic!("no server-first");
+        };
+        let last = exchange.server_first(&server_first).unwrap();
+        let mut out = BytesMut::new();
+        SaslResponse {
+            data: last.into_bytes(),
+        }
+        .encode(&mut out);
+        send(&mut io, &out).await.unwrap();
+        let Ok(Authentication::SaslFinal(server_final)) =
+            Authentication::decode(&read_frame(&mut io).await.unwrap().body)
+        else {
+            panic!("no server-final");
+        };
+        exchange.server_final(&server_final).unwrap();
+        // What is left for the relay: Postgres's AuthenticationOk.
+        let mut rest = vec![0u8; 9];
+        io.read_exact(&mut rest).await.unwrap();
+        rest
+    }
+
+    #[tokio::test]
+    async fn an_initial_response_without_data_is_asked_for() {
+        let (client, mut client_end) = tokio::io::duplex(4096);
+        let (upstream, mut upstream_end) = tokio::io::duplex(4096);
+        let postgres = tokio::spawn(fake_postgres(upstream));
+        let app = tokio::spawn(client_without_initial_data(client));
+        let users = HashMap::from([("app".to_owned(), verifier())]);
+        let source = Arc::new(AuthSource::from_file(users));
+        let legs = Legs {
+            client_certificate: None,
+            upstream_certificate: None,
+        };
+        login(&mut client_end, &mut upstream_end, "app", &source, legs)
+            .await
+            .unwrap();
+        postgres.await.unwrap();
+        // The relay forwards AuthenticationOk.
+        let ok = read_frame(&mut upstream_end).await.unwrap().bytes();
+        send(&mut client_end, &ok).await.unwrap();
+        assert_eq!(app.await.unwrap(), b"R\0\0\0\x08\0\0\0\0");
     }
 }
