@@ -694,3 +694,49 @@ async fn https_status(addr: std::net::SocketAddr, ca_pem: &str) -> u16 {
         .and_then(|code| code.parse().ok())
         .unwrap_or_else(|| panic!("no HTTP status in {text:?}"))
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_tls_session_logs_its_client_certificate_subject() {
+    let pki = pki();
+    let pg = PgTemp::builder()
+        .superuser_password(PASSWORD)
+        .start()
+        .unwrap();
+    let port = pgcloak::pgtemp::free_port().unwrap();
+    let config = pki.file("logged.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: \"127.0.0.1:{port}\"
+upstream:
+  host: 127.0.0.1
+  port: {}
+tls: {{ cert_file: proxy.crt, key_file: proxy.key, mode: allow, client_ca_file: ca.crt }}
+",
+            pg.port()
+        ),
+    )
+    .unwrap();
+    let log = pki.file("pgcloak.log");
+    let (mut child, _) = common::serve_process(&config, port, &log, &[("RUST_LOG", "info")]).await;
+    std::fs::set_permissions(
+        pki.file("client.key"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let url = format!(
+        "postgresql://postgres:{PASSWORD}@localhost:{port}/postgres?sslmode=verify-full&{}&sslcert={}&sslkey={}",
+        root(&pki),
+        pki.file("client.crt").display(),
+        pki.file("client.key").display()
+    );
+    assert_eq!(ok(&psql(&url, &["-Atc", "SELECT 1"])), "1");
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("client TLS established") && l.contains("CN=app-client"))
+        .unwrap_or_else(|| panic!("no TLS session line with the subject:\n{text}"));
+    assert!(line.contains("TLSv1_3"), "{line}");
+}
