@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod certs;
+pub mod tls;
 pub mod wire;
 
 use std::net::SocketAddr;
