@@ -5,6 +5,8 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 
+mod copy_in;
+
 use super::tracker::AmbiguousStatement;
 use super::{lock, Cloak, SessionState};
 use crate::crypto::{is_envelope, CryptoError};
@@ -243,80 +245,6 @@ impl ClientCloak {
             )))?;
         lock(&self.state).tracker.sent_execute(portal);
         Ok(frame)
-    }
-
-    /// CopyData of a COPY into a PII table: complete rows are encrypted. A row pgcloak
-    /// cannot read fails the COPY (CopyFail upstream, reported as 22P04), not the session.
-    fn copy_data(&mut self, body: &[u8]) -> Bytes {
-        if self.copy_failed {
-            return Bytes::new();
-        }
-        let shared = Arc::clone(&self.state);
-        let mut state = lock(&shared);
-        let Some(copy) = state.copy_in.as_mut() else {
-            return encode(|out| super::copy::copy_data_frame(out, body));
-        };
-        match copy.feed(body, &self.cloak.keyring) {
-            Ok(rows) => encode(|out| super::copy::copy_data_frame(out, &rows)),
-            Err(error) => self.fail_copy(&mut state, &error),
-        }
-    }
-
-    fn copy_end(&mut self, frame: Bytes) -> Bytes {
-        let shared = Arc::clone(&self.state);
-        let mut state = lock(&shared);
-        let copy = state.copy_in.take();
-        self.copying = false;
-        if std::mem::take(&mut self.copy_failed) {
-            return Bytes::new(); // pgcloak's CopyFail already ended this COPY
-        }
-        let rest = match copy {
-            Some(copy) if frame[0] == b'c' => match copy.finish(&self.cloak.keyring) {
-                Ok(rest) => rest,
-                Err(error) => return self.fail_copy(&mut state, &error),
-            },
-            _ => Vec::new(),
-        };
-        if rest.is_empty() {
-            return frame;
-        }
-        let mut out = BytesMut::new();
-        super::copy::copy_data_frame(&mut out, &rest);
-        out.extend_from_slice(&frame);
-        out.freeze()
-    }
-
-    /// Ends the COPY in progress with a CopyFail naming a marker: the server fails it and
-    /// the marker in its error brings pgcloak's message back.
-    fn fail_copy(&mut self, state: &mut SessionState, error: &super::copy::CopyError) -> Bytes {
-        let marker = state.refuse(Refusal {
-            code: "22P04",
-            message: format!("pgcloak: {error}"),
-        });
-        state.copy_in = None;
-        // Mid-COPY, the client's remaining data is dropped until its CopyDone or CopyFail.
-        self.copy_failed = self.copying;
-        encode(|out| {
-            out.extend_from_slice(b"f");
-            out.extend_from_slice(&((marker.len() + 5) as u32).to_be_bytes());
-            out.extend_from_slice(marker.as_bytes());
-            out.extend_from_slice(b"\0");
-        })
-    }
-
-    fn note_plan(&mut self, state: &mut SessionState, plan: &StatementPlan) {
-        if let Some(copy) = &plan.copy_in {
-            state.start_copy(copy);
-            self.copying = true;
-        }
-    }
-
-    fn end_copy(&mut self) {
-        if self.copying {
-            lock(&self.state).copy_in = None;
-            self.copying = false;
-            self.copy_failed = false;
-        }
     }
 
     /// Statement text pgcloak cannot read as UTF-8 (a session whose client_encoding is not
