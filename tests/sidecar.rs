@@ -590,32 +590,10 @@ async fn healthz_follows_the_upstream() {
 /// unless PGCLOAK_REQUIRE_CLIENTS=1 (as in CI).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jwcrypto_party_interoperates() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let python = root.join("tests/clients/.venv/bin/python");
-    if !python.exists() {
-        if std::env::var("PGCLOAK_REQUIRE_CLIENTS").as_deref() == Ok("1") {
-            panic!("tests/clients/.venv is missing: run tests/clients/setup.sh");
-        }
-        eprintln!("skipping: run tests/clients/setup.sh to test with jwcrypto");
-        return;
-    }
     let s = SidecarStack::start(KeyKind::Rsa).await;
-    let child = tokio::process::Command::new(&python)
-        .arg(root.join("tests/sidecar/jwcrypto_party.py"))
-        .arg(s.url(""))
-        .arg(&s.dir)
-        .kill_on_drop(true)
-        .output();
-    let limit = std::time::Duration::from_secs(120);
-    let output = tokio::time::timeout(limit, child).await.unwrap().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success() && stdout.lines().any(|l| l == "jwcrypto OK"),
-        "jwcrypto_party.py failed ({}):\n{stdout}\n{stderr}",
-        output.status
-    );
-    let report: Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    let Some(report) = common::jwcrypto_party(&s.url(""), &s.dir, None).await else {
+        return;
+    };
     let ids = report["ids"].as_array().unwrap();
     assert_eq!(ids.len(), 2);
     for (id, record) in ids.iter().zip(report["records"].as_array().unwrap()) {

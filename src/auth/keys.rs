@@ -53,9 +53,10 @@ impl std::fmt::Debug for ClientKey {
     }
 }
 
-/// PBKDF2-HMAC-SHA-256 of the password. SASLprep (RFC 4013) is not applied: the result is
-/// right for ASCII passwords (and any password Postgres left unnormalised); a non-ASCII
-/// password that SASLprep would change gives a different key than Postgres derives.
+/// PBKDF2-HMAC-SHA-256 of the password, for verifiers and keys made from a known password
+/// (tests, tools). SASLprep (RFC 4013) is not applied here: pass a normalised password.
+/// Logins through pgcloak never come here: they carry proofs, never the password, so
+/// SASLprep stays between the client and the verifier Postgres made (tests/deployment.rs).
 pub fn salted_password(password: &str, salt: &[u8], iterations: u32) -> Zeroizing<[u8; KEY_LEN]> {
     let mut out = Zeroizing::new([0u8; KEY_LEN]);
     pbkdf2::pbkdf2_hmac::<Sha256>(password.as_bytes(), salt, iterations, &mut out[..]);

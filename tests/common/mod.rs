@@ -179,7 +179,20 @@ pub async fn serve_process(
     log: &Path,
     env: &[(&str, &str)],
 ) -> (std::process::Child, String) {
-    let child = std::process::Command::new(pgcloak_bin())
+    let child = spawn_serve(config, log, env);
+    let url = format!("postgresql://postgres:{PASSWORD}@127.0.0.1:{port}/postgres");
+    let started = eventually(Duration::from_secs(20), || async {
+        try_connect(&url).await.is_ok()
+    })
+    .await;
+    assert!(started, "pgcloak did not start");
+    (child, url)
+}
+
+/// `pgcloak serve --config config` as a child process, as [`serve_process`] starts it,
+/// without waiting for it.
+pub fn spawn_serve(config: &Path, log: &Path, env: &[(&str, &str)]) -> std::process::Child {
+    std::process::Command::new(pgcloak_bin())
         .args(["serve", "--config"])
         .arg(config)
         .env_remove("RUST_LOG")
@@ -188,14 +201,35 @@ pub async fn serve_process(
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
+        .unwrap()
+}
+
+/// Runs tests/sidecar/jwcrypto_party.py (an independent JOSE implementation) against the
+/// sidecar at `url` with the key files in `dir` (and `ca` to verify an https:// URL); its
+/// report `{"ids": [...], "records": [...]}`. None when setup.sh has not installed Python's
+/// clients (the test skips), unless PGCLOAK_REQUIRE_CLIENTS=1.
+pub async fn jwcrypto_party(url: &str, dir: &Path, ca: Option<&Path>) -> Option<serde_json::Value> {
+    let python = client_program(".venv/bin/python", ".venv/bin/python")?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sidecar/jwcrypto_party.py");
+    let child = tokio::process::Command::new(&python)
+        .arg(script)
+        .arg(url)
+        .arg(dir)
+        .args(ca)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(120), child)
+        .await
+        .expect("jwcrypto_party.py took over 120 s")
         .unwrap();
-    let url = format!("postgresql://postgres:{PASSWORD}@127.0.0.1:{port}/postgres");
-    let started = eventually(Duration::from_secs(20), || async {
-        try_connect(&url).await.is_ok()
-    })
-    .await;
-    assert!(started, "pgcloak did not start");
-    (child, url)
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.lines().any(|l| l == "jwcrypto OK"),
+        "jwcrypto_party.py failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    Some(serde_json::from_str(stdout.lines().next().unwrap()).unwrap())
 }
 
 /// The tables the sidecar tests write: `users` (PII email/first_name/last_name), a

@@ -2,13 +2,15 @@
 pgcloak's (josekit/OpenSSL): it ingests records through the sidecar in both JWE
 serializations, fetches them back with its own bearer tokens and decrypts the answers.
 
-Usage: jwcrypto_party.py SIDECAR_URL KEY_DIR
+Usage: jwcrypto_party.py SIDECAR_URL KEY_DIR [CA_FILE]
 KEY_DIR holds sidecar.pub.pem (the sidecar's key) and partner-a.pem (the party's RSA key).
+With CA_FILE, an https:// SIDECAR_URL is verified against that CA (host name included).
 Prints one JSON line {"ids": [...], "records": [...]} and then "jwcrypto OK". A third
 record is sent as partner-d (partner-a's key, `require_jti`), once and then as a replay.
 """
 
 import json
+import ssl
 import sys
 import time
 import urllib.error
@@ -18,6 +20,7 @@ from jwcrypto import jwe, jwk, jws, jwt
 from jwcrypto.common import json_encode
 
 PARTY = "partner-a"
+TLS = None  # an ssl.SSLContext trusting CA_FILE, when given
 
 
 def load(path):
@@ -40,7 +43,7 @@ def encrypt(plaintext, to, alg, enc, compact):
 def request(url, method="GET", body=None, headers=None):
     req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
+        with urllib.request.urlopen(req, timeout=30, context=TLS) as resp:
             return resp.status, resp.headers.get("Content-Type", ""), resp.read().decode()
     except urllib.error.HTTPError as err:
         return err.code, err.headers.get("Content-Type", ""), err.read().decode()
@@ -54,7 +57,10 @@ def bearer(key, exp_in=120, kid=PARTY):
 
 
 def main():
+    global TLS
     base, keys = sys.argv[1].rstrip("/"), sys.argv[2].rstrip("/")
+    if len(sys.argv) > 3:
+        TLS = ssl.create_default_context(cafile=sys.argv[3])
     server = load(keys + "/sidecar.pub.pem")
     party = load(keys + "/partner-a.pem")
     records = [
