@@ -1,5 +1,5 @@
 //! pgcloak as the SCRAM endpoint across two TLS legs (auth.file, auth.query) with psql,
-//! tokio-postgres, psycopg 3 and node-postgres; CancelRequest to a TLS-only Postgres; the
+//! tokio-postgres, psycopg 3, node-postgres, PgJDBC and sqlx; CancelRequest to a TLS-only Postgres; the
 //! sidecar's HTTPS listener and upstream TLS; the TLS session log line.
 
 mod common;
@@ -141,7 +141,7 @@ auth: {{ user: postgres, password_env: PGCLOAK_TLS_TEST_AUTH_PW }}
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn psycopg_and_node_postgres_through_two_tls_legs() {
+async fn psycopg_node_postgres_and_jdbc_through_two_tls_legs() {
     let python = common::client_program(".venv/bin/python", ".venv/bin/python");
     let node = common::client_program("node", "node_modules/pg/package.json");
     let (Some(python), Some(node)) = (python, node) else {
@@ -180,12 +180,25 @@ async fn psycopg_and_node_postgres_through_two_tls_legs() {
         proxy.addr().port()
     );
     let ca = pki.ca.display().to_string();
-    for (program, script, ok_line) in [
-        (&python, "tls_clients.py", "psycopg TLS OK"),
-        (&node, "node_tls.js", "node-postgres TLS OK"),
-    ] {
+    let java = common::jdbc_classpath().map(|jar| ("java", ["-cp", jar]));
+    for (program, args, ok_line) in [
+        (python.as_os_str(), vec!["tls_clients.py"], "psycopg TLS OK"),
+        (
+            node.as_os_str(),
+            vec!["node_tls.js"],
+            "node-postgres TLS OK",
+        ),
+    ]
+    .into_iter()
+    .chain(java.map(|(java, cp)| {
+        let mut args = cp.to_vec();
+        args.push("java/JdbcTls.java");
+        (std::ffi::OsStr::new(java), args, "jdbc TLS OK")
+    })) {
+        let script = args.last().copied().unwrap_or_default();
         let out = tokio::process::Command::new(program)
-            .args([script, &url, &ca])
+            .args(&args)
+            .args([&url, &ca])
             .current_dir(common::clients_dir())
             .output()
             .await
@@ -205,6 +218,84 @@ async fn psycopg_and_node_postgres_through_two_tls_legs() {
         &direct,
         &["-Atc", "SELECT email FROM tls_people ORDER BY id"],
     ));
+    let clients = 2 + usize::from(common::jdbc_classpath().is_some());
+    assert!(
+        stored.lines().count() == clients && stored.lines().all(|l| l.starts_with("pgc1$")),
+        "{stored}"
+    );
+    proxy.shutdown().await;
+}
+
+/// sqlx (its own rustls client and SCRAM, named prepared statements) with
+/// `sslmode=require` and `verify-full`, writing and searching a PII column.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlx_through_two_tls_legs() {
+    use sqlx::postgres::{PgConnectOptions, PgSslMode};
+    use sqlx::{Connection, Row};
+    let pki = pki();
+    let pg = tls_only_postgres(&pki)
+        .superuser_password(PASSWORD)
+        .start()
+        .unwrap();
+    let mut settings = common::settings_for(&pg);
+    let users = pgcloak::auth::parse_auth_file(&verifier_line(&pg)).unwrap();
+    settings.client_tls = Some(pki.server_tls(ClientTlsMode::Require, false));
+    settings.upstream_tls = Some(pki.upstream_tls(UpstreamTlsMode::VerifyFull, "ca.crt", None));
+    settings.auth = Some(Arc::new(pgcloak::proxy::login::AuthSource::from_file(
+        users,
+    )));
+    let policy = pgcloak::policy::Policy::from_yaml(
+        &serde_yaml::from_str("sqlx_people:\n  email: deterministic\n").unwrap(),
+    )
+    .unwrap();
+    let cloak = Arc::new(pgcloak::cloak::Cloak::with_key(
+        policy,
+        &pgcloak::crypto::MasterKey::generate(),
+    ));
+    let proxy = pgcloak::proxy::Proxy::bind(settings)
+        .await
+        .unwrap()
+        .with_cloak(cloak)
+        .spawn()
+        .unwrap();
+    let options = PgConnectOptions::new()
+        .host("localhost")
+        .port(proxy.addr().port())
+        .username("postgres")
+        .password(PASSWORD)
+        .database("postgres");
+    let modes = [
+        options.clone().ssl_mode(PgSslMode::Require),
+        options
+            .ssl_mode(PgSslMode::VerifyFull)
+            .ssl_root_cert(&pki.ca),
+    ];
+    for (id, options) in modes.into_iter().enumerate() {
+        let mut conn = sqlx::PgConnection::connect_with(&options).await.unwrap();
+        sqlx::query("CREATE TABLE IF NOT EXISTS sqlx_people (id int, email text)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let email = format!("sqlx{id}@example.com");
+        sqlx::query("INSERT INTO sqlx_people (id, email) VALUES ($1, $2)")
+            .bind(id as i32)
+            .bind(&email)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let row = sqlx::query("SELECT email FROM sqlx_people WHERE email = $1")
+            .bind(&email)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(row.get::<String, _>(0), email);
+        conn.close().await.unwrap();
+    }
+    let direct = format!(
+        "postgresql://postgres:{PASSWORD}@localhost:{}/postgres?sslmode=require",
+        pg.port()
+    );
+    let stored = ok(&psql(&direct, &["-Atc", "SELECT email FROM sqlx_people"]));
     assert!(
         stored.lines().count() == 2 && stored.lines().all(|l| l.starts_with("pgc1$")),
         "{stored}"

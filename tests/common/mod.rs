@@ -417,6 +417,22 @@ pub fn client_program(program: &str, installed: &str) -> Option<PathBuf> {
     })
 }
 
+/// PgJDBC's jar (Debian's libpostgresql-jdbc-java, which .ci/run installs) when it and a
+/// `java` are installed; otherwise None and the JDBC part of a test is skipped, unless
+/// PGCLOAK_REQUIRE_CLIENTS=1.
+pub fn jdbc_classpath() -> Option<&'static str> {
+    const JAR: &str = "/usr/share/java/postgresql.jar";
+    let java = std::process::Command::new("java").arg("-version").output();
+    if Path::new(JAR).exists() && java.is_ok_and(|o| o.status.success()) {
+        return Some(JAR);
+    }
+    if std::env::var("PGCLOAK_REQUIRE_CLIENTS").as_deref() == Ok("1") {
+        panic!("{JAR} or java is missing: apt-get install libpostgresql-jdbc-java default-jdk-headless");
+    }
+    eprintln!("skipping JDBC: apt-get install libpostgresql-jdbc-java");
+    None
+}
+
 pub fn clients_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
 }
