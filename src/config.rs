@@ -237,7 +237,7 @@ impl Config {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-        config.settings(path)?;
+        config.check_values(path)?;
         config.analysis_cache_bytes(path)?;
         config.policy(path)?;
         Ok(config)
@@ -259,8 +259,9 @@ impl Config {
         })
     }
 
-    /// The typed settings, or an error naming the first invalid key.
-    pub fn settings(&self, path: &Path) -> Result<ProxySettings, ConfigError> {
+    /// The checks of [`Config::settings`] that read no file and no environment variable
+    /// (so that [`Config::parse`] can make them without loading certificates twice).
+    fn check_values(&self, path: &Path) -> Result<SocketAddr, ConfigError> {
         let invalid = |key: &str, message: String| ConfigError::Invalid {
             path: path.to_path_buf(),
             key: key.to_owned(),
@@ -308,6 +309,19 @@ impl Config {
                 "must be at least 65536 (64 KiB)".into(),
             ));
         }
+        Ok(listen)
+    }
+
+    /// The typed settings, with the certificates, keys and auth file they name loaded (the
+    /// one place that does: call it once per start or reload), or an error naming the first
+    /// invalid key.
+    pub fn settings(&self, path: &Path) -> Result<ProxySettings, ConfigError> {
+        let listen = self.check_values(path)?;
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: key.to_owned(),
+            message,
+        };
         let tls_error = |e: crate::tls::TlsError| invalid(&e.key, e.message);
         let base = path.parent().unwrap_or(Path::new("."));
         let client_tls = match &self.tls {
@@ -497,7 +511,9 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let config_path = dir.join("pgcloak.yaml");
         let load = |auth: &str| {
-            Config::parse(&format!("{MINIMAL}auth: {auth}\n"), &config_path).map(|_| ())
+            Config::parse(&format!("{MINIMAL}auth: {auth}\n"), &config_path)?
+                .settings(&config_path)
+                .map(|_| ())
         };
         let err = load("{ file: missing.txt }").unwrap_err().to_string();
         assert!(

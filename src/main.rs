@@ -95,8 +95,10 @@ fn main() -> ExitCode {
 fn check(path: PathBuf, upstream_dsn: Option<String>, sample: Option<u64>) -> Result<(), String> {
     let config = Config::load(&path).map_err(|e| e.to_string())?;
     let cloak = Cloak::from_config(&config, &path).map_err(|e| e.to_string())?;
-    config.sidecar(&path).map_err(|e| e.to_string())?;
     let settings = config.settings(&path).map_err(|e| e.to_string())?;
+    config
+        .sidecar_with(&path, &settings)
+        .map_err(|e| e.to_string())?;
     if let Some(tls) = &settings.client_tls {
         println!(
             "tls: certificate of {} valid until {}, mode {:?}",
@@ -133,7 +135,9 @@ fn serve(path: PathBuf) -> Result<(), String> {
         tracing::warn!("{warning}");
     }
     let cloak = Cloak::from_config(&config, &path).map_err(|e| e.to_string())?;
-    let sidecar = config.sidecar(&path).map_err(|e| e.to_string())?;
+    let sidecar = config
+        .sidecar_with(&path, &settings)
+        .map_err(|e| e.to_string())?;
     let runtime =
         tokio::runtime::Runtime::new().map_err(|e| format!("cannot start runtime: {e}"))?;
     runtime.block_on(async {

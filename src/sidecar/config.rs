@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::claims;
 use super::jose::{PartyKeys, ServerKey};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, ProxySettings};
 
 /// The `sidecar` section as written in YAML.
 #[derive(Debug, Clone, Deserialize)]
@@ -150,10 +150,21 @@ impl Config {
     /// The sidecar's settings, with every key file read and parsed; `None` when the file has
     /// no `sidecar` section.
     pub fn sidecar(&self, path: &Path) -> Result<Option<SidecarSettings>, ConfigError> {
+        match &self.sidecar {
+            Some(_) => self.sidecar_with(path, &self.settings(path)?),
+            None => Ok(None),
+        }
+    }
+
+    /// [`Config::sidecar`] sharing the proxy's already loaded settings (upstream and TLS).
+    pub fn sidecar_with(
+        &self,
+        path: &Path,
+        proxy: &ProxySettings,
+    ) -> Result<Option<SidecarSettings>, ConfigError> {
         let Some(section) = &self.sidecar else {
             return Ok(None);
         };
-        let proxy = self.settings(path)?;
         let invalid = |key: &str, message: String| ConfigError::Invalid {
             path: path.to_path_buf(),
             key: format!("sidecar.{key}"),
@@ -277,7 +288,7 @@ impl Config {
         Ok(Some(SidecarSettings {
             tls,
             listen,
-            upstream_host: proxy.upstream_host,
+            upstream_host: proxy.upstream_host.clone(),
             upstream_port: proxy.upstream_port,
             connect_timeout: proxy.connect_timeout,
             database: section.database.clone(),
