@@ -28,18 +28,25 @@ GRANT EXECUTE ON FUNCTION pgcloak.user_lookup(text) TO pgcloak_auth;
 ";
 
 /// The application's roles: `app` with an ASCII password, `ünï` with one that SASLprep
-/// (RFC 4013) changes: U+FB01 (the "fi" ligature) becomes "fi", U+00A0 a space.
+/// (RFC 4013) changes: U+FB01 (the "fi" ligature) becomes "fi", U+00A0 a space; `legacy`
+/// with an md5 password and `trusted` without one (pg_hba.conf: md5 and trust), whose
+/// logins pgcloak relays even with `auth`.
 const APP_ROLES: &str = "
 CREATE ROLE app LOGIN PASSWORD 'app-pw';
 CREATE ROLE \"ünï\" LOGIN PASSWORD 'pä\u{fb01}\u{a0}wörd';
 GRANT SELECT, INSERT, UPDATE, DELETE ON users TO app, \"ünï\";
 GRANT USAGE ON SEQUENCE users_id_seq TO app, \"ünï\";
+SET password_encryption = md5;
+CREATE ROLE legacy LOGIN PASSWORD 'legacy-pw';
+CREATE ROLE trusted LOGIN;
 ";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_with_tls_auth_query_policy_and_https_sidecar() {
     let pki = pki();
     let pg = tls_only_postgres(&pki)
+        .hba_line("hostssl all legacy 127.0.0.1/32 md5")
+        .hba_line("hostssl all trusted 127.0.0.1/32 trust")
         .superuser_password(PASSWORD)
         .start()
         .unwrap();
@@ -137,6 +144,19 @@ sidecar:
     ));
     assert!(
         err.contains("password authentication failed for user \"app\""),
+        "{err}"
+    );
+    // md5 and trust logins are relayed: Postgres checks them as it would directly.
+    for (user, password) in [("legacy", "legacy-pw"), ("trusted", "")] {
+        let url = through(user, password, "disable");
+        assert_eq!(ok(&psql(&url, &["-Atc", "SELECT current_user"])), user);
+    }
+    let err = failed(&psql(
+        &through("legacy", "wrong", "disable"),
+        &["-Atc", "SELECT 1"],
+    ));
+    assert!(
+        err.contains("password authentication failed for user \"legacy\""),
         "{err}"
     );
     // A password that SASLprep normalises logs in as typed and in its normalised form.
