@@ -117,6 +117,44 @@ async fn upstream_tls_reaches_a_tls_only_postgres_and_verifies_it() {
     }
 }
 
+/// Postgres serving an expired certificate (from the trusted CA, with the right name).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_upstream_certificate_fails_the_connection_with_the_reason() {
+    let pki = pki();
+    let pg = PgTemp::builder()
+        .tls(&pki.read("db-expired.crt"), &pki.read("db-expired.key"))
+        .hba_line("hostnossl all all 127.0.0.1/32 reject")
+        .superuser_password(PASSWORD)
+        .start()
+        .unwrap();
+    for mode in [UpstreamTlsMode::VerifyCa, UpstreamTlsMode::VerifyFull] {
+        let proxy = pgcloak::proxy::Proxy::bind(pgcloak::config::ProxySettings {
+            upstream_tls: Some(pki.upstream_tls(mode, "ca.crt", None)),
+            ..common::settings_for(&pg)
+        })
+        .await
+        .unwrap()
+        .spawn()
+        .unwrap();
+        let url = format!("postgresql://postgres:{PASSWORD}@{}/postgres", proxy.addr());
+        let err = failed(&psql(&url, &["-Atc", "SELECT 1"]));
+        assert!(err.contains("certificate has expired"), "{mode:?}: {err}");
+        proxy.shutdown().await;
+    }
+    // `require` does not verify, as in libpq.
+    let proxy = pgcloak::proxy::Proxy::bind(pgcloak::config::ProxySettings {
+        upstream_tls: Some(pki.upstream_tls(UpstreamTlsMode::Require, "ca.crt", None)),
+        ..common::settings_for(&pg)
+    })
+    .await
+    .unwrap()
+    .spawn()
+    .unwrap();
+    let url = format!("postgresql://postgres:{PASSWORD}@{}/postgres", proxy.addr());
+    assert_eq!(ok(&psql(&url, &["-Atc", "SELECT 1"])), "1");
+    proxy.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prefer_falls_back_only_when_the_server_has_no_tls() {
     let pki = pki();

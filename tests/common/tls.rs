@@ -14,7 +14,7 @@ use pgcloak::tls::{
 };
 
 /// A directory with a CA, pgcloak's certificate (localhost, 127.0.0.1), a client
-/// certificate, and Postgres's own certificate from the same CA.
+/// certificate, and Postgres's own certificate from the same CA (db, and db-expired).
 pub struct Pki {
     pub dir: PathBuf,
     pub ca: PathBuf,
@@ -43,6 +43,13 @@ pub fn pki() -> Pki {
         "db.test",
         &["localhost", "127.0.0.1"],
         Leaf::Server,
+    );
+    ca.issue(
+        &dir,
+        "db-expired",
+        "db.test",
+        &["localhost", "127.0.0.1"],
+        Leaf::ExpiredServer,
     );
     ca.issue(&dir, "client", "app-client", &[], Leaf::Client);
     Ca::new("another CA").write(&dir, "other-ca");
