@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::crypto::MasterKey;
+use crate::keys::MasterKeys;
 use crate::policy::Policy;
 use crate::sidecar::SidecarConfig;
 
@@ -79,13 +79,7 @@ pub struct Config {
     pub sidecar: Option<SidecarConfig>,
 }
 
-/// The master key: base64 of 32 bytes, from an environment variable or a file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KeysConfig {
-    pub master_key_env: Option<String>,
-    pub master_key_file: Option<PathBuf>,
-}
+pub use crate::keys::KeysConfig;
 
 /// `auth:` — where the users' SCRAM verifiers come from.
 #[derive(Debug, Clone, Deserialize)]
@@ -182,53 +176,25 @@ impl Config {
         })
     }
 
-    /// Loads the master key named by the `keys` section (reading the environment or the
-    /// key file). `None` when the file configures no PII tables.
-    pub fn master_key(&self, path: &Path) -> Result<Option<MasterKey>, ConfigError> {
-        let invalid = |key: &str, message: String| ConfigError::Invalid {
+    /// Loads the master keys named by the `keys` section (reading the environment, key
+    /// files, an HSM). `None` when the file configures no PII tables.
+    pub fn master_keys(&self, path: &Path) -> Result<Option<MasterKeys>, ConfigError> {
+        let invalid = |(key, message): (String, String)| ConfigError::Invalid {
             path: path.to_path_buf(),
-            key: key.to_owned(),
+            key,
             message,
         };
         let Some(keys) = &self.keys else {
             return match self.tables {
-                Some(_) => Err(invalid(
-                    "keys",
+                Some(_) => Err(invalid((
+                    "keys".into(),
                     "missing: `tables` names PII columns, so a master key is needed (keys: { master_key_env: PGCLOAK_MASTER_KEY }; make one with `pgcloak keygen`)".into(),
-                )),
+                ))),
                 None => Ok(None),
             };
         };
-        let (key, text) = match (&keys.master_key_env, &keys.master_key_file) {
-            (Some(var), None) => {
-                let text = std::env::var(var).map_err(|_| {
-                    invalid(
-                        "keys.master_key_env",
-                        format!("environment variable {var} is not set (make a key with `pgcloak keygen`)"),
-                    )
-                })?;
-                ("keys.master_key_env", text)
-            }
-            (None, Some(file)) => {
-                let file = path.parent().unwrap_or(Path::new(".")).join(file);
-                let text = std::fs::read_to_string(&file).map_err(|e| {
-                    invalid(
-                        "keys.master_key_file",
-                        format!("cannot read {}: {e}", file.display()),
-                    )
-                })?;
-                ("keys.master_key_file", text)
-            }
-            _ => {
-                return Err(invalid(
-                    "keys",
-                    "set exactly one of master_key_env and master_key_file".into(),
-                ))
-            }
-        };
-        MasterKey::from_base64(&text)
-            .map(Some)
-            .map_err(|e| invalid(key, e.to_string()))
+        let base = path.parent().unwrap_or(Path::new("."));
+        keys.load(base).map(Some).map_err(invalid)
     }
 
     /// Parses and validates config text; `path` is only used in messages.
@@ -476,7 +442,7 @@ mod tests {
     fn master_key_comes_from_the_environment() {
         let text = format!("{MINIMAL}keys:\n  master_key_env: PGCLOAK_TEST_KEY_UNSET_42\ntables:\n  users:\n    email: deterministic\n");
         let config = parse(&text).unwrap();
-        let err = config.master_key(Path::new("pgcloak.yaml")).unwrap_err();
+        let err = config.master_keys(Path::new("pgcloak.yaml")).unwrap_err();
         assert!(
             err.to_string().contains(
                 "`keys.master_key_env`: environment variable PGCLOAK_TEST_KEY_UNSET_42 is not set"
@@ -487,11 +453,11 @@ mod tests {
             "{MINIMAL}tables:\n  users:\n    email: deterministic\n"
         ))
         .unwrap();
-        let err = no_keys.master_key(Path::new("pgcloak.yaml")).unwrap_err();
+        let err = no_keys.master_keys(Path::new("pgcloak.yaml")).unwrap_err();
         assert!(err.to_string().contains("`keys`: missing"), "{err}");
         assert!(parse(MINIMAL)
             .unwrap()
-            .master_key(Path::new("x"))
+            .master_keys(Path::new("x"))
             .unwrap()
             .is_none());
     }

@@ -11,6 +11,8 @@
 //! - [`auth`]: SCRAM-SHA-256 as server towards clients and as client towards Postgres, for
 //!   logins pgcloak cannot relay (TLS on both legs); verifiers and the auth file.
 //! - [`crypto`]: keys, the randomized and deterministic ciphers, the stored envelope.
+//! - [`keys`]: the master keys, where each comes from (environment, file, HSM), and which
+//!   one new values are written under.
 //! - [`cloak`]: applying analysis and crypto to one session's frames.
 //! - [`sidecar`]: the JWE HTTP API through which integrating parties send and fetch records.
 //! - [`logging`]: the binary's log subscriber, which writes pgcloak's own records only.
@@ -22,6 +24,7 @@ pub mod background;
 pub mod cloak;
 pub mod config;
 pub mod crypto;
+pub mod keys;
 pub mod logging;
 pub mod pgtemp;
 pub mod policy;

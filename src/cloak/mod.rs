@@ -79,11 +79,16 @@ impl Cloak {
         path: &std::path::Path,
     ) -> Result<Option<Arc<Cloak>>, crate::config::ConfigError> {
         let policy = config.policy(path)?;
-        let Some(master) = config.master_key(path)? else {
+        let Some(keys) = config.master_keys(path)? else {
             return Ok(None);
         };
         let cache_bytes = config.analysis_cache_bytes(path)?;
-        let cloak = Cloak::with_key(policy, &master)
+        let cloak = Cloak::with_keys(policy, &keys)
+            .map_err(|message| crate::config::ConfigError::Invalid {
+                path: path.to_path_buf(),
+                key: "keys.master_keys".into(),
+                message,
+            })?
             .with_analysis_cache_bytes(cache_bytes)
             .with_catalog_max_age(Duration::from_secs(config.catalog_max_age_seconds));
         Ok(Some(Arc::new(cloak)))
@@ -100,16 +105,43 @@ impl Cloak {
 
     /// A cloak for `policy`, with column keys derived from `master`.
     pub fn with_key(policy: Policy, master: &crate::crypto::MasterKey) -> Cloak {
-        let columns: Vec<_> = policy
-            .columns()
-            .filter(|(id, _)| policy.key_of(id) == id)
-            .map(|(id, mode)| (id.to_string(), mode))
-            .collect();
-        let mut keyring = Keyring::new(master, &columns);
+        let mut keyring = Keyring::new(master, &Cloak::keyed_columns(&policy));
         for (column, owner) in policy.shared_keys() {
             keyring.share(&column.to_string(), &owner.to_string());
         }
         Cloak::new(Arc::new(policy), keyring)
+    }
+
+    /// A cloak for `policy` with column keys under every master key of `keys` (new values
+    /// under the current one); an error when two keys cannot be told apart.
+    pub fn with_keys(policy: Policy, keys: &crate::keys::MasterKeys) -> Result<Cloak, String> {
+        if keys.len() > 1 {
+            if let Some((id, _)) = policy
+                .columns()
+                .find(|(_, mode)| *mode == crate::crypto::Mode::Deterministic)
+            {
+                // Until searches match every key's ciphertext, a search would silently miss
+                // the values still under an old key: refuse the configuration instead.
+                return Err(format!(
+                    "{id} is deterministic, and equality search across several master keys is not supported yet: configure one key while the policy has deterministic columns"
+                ));
+            }
+        }
+        let keys: Vec<_> = keys.iter().collect();
+        let mut keyring = Keyring::with_keys(&keys, &Cloak::keyed_columns(&policy))?;
+        for (column, owner) in policy.shared_keys() {
+            keyring.share(&column.to_string(), &owner.to_string());
+        }
+        Ok(Cloak::new(Arc::new(policy), keyring))
+    }
+
+    /// The columns that own keys (the others share one: `same_key_as`), with their modes.
+    fn keyed_columns(policy: &Policy) -> Vec<(String, crate::crypto::Mode)> {
+        policy
+            .columns()
+            .filter(|(id, _)| policy.key_of(id) == id)
+            .map(|(id, mode)| (id.to_string(), mode))
+            .collect()
     }
 
     /// The column policy.

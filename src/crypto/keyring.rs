@@ -24,17 +24,33 @@ use super::derive::{self, Deriver, GCM_KEY_LEN, SIV_KEY_LEN};
 use super::envelope::{self, HEADER_LEN, KID_LEN, NONCE_LEN, TAG_LEN};
 use super::{nonce, CryptoError, MasterKey, Mode};
 
-/// Keys and ciphers of every configured column. Cheap to share in an `Arc`.
+/// Keys and ciphers of every configured column, under every configured master key and in
+/// both modes (a column whose mode changed still reads its old envelopes). Cheap to share in
+/// an `Arc`.
 pub struct Keyring {
     entries: Vec<Entry>,
-    by_column: HashMap<String, usize>,
+    by_column: HashMap<String, ColumnKeys>,
     by_kid: HashMap<[u8; KID_LEN], usize>,
+    /// Master key names, the current one first (`Entry::key` indexes this).
+    key_names: Vec<String>,
 }
 
-/// One configured column.
+/// The entries of one column (or of the column whose keys it shares).
+#[derive(Clone)]
+struct ColumnKeys {
+    /// Where new values are written: the current master key, the configured mode.
+    write: usize,
+    /// The configured mode under every master key, the current one first.
+    every_key: Vec<usize>,
+}
+
+/// One (master key, column, mode).
 struct Entry {
+    /// The column identity the keys were derived for.
     column: String,
     mode: Mode,
+    /// Index into `Keyring::key_names`.
+    key: usize,
     /// `pgc1$<m>$<kid>$`, the first 16 bytes of every envelope of this column.
     header: [u8; HEADER_LEN],
     /// Header followed by the column identity: authenticated with every value.
@@ -56,53 +72,81 @@ enum Cipher {
 }
 
 impl Keyring {
-    /// Derives keys for every configured column. `columns`: (identity `schema.table.column`,
-    /// mode). The identity is used exactly as given (the caller normalises its case); if a
-    /// column is listed twice, the first listing wins.
+    /// Derives keys for every configured column under one master key. `columns`: (identity
+    /// `schema.table.column`, mode). The identity is used exactly as given (the caller
+    /// normalises its case); if a column is listed twice, the first listing wins.
     pub fn new(master: &MasterKey, columns: &[(String, Mode)]) -> Keyring {
-        let deriver = Deriver::new(master);
+        let (keyring, _) = Keyring::build(&[("default", master)], columns);
+        keyring
+    }
+
+    /// Derives keys for every column under every master key of `keys` (the first is the
+    /// current one, which new values are written under). Two keys giving the same key id
+    /// for a column are an error naming both (their envelopes could not be told apart).
+    pub fn with_keys(
+        keys: &[(&str, &MasterKey)],
+        columns: &[(String, Mode)],
+    ) -> Result<Keyring, String> {
+        match Keyring::build(keys, columns) {
+            (keyring, None) => Ok(keyring),
+            (_, Some(collision)) => Err(collision),
+        }
+    }
+
+    fn build(keys: &[(&str, &MasterKey)], columns: &[(String, Mode)]) -> (Keyring, Option<String>) {
         let mut keyring = Keyring {
-            entries: Vec::with_capacity(columns.len()),
+            entries: Vec::with_capacity(columns.len() * keys.len() * 2),
             by_column: HashMap::with_capacity(columns.len()),
-            by_kid: HashMap::with_capacity(columns.len()),
+            by_kid: HashMap::with_capacity(columns.len() * keys.len() * 2),
+            key_names: keys.iter().map(|(name, _)| (*name).to_owned()).collect(),
         };
+        let mut collision = None;
+        let derivers: Vec<Deriver> = keys
+            .iter()
+            .map(|(_, master)| Deriver::new(master))
+            .collect();
         for (column, mode) in columns {
             if keyring.by_column.contains_key(column) {
                 continue;
             }
-            let kid = deriver.kid(*mode, column);
-            let header = derive::header(*mode, &kid);
-            let cipher = match mode {
-                Mode::Randomized => {
-                    let key = deriver.column_key::<GCM_KEY_LEN>(*mode, column);
-                    Cipher::Gcm(Box::new(Aes256Gcm::new(Array::cast_from_core(&key))))
+            let mut every_key = Vec::with_capacity(keys.len());
+            for (key, deriver) in derivers.iter().enumerate() {
+                for entry_mode in [*mode, mode.other()] {
+                    let index = keyring.entries.len();
+                    let entry = Entry::derive(deriver, column, entry_mode, key);
+                    let mut kid = [0; KID_LEN];
+                    kid.copy_from_slice(entry.kid());
+                    if let Some(&other) = keyring.by_kid.get(&kid) {
+                        let other = &keyring.entries[other];
+                        collision.get_or_insert(format!(
+                            "master keys {} and {} give the same key id for {} and {}: give each name its own key (`pgcloak keygen`)",
+                            keyring.key_names[other.key], keyring.key_names[key], other.column, column
+                        ));
+                    } else {
+                        keyring.by_kid.insert(kid, index);
+                    }
+                    keyring.entries.push(entry);
+                    if entry_mode == *mode {
+                        every_key.push(index);
+                    }
                 }
-                Mode::Deterministic => {
-                    Cipher::Siv(deriver.column_key::<SIV_KEY_LEN>(*mode, column))
-                }
+            }
+            let Some(&write) = every_key.first() else {
+                continue;
             };
-            let index = keyring.entries.len();
-            keyring.entries.push(Entry {
-                column: column.clone(),
-                mode: *mode,
-                header,
-                ad: derive::associated_data(&header, column),
-                cipher,
-            });
-            keyring.by_column.insert(column.clone(), index);
-            // A 48-bit key id collision between two columns (probability ~n²/2^49) would only
-            // make the second column's values undecryptable without a known source column.
-            keyring.by_kid.entry(kid).or_insert(index);
+            keyring
+                .by_column
+                .insert(column.clone(), ColumnKeys { write, every_key });
         }
-        keyring
+        (keyring, collision)
     }
 
     /// Makes `column` use the keys of `same_key_as` (already in the keyring): values of
     /// either column decrypt in the other, and deterministic ciphertexts of equal values are
     /// equal across both. Does nothing if `same_key_as` is unknown or `column` has keys.
     pub fn share(&mut self, column: &str, same_key_as: &str) {
-        if let Some(&index) = self.by_column.get(same_key_as) {
-            self.by_column.entry(column.to_owned()).or_insert(index);
+        if let Some(keys) = self.by_column.get(same_key_as).cloned() {
+            self.by_column.entry(column.to_owned()).or_insert(keys);
         }
     }
 
@@ -127,6 +171,21 @@ impl Keyring {
         entry.seal(&nonce, plaintext)
     }
 
+    /// The ciphertexts an equality search for `plaintext` in a deterministic `column` must
+    /// match: one under each master key (the current one first), since a value may still
+    /// be stored under any of them until `pgcloak rotate` is done.
+    pub fn search_ciphertexts(
+        &self,
+        column: &str,
+        plaintext: &[u8],
+    ) -> Result<Vec<String>, CryptoError> {
+        let keys = self.keys(column)?;
+        keys.every_key
+            .iter()
+            .map(|&index| self.entries[index].seal(&[0; NONCE_LEN], plaintext))
+            .collect()
+    }
+
     /// Randomized encryption with a caller-chosen nonce, for the test vectors only: reusing a
     /// GCM nonce under one key is catastrophic.
     #[cfg(test)]
@@ -137,6 +196,29 @@ impl Keyring {
         nonce: &[u8; NONCE_LEN],
     ) -> Result<String, CryptoError> {
         self.entry(column)?.seal(nonce, plaintext)
+    }
+
+    /// The name of the master key an envelope was written under, if it is one of this
+    /// keyring's (whatever column it belongs to).
+    pub fn key_name(&self, envelope: &[u8]) -> Option<&str> {
+        let parsed = envelope::parse(envelope).ok()?;
+        let entry = &self.entries[*self.by_kid.get(&parsed.kid)?];
+        Some(&self.key_names[entry.key])
+    }
+
+    /// Whether an envelope of `column` is written as a new one would be: under the current
+    /// master key and in the column's configured mode. False for anything else, plaintext
+    /// included.
+    pub fn is_current(&self, envelope: &[u8], column: &str) -> bool {
+        let (Ok(parsed), Ok(keys)) = (envelope::parse(envelope), self.keys(column)) else {
+            return false;
+        };
+        self.entries[keys.write].kid() == parsed.kid
+    }
+
+    /// The names of the master keys, the current one first.
+    pub fn key_names(&self) -> &[String] {
+        &self.key_names
     }
 
     /// Decrypts an envelope. `expected_column`: `Some` when the caller knows the source column;
@@ -151,24 +233,26 @@ impl Keyring {
         // Structure first: a malformed value is reported as such whichever column it names.
         let mut buffer = Zeroizing::new(Vec::with_capacity(parsed.payload.len() / 4 * 3 + 3));
         envelope::decode_payload(parsed.payload, &mut buffer)?;
-        let entry = match expected_column {
-            Some(expected) => {
-                let entry = self.entry(expected)?;
-                if entry.kid() != parsed.kid {
-                    return Err(match self.by_kid.get(&parsed.kid) {
-                        Some(&other) => CryptoError::WrongColumn {
+        let found = self
+            .by_kid
+            .get(&parsed.kid)
+            .map(|&index| &self.entries[index]);
+        let entry = match (expected_column, found) {
+            (Some(expected), found) => {
+                let owner = &self.entries[self.keys(expected)?.write].column;
+                match found {
+                    Some(entry) if entry.column == *owner => entry,
+                    Some(entry) => {
+                        return Err(CryptoError::WrongColumn {
                             expected: expected.to_owned(),
-                            found: self.entries[other].column.clone(),
-                        },
-                        None => CryptoError::UnknownKey,
-                    });
+                            found: entry.column.clone(),
+                        })
+                    }
+                    None => return Err(CryptoError::UnknownKey),
                 }
-                entry
             }
-            None => match self.by_kid.get(&parsed.kid) {
-                Some(&index) => &self.entries[index],
-                None => return Err(CryptoError::UnknownKey),
-            },
+            (None, Some(entry)) => entry,
+            (None, None) => return Err(CryptoError::UnknownKey),
         };
         if parsed.mode != entry.mode {
             // The key id was derived with the mode: this header was altered.
@@ -178,15 +262,39 @@ impl Keyring {
         Ok(buffer)
     }
 
+    /// The entry new values of `column` are written with.
     fn entry(&self, column: &str) -> Result<&Entry, CryptoError> {
-        match self.by_column.get(column) {
-            Some(&index) => Ok(&self.entries[index]),
-            None => Err(CryptoError::UnknownColumn(column.to_owned())),
-        }
+        Ok(&self.entries[self.keys(column)?.write])
+    }
+
+    fn keys(&self, column: &str) -> Result<&ColumnKeys, CryptoError> {
+        self.by_column
+            .get(column)
+            .ok_or_else(|| CryptoError::UnknownColumn(column.to_owned()))
     }
 }
 
 impl Entry {
+    fn derive(deriver: &Deriver, column: &str, mode: Mode, key: usize) -> Entry {
+        let kid = deriver.kid(mode, column);
+        let header = derive::header(mode, &kid);
+        let cipher = match mode {
+            Mode::Randomized => {
+                let key = deriver.column_key::<GCM_KEY_LEN>(mode, column);
+                Cipher::Gcm(Box::new(Aes256Gcm::new(Array::cast_from_core(&key))))
+            }
+            Mode::Deterministic => Cipher::Siv(deriver.column_key::<SIV_KEY_LEN>(mode, column)),
+        };
+        Entry {
+            column: column.to_owned(),
+            mode,
+            key,
+            header,
+            ad: derive::associated_data(&header, column),
+            cipher,
+        }
+    }
+
     /// Encrypts into envelope text. `nonce` is used by randomized columns only.
     fn seal(&self, nonce: &[u8; NONCE_LEN], plaintext: &[u8]) -> Result<String, CryptoError> {
         let mut raw = Vec::with_capacity(envelope::raw_len(plaintext.len(), self.mode));
@@ -262,7 +370,8 @@ impl fmt::Debug for Keyring {
             .iter()
             .map(|entry| {
                 let kid = String::from_utf8_lossy(entry.kid());
-                format!("{} ({}, kid {kid})", entry.column, entry.mode)
+                let key = &self.key_names[entry.key];
+                format!("{} ({}, key {key}, kid {kid})", entry.column, entry.mode)
             })
             .collect();
         f.debug_struct("Keyring")

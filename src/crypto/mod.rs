@@ -55,6 +55,14 @@ impl Mode {
         }
     }
 
+    /// The other mode.
+    pub fn other(self) -> Mode {
+        match self {
+            Mode::Randomized => Mode::Deterministic,
+            Mode::Deterministic => Mode::Randomized,
+        }
+    }
+
     /// The one-character tag of the mode in an envelope: `r` or `d`.
     pub(crate) fn tag(self) -> u8 {
         match self {

@@ -386,3 +386,95 @@ fn timing_printout() {
     let check = start.elapsed().as_nanos() / u128::from(N * 10);
     println!("crypto timing: is_envelope (no match) {check} ns/op");
 }
+
+/// k2 current, k1 an older key: (name, key) pairs as `keys.master_keys` gives them.
+fn rotating(columns: &[(&str, Mode)]) -> (Keyring, Keyring) {
+    let columns: Vec<(String, Mode)> = columns.iter().map(|(c, m)| (c.to_string(), *m)).collect();
+    let (k1, k2) = (
+        MasterKey::from_bytes([1; 32]),
+        MasterKey::from_bytes([2; 32]),
+    );
+    let old = Keyring::with_keys(&[("k1", &k1)], &columns).unwrap();
+    let both = Keyring::with_keys(&[("k2", &k2), ("k1", &k1)], &columns).unwrap();
+    (old, both)
+}
+
+#[test]
+fn several_master_keys_read_every_key_and_write_the_current_one() {
+    for mode in both_modes() {
+        let (old, both) = rotating(&[(EMAIL, mode), (PHONE, mode)]);
+        let written_before = old.encrypt(EMAIL, b"a@example.com").unwrap();
+        assert_eq!(
+            &*both
+                .decrypt(written_before.as_bytes(), Some(EMAIL))
+                .unwrap(),
+            b"a@example.com"
+        );
+        assert_eq!(both.key_name(written_before.as_bytes()), Some("k1"));
+        assert!(!both.is_current(written_before.as_bytes(), EMAIL));
+        let written_now = both.encrypt(EMAIL, b"a@example.com").unwrap();
+        assert_eq!(both.key_name(written_now.as_bytes()), Some("k2"));
+        assert!(both.is_current(written_now.as_bytes(), EMAIL));
+        assert!(
+            old.decrypt(written_now.as_bytes(), Some(EMAIL)).is_err(),
+            "k1 alone cannot read k2's"
+        );
+        // The column binding holds across keys: k1's email is not a phone under k2's ring.
+        assert!(matches!(
+            both.decrypt(written_before.as_bytes(), Some(PHONE)),
+            Err(CryptoError::WrongColumn { .. })
+        ));
+        assert_eq!(both.key_names(), ["k2", "k1"]);
+    }
+}
+
+#[test]
+fn search_ciphertexts_cover_every_key_current_first() {
+    let (old, both) = rotating(&[(EMAIL, Mode::Deterministic)]);
+    let found = both.search_ciphertexts(EMAIL, b"a@example.com").unwrap();
+    assert_eq!(found.len(), 2);
+    assert_eq!(found[0], both.encrypt(EMAIL, b"a@example.com").unwrap());
+    assert_eq!(found[1], old.encrypt(EMAIL, b"a@example.com").unwrap());
+}
+
+#[test]
+fn a_column_whose_mode_changed_still_reads_its_old_envelopes() {
+    let columns = |mode| vec![(EMAIL.to_string(), mode)];
+    let before = Keyring::new(&master(), &columns(Mode::Randomized));
+    let after = Keyring::new(&master(), &columns(Mode::Deterministic));
+    let envelope = before.encrypt(EMAIL, b"v").unwrap();
+    assert_eq!(
+        &*after.decrypt(envelope.as_bytes(), Some(EMAIL)).unwrap(),
+        b"v"
+    );
+    assert!(
+        !after.is_current(envelope.as_bytes(), EMAIL),
+        "rotate rewrites it"
+    );
+    assert!(after.is_current(after.encrypt(EMAIL, b"v").unwrap().as_bytes(), EMAIL));
+}
+
+#[test]
+fn the_same_key_under_two_names_is_refused() {
+    let columns = vec![(EMAIL.to_string(), Mode::Deterministic)];
+    let (a, b) = (
+        MasterKey::from_bytes([7; 32]),
+        MasterKey::from_bytes([7; 32]),
+    );
+    let err = Keyring::with_keys(&[("k1", &a), ("k2", &b)], &columns)
+        .err()
+        .unwrap();
+    assert!(err.contains("k1") && err.contains("k2"), "{err}");
+}
+
+#[test]
+fn one_key_envelopes_are_unchanged_by_several_key_support() {
+    // The one-key form's key ids and ciphertexts are those of a keyring of that key alone.
+    let columns = vec![(EMAIL.to_string(), Mode::Deterministic)];
+    let single = Keyring::new(&master(), &columns);
+    let named = Keyring::with_keys(&[("default", &master())], &columns).unwrap();
+    assert_eq!(
+        single.encrypt(EMAIL, b"x").unwrap(),
+        named.encrypt(EMAIL, b"x").unwrap()
+    );
+}
