@@ -15,7 +15,9 @@ use std::collections::HashMap;
 use std::mem::size_of;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::{analyze, Analysis, CopyInPlan, CopyOutFields, LiteralSlot, ParamSlot, StatementPlan};
+use super::{
+    analyze, Analysis, CopyInPlan, CopyOutFields, LiteralSlot, ParamSlot, ParamUse, StatementPlan,
+};
 use crate::policy::{ColumnId, Policy};
 
 /// The default of the config key `analysis_cache_bytes`.
@@ -213,7 +215,10 @@ fn plan_bytes(plan: &StatementPlan) -> usize {
             .iter()
             .map(|c| 2 * size_of::<usize>() + ALLOCATION_OVERHEAD + column_bytes(c))
             .sum::<usize>();
-    literals + params + copy_in + copy_out + copy_out_fields + executes + columns
+    // The Arcs point into `columns`, counted there.
+    let uses = vec_bytes::<ParamUse>(plan.param_uses.capacity())
+        + vec_bytes::<Arc<ColumnId>>(plan.compared_by_ciphertext.capacity());
+    literals + params + copy_in + copy_out + copy_out_fields + executes + columns + uses
 }
 
 fn copy_in_bytes(plan: &CopyInPlan) -> usize {

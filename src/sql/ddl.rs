@@ -266,7 +266,10 @@ impl Walk<'_> {
 
     fn uniqueness(&self, column: &PiiColumn, what: &str) -> Result {
         match column.mode {
-            Mode::Deterministic => Ok(()),
+            Mode::Deterministic => {
+                self.compared_by_ciphertext(column);
+                Ok(())
+            }
             Mode::Randomized => Err(Refusal::unsupported(format!(
                 "{what} on {} cannot work: the column is encrypted in randomized mode, so equal values have different ciphertexts and duplicates would never be detected; make it `deterministic` in the pgcloak policy, or drop the constraint",
                 column.id
@@ -297,7 +300,10 @@ impl Walk<'_> {
             });
             match (own, &referred) {
                 (None, None) => {}
-                (Some(a), Some(b)) if a.mode == Mode::Deterministic && self.same_key(a, b) => {}
+                (Some(a), Some(b)) if a.mode == Mode::Deterministic && self.same_key(a, b) => {
+                    self.compared_by_ciphertext(a);
+                    self.compared_by_ciphertext(b);
+                }
                 (Some(column), _) | (None, Some(column)) => return Err(foreign_key(column)),
             }
         }

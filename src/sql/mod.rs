@@ -75,6 +75,14 @@ pub struct StatementPlan {
     /// The distinct PII columns of the slots, which share them (one allocation per column,
     /// not per slot: a multi-row INSERT has thousands of slots for a few columns).
     pub columns: Vec<Arc<ColumnId>>,
+    /// Every occurrence of a parameter in `params`, and how it is used: while a column's
+    /// values may be stored in more than one form (several master keys, or plaintext under
+    /// `migrating`), a search must match each form, which rewrites the statement there.
+    pub param_uses: Vec<ParamUse>,
+    /// Deterministic columns whose values the statement compares with each other rather
+    /// than with a search value (`a.email = b.email`, GROUP BY, DISTINCT, UNION, a UNIQUE
+    /// constraint): right only while each value has one stored form.
+    pub compared_by_ciphertext: Vec<Arc<ColumnId>>,
 }
 
 impl StatementPlan {
@@ -106,6 +114,34 @@ pub struct LiteralSlot {
     pub column: Arc<ColumnId>,
     /// `col = ANY('{a,b}')`: the literal is an array whose elements are encrypted.
     pub array: bool,
+    /// Where the value is searched for (None: it is written).
+    pub search: Option<Search>,
+}
+
+/// How a search value is compared with its column, which decides how the statement can be
+/// rewritten to match every stored form of the value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Search {
+    /// `col = v`, and `col = ANY(v)` of an array: becomes `col = ANY(<every form>)`.
+    Equal,
+    /// `col <> v`: becomes `col <> ALL(<every form>)`.
+    NotEqual,
+    /// An item of `col IN (...)` or `col = ANY(ARRAY[...])`: becomes one item per form.
+    ListItem,
+    /// Any other comparison (`v = col`, `IS DISTINCT FROM`, with a subquery): matches one
+    /// form only.
+    Fixed,
+}
+
+/// One occurrence of a parameter bound for a PII column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamUse {
+    /// `$n`.
+    pub n: usize,
+    /// Byte range of `$n` in the SQL text.
+    pub range: std::ops::Range<usize>,
+    /// Where it is searched for (None: it is written).
+    pub search: Option<Search>,
 }
 
 /// How a literal bound for a PII column is written: what [`literal_value`] unescapes.

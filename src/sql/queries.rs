@@ -178,7 +178,9 @@ impl Walk<'_> {
             if compares {
                 match &merged {
                     Output::Plain => {}
-                    Output::Pii(column) if column.mode == Mode::Deterministic => {}
+                    Output::Pii(column) if column.mode == Mode::Deterministic => {
+                        self.compared_by_ciphertext(column);
+                    }
                     Output::Pii(column) | Output::Mixed(column) => return Err(refusal(column)),
                 }
             }
@@ -244,6 +246,7 @@ impl Walk<'_> {
             if distinct {
                 for column in shown.columns.iter().filter_map(|(_, o)| o.column()) {
                     self.searchable(column, "SELECT DISTINCT")?;
+                    self.compared_by_ciphertext(column);
                 }
             }
             outputs.complete &= shown.complete;
@@ -257,6 +260,7 @@ impl Walk<'_> {
                 by_unknown_position(&outputs, expr, "GROUP BY")?;
                 if let Some(column) = output_pii(&outputs, expr) {
                     self.searchable(&column, "GROUP BY")?;
+                    self.compared_by_ciphertext(&column);
                 }
                 self.require_deterministic(expr, "GROUP BY")?;
                 if !self.recognise(expr) {
@@ -428,7 +432,11 @@ impl Walk<'_> {
             match (&a, &b) {
                 (None, None) => {}
                 (Some(Output::Pii(x)), Some(Output::Pii(y)))
-                    if x.mode == Mode::Deterministic && self.same_key(x, y) => {}
+                    if x.mode == Mode::Deterministic && self.same_key(x, y) =>
+                {
+                    self.compared_by_ciphertext(x);
+                    self.compared_by_ciphertext(y);
+                }
                 _ => {
                     let column = a.or(b);
                     let column = column.as_ref().and_then(Output::column);

@@ -195,6 +195,7 @@ mod tests {
                 column: "email".into(),
             }),
             array: false,
+            search: None,
         }
     }
 

@@ -14,6 +14,7 @@ mod params;
 mod queries;
 mod relations;
 mod scs;
+mod searches;
 
 fn policy() -> Policy {
     let yaml = "

@@ -82,9 +82,9 @@ impl Walk<'_> {
                 Ok(())
             }
             inner @ Expr::Value(_) => match bound(inner) {
-                Bound::Param(n, span) => self.bind_param(n, span, column, true),
+                Bound::Param(n, span) => self.bind_param(n, span, column, true, None),
                 Bound::Literal(value, span) if is_array_literal(inner) => {
-                    self.bind_literal(value, span, &column.id, true)
+                    self.bind_literal(value, span, &column.id, true, None)
                 }
                 Bound::Null => Ok(()),
                 _ => Err(cannot()),

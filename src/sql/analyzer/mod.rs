@@ -28,7 +28,7 @@ use super::queries::output_name;
 use super::splice::LineIndex;
 use super::{
     Analysis, CopyFormat, CopyInPlan, CopyOptions, CopyOutFields, LiteralKind, LiteralSlot,
-    ParamSlot, Refusal, StatementPlan,
+    ParamSlot, ParamUse, Refusal, Search, StatementPlan,
 };
 use crate::crypto::Mode;
 use crate::policy::{ColumnId, Policy};
@@ -134,6 +134,7 @@ pub(super) fn analyze_statements(sql: &str, statements: &[Statement], policy: &P
             cte_aliases: Vec::new(),
             cleared: RefCell::default(),
             deferred: RefCell::default(),
+            compared: RefCell::default(),
         };
         let outcome = walk
             .statement(statement)
@@ -141,6 +142,12 @@ pub(super) fn analyze_statements(sql: &str, statements: &[Statement], policy: &P
             .and_then(|()| walk.check_all_recognised(statement));
         if let Err(refusal) = outcome {
             return Analysis::Refused(refusal);
+        }
+        for column in walk.compared.take() {
+            let column = plan.intern(&column);
+            if !plan.compared_by_ciphertext.contains(&column) {
+                plan.compared_by_ciphertext.push(column);
+            }
         }
     }
     if !touched && !plan.lexing_depends_on_scs {
@@ -178,6 +185,8 @@ pub(super) struct Walk<'a> {
     /// A refusal found while resolving a name (ambiguous, or a mixed UNION column), raised
     /// when the walk ends.
     deferred: RefCell<Option<Refusal>>,
+    /// See [`Walk::compared_by_ciphertext`]; moved into the plan when the walk ends.
+    compared: RefCell<Vec<ColumnId>>,
 }
 
 /// What a value bound for a PII column is.
@@ -281,6 +290,7 @@ impl<'a> Walk<'a> {
         span: Span,
         column: &ColumnId,
         array: bool,
+        search: Option<Search>,
     ) -> Result {
         let range = self.index.range(span).ok_or_else(|| {
             Refusal::unsupported(format!(
@@ -293,6 +303,7 @@ impl<'a> Walk<'a> {
             kind,
             column,
             array,
+            search,
         });
         Ok(())
     }
@@ -303,6 +314,7 @@ impl<'a> Walk<'a> {
         span: Span,
         column: &PiiColumn,
         array: bool,
+        search: Option<Search>,
     ) -> Result {
         if n == 0 || n > MAX_PARAMS {
             let shown = if n == usize::MAX {
@@ -320,6 +332,13 @@ impl<'a> Walk<'a> {
             array,
         };
         self.bound_params.insert(span_of(span));
+        let range = self.index.range(span).ok_or_else(|| {
+            Refusal::unsupported(format!(
+                "pgcloak could not locate ${n} for {} in the statement text",
+                column.id
+            ))
+        })?;
+        self.plan.param_uses.push(ParamUse { n, range, search });
         match self.plan.params.get(&n) {
             Some(existing) if *existing != slot => Err(param_reused(n, &column.id)),
             _ => {
@@ -422,6 +441,15 @@ impl<'a> Walk<'a> {
     }
 
     /// Whether two PII columns are encrypted with the same key (one column, or `same_key_as`).
+    /// `column`'s values are compared with each other (not with a search value): equal
+    /// values must have equal ciphertexts (see [`StatementPlan::compared_by_ciphertext`]).
+    pub(in crate::sql) fn compared_by_ciphertext(&self, column: &PiiColumn) {
+        let mut compared = self.compared.borrow_mut();
+        if !compared.contains(&column.id) {
+            compared.push(column.id.clone());
+        }
+    }
+
     pub(super) fn same_key(&self, a: &PiiColumn, b: &PiiColumn) -> bool {
         self.policy.key_of(&a.id) == self.policy.key_of(&b.id)
     }

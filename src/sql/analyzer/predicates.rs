@@ -14,11 +14,12 @@ impl Walk<'_> {
                     self.predicate(left)?;
                     self.predicate(right)
                 }
-                BinaryOperator::Eq | BinaryOperator::NotEq => self.compare(left, right),
+                BinaryOperator::Eq => self.compare(left, right, Search::Equal),
+                BinaryOperator::NotEq => self.compare(left, right, Search::NotEqual),
                 _ => self.other(expr),
             },
             Expr::IsDistinctFrom(left, right) | Expr::IsNotDistinctFrom(left, right) => {
-                self.compare(left, right)
+                self.compare(left, right, Search::Fixed)
             }
             Expr::IsNull(inner) | Expr::IsNotNull(inner) => {
                 if self.recognise(inner) {
@@ -36,7 +37,7 @@ impl Walk<'_> {
                     self.searchable(&column, "IN (...)")?;
                     self.recognise(left);
                     for item in list {
-                        self.bind_search_value(item, &column)?;
+                        self.bind_search_value(item, &column, Search::ListItem)?;
                     }
                     Ok(())
                 }
@@ -56,9 +57,11 @@ impl Walk<'_> {
                 (Some(column), array @ Expr::Value(_)) => {
                     self.searchable(&column, "= ANY(...)")?;
                     match bound(array) {
-                        Bound::Param(n, span) => self.bind_param(n, span, &column, true)?,
+                        Bound::Param(n, span) => {
+                            self.bind_param(n, span, &column, true, Some(Search::Equal))?
+                        }
                         Bound::Literal(value, span) => {
-                            self.bind_literal(value, span, &column.id, true)?
+                            self.bind_literal(value, span, &column.id, true, Some(Search::Equal))?
                         }
                         Bound::Null => {}
                         _ => return self.other(expr),
@@ -70,7 +73,7 @@ impl Walk<'_> {
                     self.searchable(&column, "= ANY(ARRAY[...])")?;
                     self.recognise(left);
                     for item in &array.elem {
-                        self.bind_search_value(item, &column)?;
+                        self.bind_search_value(item, &column, Search::ListItem)?;
                     }
                     Ok(())
                 }
@@ -95,8 +98,9 @@ impl Walk<'_> {
     }
 
     /// `a = b`: a PII column compared with a value (encrypted deterministically) or with the
-    /// same column (equal ciphertexts mean equal values).
-    pub(super) fn compare(&mut self, left: &Expr, right: &Expr) -> Result {
+    /// same column (equal ciphertexts mean equal values). `search`: how a value on the right
+    /// is compared (a value on the left is [`Search::Fixed`]).
+    pub(super) fn compare(&mut self, left: &Expr, right: &Expr, search: Search) -> Result {
         match (strip(left), strip(right)) {
             (value, Expr::Subquery(query)) | (Expr::Subquery(query), value) => {
                 return self.compare_with_query(value, query, "=")
@@ -110,6 +114,8 @@ impl Walk<'_> {
                 if !self.same_key(&l, &r) {
                     return Err(different_keys(&l, &r));
                 }
+                self.compared_by_ciphertext(&l);
+                self.compared_by_ciphertext(&r);
                 self.recognise(left);
                 self.recognise(right);
                 Ok(())
@@ -117,12 +123,12 @@ impl Walk<'_> {
             (Some(column), None) => {
                 self.searchable(&column, "=")?;
                 self.recognise(left);
-                self.bind_search_value(right, &column)
+                self.bind_search_value(right, &column, search)
             }
             (None, Some(column)) => {
                 self.searchable(&column, "=")?;
                 self.recognise(right);
-                self.bind_search_value(left, &column)
+                self.bind_search_value(left, &column, Search::Fixed)
             }
             (None, None) => {
                 self.other(left)?;
@@ -148,13 +154,16 @@ impl Walk<'_> {
                 if !self.same_key(&column, &selected) {
                     return Err(different_keys(&column, &selected));
                 }
+                self.compared_by_ciphertext(&column);
+                self.compared_by_ciphertext(&selected);
                 self.recognise(value);
                 Ok(())
             }
             // A literal or parameter compared with an encrypted subquery result.
             (None, Output::Pii(selected)) => {
                 self.searchable(&selected, operation)?;
-                self.bind_search_value(value, &selected)
+                self.compared_by_ciphertext(&selected);
+                self.bind_search_value(value, &selected, Search::Fixed)
             }
             (Some(column), Output::Plain) => Err(Refusal::unsupported(format!(
                 "{operation} compares {}, encrypted by pgcloak, with what a subquery selects, which is not the same column (or one sharing its key); compare with literals or parameters, or in the application",
@@ -177,18 +186,31 @@ impl Walk<'_> {
         }
     }
 
+    /// `expr`, when it is a PII column, has its values compared with each other
+    /// (`GROUP BY`, `DISTINCT`): only a deterministic column can be.
     pub(in crate::sql) fn require_deterministic(&self, expr: &Expr, operation: &str) -> Result {
         match self.pii(expr) {
-            Some(column) => self.searchable(&column, operation),
+            Some(column) => {
+                self.searchable(&column, operation)?;
+                self.compared_by_ciphertext(&column);
+                Ok(())
+            }
             None => Ok(()),
         }
     }
 
     /// The value side of `pii_column = value`.
-    pub(super) fn bind_search_value(&mut self, expr: &Expr, column: &PiiColumn) -> Result {
+    pub(super) fn bind_search_value(
+        &mut self,
+        expr: &Expr,
+        column: &PiiColumn,
+        search: Search,
+    ) -> Result {
         match bound(expr) {
-            Bound::Literal(value, span) => self.bind_literal(value, span, &column.id, false),
-            Bound::Param(n, span) => self.bind_param(n, span, column, false),
+            Bound::Literal(value, span) => {
+                self.bind_literal(value, span, &column.id, false, Some(search))
+            }
+            Bound::Param(n, span) => self.bind_param(n, span, column, false, Some(search)),
             Bound::Null => Ok(()),
             Bound::Default | Bound::Other(_) => Err(Refusal::unsupported(format!(
                 "{} is encrypted by pgcloak and can only be compared with a literal or a bind parameter, not an expression; compute the value in the application and pass it as a parameter",

@@ -288,8 +288,8 @@ impl Walk<'_> {
         assignment: bool,
     ) -> Result {
         match bound(expr) {
-            Bound::Literal(value, span) => self.bind_literal(value, span, &column.id, false),
-            Bound::Param(n, span) => self.bind_param(n, span, column, false),
+            Bound::Literal(value, span) => self.bind_literal(value, span, &column.id, false, None),
+            Bound::Param(n, span) => self.bind_param(n, span, column, false, None),
             Bound::Null | Bound::Default => Ok(()),
             Bound::Other(inner) => {
                 let same_column = self.pii(inner).is_some_and(|c| self.same_key(&c, column));
