@@ -5,7 +5,7 @@
 use super::*;
 
 /// (literal text, its search form) for each literal slot.
-fn literal_searches(sql: &str) -> Vec<(String, Option<Search>)> {
+fn literal_searches(sql: &str) -> Found {
     plan(sql)
         .literals
         .iter()
@@ -30,6 +30,8 @@ fn compared(sql: &str) -> Vec<String> {
         .collect()
 }
 
+type Found = Vec<(String, Option<Search>)>;
+
 fn s(text: &str, search: Option<Search>) -> (String, Option<Search>) {
     (text.to_owned(), search)
 }
@@ -37,7 +39,7 @@ fn s(text: &str, search: Option<Search>) -> (String, Option<Search>) {
 #[test]
 fn each_search_literal_knows_how_it_is_compared() {
     use Search::*;
-    let cases: &[(&str, Vec<(String, Option<Search>)>)] = &[
+    let cases: &[(&str, Found)] = &[
         (
             "SELECT id FROM users WHERE email = 'a@x'",
             vec![s("'a@x'", Some(Equal))],
@@ -125,7 +127,7 @@ fn each_parameter_occurrence_is_recorded_with_its_use() {
 
 #[test]
 fn comparisons_of_column_values_with_each_other_are_recorded() {
-    let email = "public.users.email".to_owned();
+    let email = ["public.users.email".to_owned()];
     for sql in [
         "SELECT a.id FROM users a JOIN users b ON a.email = b.email",
         "SELECT email, count(*) FROM users GROUP BY email",
@@ -136,7 +138,7 @@ fn comparisons_of_column_values_with_each_other_are_recorded() {
         "SELECT a.id FROM users a JOIN users b USING (email)",
         "ALTER TABLE users ADD CONSTRAINT users_email_key UNIQUE (email)",
     ] {
-        assert_eq!(compared(sql), [email.clone()], "{sql}");
+        assert_eq!(compared(sql), email, "{sql}");
     }
     for sql in [
         "SELECT id FROM users WHERE email = 'a@x'",
