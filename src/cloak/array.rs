@@ -18,32 +18,68 @@ pub fn map_text<E>(
     value: &[u8],
     mut encrypt: impl FnMut(&[u8]) -> Result<Vec<u8>, E>,
 ) -> Result<Result<Vec<u8>, E>, ArrayError> {
+    map_text_to_many(value, |plain| encrypt(plain).map(|e| vec![e]))
+}
+
+/// [`map_text`] with each non-NULL element replaced by as many elements as `encrypt`
+/// returns (every stored form a search must match).
+pub fn map_text_to_many<E>(
+    value: &[u8],
+    mut encrypt: impl FnMut(&[u8]) -> Result<Vec<Vec<u8>>, E>,
+) -> Result<Result<Vec<u8>, E>, ArrayError> {
     let elements = parse_text(value)?;
     let mut out = Vec::with_capacity(value.len() * 4 + 2);
     out.push(b'{');
-    for (i, element) in elements.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
+    for element in elements.iter() {
         match element {
-            None => out.extend_from_slice(b"NULL"),
+            None => {
+                out.extend_from_slice(b"NULL");
+                out.push(b',');
+            }
             Some(plain) => {
                 let encrypted = match encrypt(plain) {
                     Ok(e) => e,
                     Err(e) => return Ok(Err(e)),
                 };
-                quote(&encrypted, &mut out);
+                for form in encrypted {
+                    quote(&form, &mut out);
+                    out.push(b',');
+                }
             }
         }
     }
+    if out.len() > 1 {
+        out.pop(); // the last comma
+    }
     out.push(b'}');
     Ok(Ok(out))
+}
+
+/// A text-format array literal of `elements` (`{"a","b"}`).
+pub fn text_array(elements: &[impl AsRef<[u8]>]) -> Vec<u8> {
+    let mut out = vec![b'{'];
+    for (i, element) in elements.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        quote(element.as_ref(), &mut out);
+    }
+    out.push(b'}');
+    out
 }
 
 /// Rewrites a binary-format array, mapping each non-NULL element through `encrypt`.
 pub fn map_binary<E>(
     value: &[u8],
     mut encrypt: impl FnMut(&[u8]) -> Result<Vec<u8>, E>,
+) -> Result<Result<Vec<u8>, E>, ArrayError> {
+    map_binary_to_many(value, |plain| encrypt(plain).map(|e| vec![e]))
+}
+
+/// [`map_binary`] with each non-NULL element replaced by as many as `encrypt` returns.
+pub fn map_binary_to_many<E>(
+    value: &[u8],
+    mut encrypt: impl FnMut(&[u8]) -> Result<Vec<Vec<u8>>, E>,
 ) -> Result<Result<Vec<u8>, E>, ArrayError> {
     let mut input = value;
     let ndim = read_i32(&mut input)?;
@@ -62,13 +98,18 @@ pub fn map_binary<E>(
     let lower_bound = read_i32(&mut input)?;
     let count = usize::try_from(count).map_err(|_| ArrayError("negative array length"))?;
     let mut out = BytesMut::with_capacity(value.len() * 3);
-    for word in [1, has_null, element_type as i32, count as i32, lower_bound] {
+    // The element count is written once the elements are known.
+    for word in [1, has_null, element_type as i32, 0, lower_bound] {
         out.put_i32(word);
     }
+    let mut written: i32 = 0;
     for _ in 0..count {
         let len = read_i32(&mut input)?;
         if len == -1 {
             out.put_i32(-1);
+            written = written
+                .checked_add(1)
+                .ok_or(ArrayError("too many elements"))?;
             continue;
         }
         let len = usize::try_from(len).map_err(|_| ArrayError("bad element length"))?;
@@ -81,12 +122,18 @@ pub fn map_binary<E>(
             Ok(e) => e,
             Err(e) => return Ok(Err(e)),
         };
-        out.put_i32(i32::try_from(encrypted.len()).map_err(|_| ArrayError("element too long"))?);
-        out.put_slice(&encrypted);
+        for form in encrypted {
+            out.put_i32(i32::try_from(form.len()).map_err(|_| ArrayError("element too long"))?);
+            out.put_slice(&form);
+            written = written
+                .checked_add(1)
+                .ok_or(ArrayError("too many elements"))?;
+        }
     }
     if !input.is_empty() {
         return Err(ArrayError("trailing bytes after the array's elements"));
     }
+    out[12..16].copy_from_slice(&written.to_be_bytes());
     Ok(Ok(out.to_vec()))
 }
 

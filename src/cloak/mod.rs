@@ -115,18 +115,6 @@ impl Cloak {
     /// A cloak for `policy` with column keys under every master key of `keys` (new values
     /// under the current one); an error when two keys cannot be told apart.
     pub fn with_keys(policy: Policy, keys: &crate::keys::MasterKeys) -> Result<Cloak, String> {
-        if keys.len() > 1 {
-            if let Some((id, _)) = policy
-                .columns()
-                .find(|(_, mode)| *mode == crate::crypto::Mode::Deterministic)
-            {
-                // Until searches match every key's ciphertext, a search would silently miss
-                // the values still under an old key: refuse the configuration instead.
-                return Err(format!(
-                    "{id} is deterministic, and equality search across several master keys is not supported yet: configure one key while the policy has deterministic columns"
-                ));
-            }
-        }
         let keys: Vec<_> = keys.iter().collect();
         let mut keyring = Keyring::with_keys(&keys, &Cloak::keyed_columns(&policy))?;
         for (column, owner) in policy.shared_keys() {

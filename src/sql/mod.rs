@@ -16,6 +16,7 @@ mod lexing;
 mod maintenance;
 mod merge;
 mod names;
+mod operand;
 mod queries;
 mod splice;
 #[cfg(test)]
@@ -116,6 +117,10 @@ pub struct LiteralSlot {
     pub array: bool,
     /// Where the value is searched for (None: it is written).
     pub search: Option<Search>,
+    /// For [`Search::Equal`] and [`Search::NotEqual`]: the compared operand, the literal with
+    /// the parentheses and text casts around it, which a search for several forms replaces
+    /// (None when it could not be found in the text).
+    pub operand: Option<std::ops::Range<usize>>,
 }
 
 /// How a search value is compared with its column, which decides how the statement can be
@@ -142,6 +147,8 @@ pub struct ParamUse {
     pub range: std::ops::Range<usize>,
     /// Where it is searched for (None: it is written).
     pub search: Option<Search>,
+    /// As [`LiteralSlot::operand`].
+    pub operand: Option<std::ops::Range<usize>>,
 }
 
 /// How a literal bound for a PII column is written: what [`literal_value`] unescapes.

@@ -74,6 +74,11 @@ impl<'a> LineIndex<'a> {
         Some(from + i)
     }
 
+    /// The text the index is of.
+    pub(crate) fn text(&self) -> &'a str {
+        self.sql
+    }
+
     /// The byte range of a span (its end is exclusive).
     pub(crate) fn range(&self, span: Span) -> Option<std::ops::Range<usize>> {
         let start = self.offset(span.start)?;
@@ -196,6 +201,7 @@ mod tests {
             }),
             array: false,
             search: None,
+            operand: None,
         }
     }
 

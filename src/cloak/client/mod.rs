@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use bytes::{Bytes, BytesMut};
 
 mod copy_in;
+mod search;
 
 use super::tracker::AmbiguousStatement;
 use super::{lock, Cloak, SessionState};
@@ -204,10 +205,11 @@ impl ClientCloak {
                 [one] => *one == 1,
                 formats => formats.get(n - 1) == Some(&1),
             };
-            let encrypted = if slot.array {
-                self.encrypt_array(&slot.column, value, binary)
-            } else {
-                self.encrypt_value(&slot.column, value)
+            let encrypted = match self.search_param(plan, n, slot, value, binary) {
+                Ok(Some(forms)) => Ok(forms),
+                Err(refusal) => Err(refusal),
+                Ok(None) if slot.array => self.encrypt_array(&slot.column, value, binary),
+                Ok(None) => self.encrypt_value(&slot.column, value),
             };
             match encrypted {
                 Ok(ciphertext) => bind.params[n - 1] = Some(ciphertext),
@@ -313,12 +315,18 @@ impl ClientCloak {
 
     /// The SQL with each PII literal replaced by its ciphertext.
     fn encrypt_literals(&self, sql: &str, plan: &StatementPlan) -> Result<String, Refusal> {
-        if plan.literals.is_empty() {
+        self.check_forms(plan)?;
+        let mut replacements = self.param_rewrites(plan)?;
+        if plan.literals.is_empty() && replacements.is_empty() {
             return Ok(sql.to_owned());
         }
-        let mut replacements = Vec::with_capacity(plan.literals.len());
+        replacements.reserve(plan.literals.len());
         for slot in &plan.literals {
             let value = literal_value(sql, slot)?;
+            if let Some(replaced) = self.search_literal(slot, &value)? {
+                replacements.push(replaced);
+                continue;
+            }
             let ciphertext = if slot.array {
                 self.encrypt_array(&slot.column, value.as_bytes(), false)?
             } else {
@@ -327,6 +335,7 @@ impl ClientCloak {
             let text = String::from_utf8_lossy(&ciphertext);
             replacements.push((slot.range.clone(), format!("'{text}'")));
         }
+        replacements.sort_by_key(|(range, _)| range.start);
         Ok(splice(sql, &replacements))
     }
 

@@ -290,7 +290,7 @@ impl<'a> Walk<'a> {
         span: Span,
         column: &ColumnId,
         array: bool,
-        search: Option<Search>,
+        search: Option<(Search, Option<&Expr>)>,
     ) -> Result {
         let range = self.index.range(span).ok_or_else(|| {
             Refusal::unsupported(format!(
@@ -298,12 +298,14 @@ impl<'a> Walk<'a> {
             ))
         })?;
         let column = self.plan.intern(column);
+        let operand = self.operand(search, &range);
         self.plan.literals.push(LiteralSlot {
             range,
             kind,
             column,
             array,
-            search,
+            search: search.map(|(search, _)| search),
+            operand,
         });
         Ok(())
     }
@@ -314,7 +316,7 @@ impl<'a> Walk<'a> {
         span: Span,
         column: &PiiColumn,
         array: bool,
-        search: Option<Search>,
+        search: Option<(Search, Option<&Expr>)>,
     ) -> Result {
         if n == 0 || n > MAX_PARAMS {
             let shown = if n == usize::MAX {
@@ -338,7 +340,13 @@ impl<'a> Walk<'a> {
                 column.id
             ))
         })?;
-        self.plan.param_uses.push(ParamUse { n, range, search });
+        let operand = self.operand(search, &range);
+        self.plan.param_uses.push(ParamUse {
+            n,
+            range,
+            search: search.map(|(search, _)| search),
+            operand,
+        });
         match self.plan.params.get(&n) {
             Some(existing) if *existing != slot => Err(param_reused(n, &column.id)),
             _ => {
@@ -441,6 +449,21 @@ impl<'a> Walk<'a> {
     }
 
     /// Whether two PII columns are encrypted with the same key (one column, or `same_key_as`).
+    /// The extent of an `Equal` / `NotEqual` search value's whole operand `expr` (see
+    /// [`LiteralSlot::operand`]), given the value's own range.
+    fn operand(
+        &self,
+        search: Option<(Search, Option<&Expr>)>,
+        value: &std::ops::Range<usize>,
+    ) -> Option<std::ops::Range<usize>> {
+        match search? {
+            (Search::Equal | Search::NotEqual, Some(expr)) => {
+                super::operand::operand_extent(self.index.text(), expr, value.clone())
+            }
+            _ => None,
+        }
+    }
+
     /// `column`'s values are compared with each other (not with a search value): equal
     /// values must have equal ciphertexts (see [`StatementPlan::compared_by_ciphertext`]).
     pub(in crate::sql) fn compared_by_ciphertext(&self, column: &PiiColumn) {
@@ -596,7 +619,7 @@ pub(super) fn strip_text_array_cast(expr: &Expr) -> &Expr {
 /// a length. (An explicit cast to `varchar(n)` silently truncates the ciphertext; `citext`
 /// would compare ciphertexts case-insensitively, so `email::citext = 'ANN@X.COM'` would
 /// look for the ciphertext of the upper-case text and silently find nothing.)
-fn is_text_type(name: &str) -> bool {
+pub(super) fn is_text_type(name: &str) -> bool {
     matches!(
         name.to_lowercase().as_str(),
         "text" | "varchar" | "character varying"

@@ -58,11 +58,15 @@ impl Walk<'_> {
                     self.searchable(&column, "= ANY(...)")?;
                     match bound(array) {
                         Bound::Param(n, span) => {
-                            self.bind_param(n, span, &column, true, Some(Search::Equal))?
+                            self.bind_param(n, span, &column, true, Some((Search::Equal, None)))?
                         }
-                        Bound::Literal(value, span) => {
-                            self.bind_literal(value, span, &column.id, true, Some(Search::Equal))?
-                        }
+                        Bound::Literal(value, span) => self.bind_literal(
+                            value,
+                            span,
+                            &column.id,
+                            true,
+                            Some((Search::Equal, None)),
+                        )?,
                         Bound::Null => {}
                         _ => return self.other(expr),
                     }
@@ -206,11 +210,12 @@ impl Walk<'_> {
         column: &PiiColumn,
         search: Search,
     ) -> Result {
+        let search = Some((search, Some(expr)));
         match bound(expr) {
             Bound::Literal(value, span) => {
-                self.bind_literal(value, span, &column.id, false, Some(search))
+                self.bind_literal(value, span, &column.id, false, search)
             }
-            Bound::Param(n, span) => self.bind_param(n, span, column, false, Some(search)),
+            Bound::Param(n, span) => self.bind_param(n, span, column, false, search),
             Bound::Null => Ok(()),
             Bound::Default | Bound::Other(_) => Err(Refusal::unsupported(format!(
                 "{} is encrypted by pgcloak and can only be compared with a literal or a bind parameter, not an expression; compute the value in the application and pass it as a parameter",

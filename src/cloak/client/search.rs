@@ -1,0 +1,249 @@
+//! Searches on a deterministic column whose values may be stored in more than one form:
+//! under each configured master key until `pgcloak rotate` has re-encrypted them. A search
+//! must match every form, so the statement is rewritten where the analysis says how the
+//! value is compared ([`Search`]):
+//!
+//! - `col = 'v'` → `col = ANY('{f1,f2}'::text[])`, `col <> 'v'` → `col <> ALL(...)`;
+//! - `col IN ('v', ...)`, `ARRAY['v', ...]` → one item per form;
+//! - `col = $n` → `col = ANY($n::text::text[])` (the parameter stays text to the client;
+//!   its value is sent as the array of forms), `col <> $n` → `ALL(...)`;
+//! - `col = ANY($n)` and `= ANY('{...}')` → every form of every element.
+//!
+//! Everything else is refused while a column has several forms: a comparison that matches
+//! one form only (`'v' = col`, `IS DISTINCT FROM`, a parameter inside `IN (...)`), and a
+//! comparison of the column's values with each other (joins, GROUP BY, DISTINCT, UNION,
+//! UNIQUE), where equal values would no longer have equal ciphertexts. With one form per
+//! value nothing here applies and statements run as planned.
+
+use std::ops::Range;
+
+use bytes::Bytes;
+
+use super::ClientCloak;
+use crate::cloak::array;
+use crate::crypto::{is_envelope, Mode};
+use crate::policy::ColumnId;
+use crate::sql::{LiteralSlot, ParamSlot, Refusal, Search, StatementPlan};
+
+impl ClientCloak {
+    /// Whether a value of `column` may be stored in more than one form.
+    fn several_forms(&self, column: &ColumnId) -> bool {
+        let keyring = &self.cloak.keyring;
+        keyring.key_names().len() > 1
+            && keyring.mode(&column.to_string()) == Some(Mode::Deterministic)
+    }
+
+    /// The keys whose forms a search matches, for messages: `k2, k1`.
+    fn key_list(&self) -> String {
+        self.cloak.keyring.key_names().join(", ")
+    }
+
+    /// Refuses a statement that compares values of a column with several forms in a way no
+    /// rewrite can make match every form.
+    pub(super) fn check_forms(&self, plan: &StatementPlan) -> Result<(), Refusal> {
+        if let Some(column) = plan
+            .compared_by_ciphertext
+            .iter()
+            .find(|c| self.several_forms(c))
+        {
+            return Err(Refusal::unsupported(format!(
+                "this statement compares values of {column} with each other (a join, GROUP BY, DISTINCT, UNION or a UNIQUE constraint), which cannot work while its values are stored under more than one master key ({}): equal values have different ciphertexts until `pgcloak rotate` has re-encrypted them all; run it after the rotation, or compare in the application",
+                self.key_list()
+            )));
+        }
+        for slot in plan
+            .literals
+            .iter()
+            .filter(|s| self.several_forms(&s.column))
+        {
+            if slot.search == Some(Search::Fixed) {
+                return Err(self.fixed(&slot.column));
+            }
+        }
+        for (&n, slot) in plan
+            .params
+            .iter()
+            .filter(|(_, s)| self.several_forms(&s.column))
+        {
+            let uses: Vec<_> = plan.param_uses.iter().filter(|u| u.n == n).collect();
+            if uses.iter().all(|u| u.search.is_none()) {
+                continue; // written only
+            }
+            if uses.iter().any(|u| u.search.is_none()) {
+                return Err(Refusal::unsupported(format!(
+                    "${n} is both written to and searched for in {} here, and a search must match every stored form of the value while the column's values are stored under more than one master key ({}); pass the value twice, as two parameters",
+                    slot.column,
+                    self.key_list()
+                )));
+            }
+            for usage in uses {
+                match usage.search {
+                    Some(Search::Fixed) => return Err(self.fixed(&slot.column)),
+                    Some(Search::ListItem) => return Err(Refusal::unsupported(format!(
+                        "a parameter inside IN (...) or ARRAY[...] can match only one stored form of {}, whose values are stored under more than one master key ({}) until `pgcloak rotate` has finished; pass the values as one array parameter ({} = ANY($1)) instead",
+                        slot.column,
+                        self.key_list(),
+                        slot.column.column
+                    ))),
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn fixed(&self, column: &ColumnId) -> Refusal {
+        Refusal::unsupported(format!(
+            "this comparison can match only one stored form of a value of {column}, whose values are stored under more than one master key ({}) until `pgcloak rotate` has finished; write it as `{} = value`, `{} IN (...)` or `{} = ANY(...)`",
+            self.key_list(),
+            column.column,
+            column.column,
+            column.column
+        ))
+    }
+
+    /// Every form a search for `value` in `column` must match, the current key's first. An
+    /// envelope stays as it is (it is one stored form already).
+    fn forms(&self, column: &ColumnId, value: &[u8]) -> Result<Vec<Vec<u8>>, Refusal> {
+        if is_envelope(value) {
+            return Ok(vec![self.encrypt_value(column, value)?.to_vec()]);
+        }
+        self.encrypt_value(column, value)?; // the value's checks (UTF-8)
+        self.cloak
+            .keyring
+            .search_ciphertexts(&column.to_string(), value)
+            .map(|forms| forms.into_iter().map(String::into_bytes).collect())
+            .map_err(|e| Refusal {
+                code: "XX000",
+                message: format!("pgcloak could not encrypt the value for {column}: {e}"),
+            })
+    }
+
+    /// The text range a search literal whose column has several forms replaces, and its
+    /// replacement; None when the literal is encrypted as planned.
+    pub(super) fn search_literal(
+        &self,
+        slot: &LiteralSlot,
+        value: &str,
+    ) -> Result<Option<(Range<usize>, String)>, Refusal> {
+        let Some(search) = slot.search.filter(|_| self.several_forms(&slot.column)) else {
+            return Ok(None);
+        };
+        let quoted = |bytes: &[u8]| format!("'{}'", String::from_utf8_lossy(bytes));
+        if slot.array {
+            let forms = self.array_forms(&slot.column, value.as_bytes(), false)?;
+            return Ok(Some((slot.range.clone(), quoted(&forms))));
+        }
+        let forms = self.forms(&slot.column, value.as_bytes())?;
+        let all = || quoted(&array::text_array(&forms));
+        let replaced = match search {
+            Search::Equal => (
+                self.operand(slot.operand.as_ref(), &slot.column)?,
+                format!("ANY({}::text[])", all()),
+            ),
+            Search::NotEqual => (
+                self.operand(slot.operand.as_ref(), &slot.column)?,
+                format!("ALL({}::text[])", all()),
+            ),
+            Search::ListItem => (
+                slot.range.clone(),
+                forms
+                    .iter()
+                    .map(|f| quoted(f))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+            Search::Fixed => return Err(self.fixed(&slot.column)), // check_forms refused it
+        };
+        Ok(Some(replaced))
+    }
+
+    /// The operand a rewrite replaces, or a refusal when the analysis could not find it.
+    fn operand(
+        &self,
+        operand: Option<&Range<usize>>,
+        column: &ColumnId,
+    ) -> Result<Range<usize>, Refusal> {
+        operand.cloned().ok_or_else(|| {
+            Refusal::unsupported(format!(
+                "pgcloak must rewrite this comparison with {column} to match every stored form of the value (its values are stored under more than one master key: {}), and could not find where the compared value ends; write it as `{} = value` without comments or casts other than ::text",
+                self.key_list(),
+                column.column
+            ))
+        })
+    }
+
+    /// `$n` → `ANY($n::text::text[])` (or `ALL`) where a parameter searches a column with
+    /// several forms (its value becomes the array of forms, see [`Self::search_param`]).
+    pub(super) fn param_rewrites(
+        &self,
+        plan: &StatementPlan,
+    ) -> Result<Vec<(Range<usize>, String)>, Refusal> {
+        let mut rewrites = Vec::new();
+        for usage in &plan.param_uses {
+            let Some(slot) = plan.params.get(&usage.n) else {
+                continue;
+            };
+            if slot.array || !self.several_forms(&slot.column) {
+                continue;
+            }
+            let quantifier = match usage.search {
+                Some(Search::Equal) => "ANY",
+                Some(Search::NotEqual) => "ALL",
+                _ => continue, // refused by check_forms
+            };
+            let operand = self.operand(usage.operand.as_ref(), &slot.column)?;
+            rewrites.push((operand, format!("{quantifier}(${}::text::text[])", usage.n)));
+        }
+        Ok(rewrites)
+    }
+
+    /// The value of a search parameter whose column has several forms: the array of forms
+    /// (the statement was rewritten by [`Self::param_rewrites`]); None when it is encrypted
+    /// as planned. The array's text is also its binary form as `text`.
+    pub(super) fn search_param(
+        &self,
+        plan: &StatementPlan,
+        n: usize,
+        slot: &ParamSlot,
+        value: &[u8],
+        binary: bool,
+    ) -> Result<Option<Bytes>, Refusal> {
+        let mut uses = plan.param_uses.iter().filter(|u| u.n == n).peekable();
+        let searched = uses.peek().is_some() && uses.all(|u| u.search.is_some());
+        if !searched || !self.several_forms(&slot.column) {
+            return Ok(None);
+        }
+        if slot.array {
+            return self
+                .array_forms(&slot.column, value, binary)
+                .map(|a| Some(Bytes::from(a)));
+        }
+        let forms = self.forms(&slot.column, value)?;
+        Ok(Some(Bytes::from(array::text_array(&forms))))
+    }
+
+    /// An array compared with `= ANY(...)`, each element replaced by all its forms.
+    fn array_forms(
+        &self,
+        column: &ColumnId,
+        value: &[u8],
+        binary: bool,
+    ) -> Result<Vec<u8>, Refusal> {
+        let forms = |element: &[u8]| self.forms(column, element);
+        let mapped = match binary {
+            true => array::map_binary_to_many(value, forms),
+            false => array::map_text_to_many(value, forms),
+        };
+        match mapped {
+            Ok(result) => result,
+            Err(e) => Err(Refusal {
+                code: "22P02",
+                message: format!(
+                    "the array compared with {column} cannot be encrypted by pgcloak: {}; pass a one-dimensional array of text values",
+                    e.0
+                ),
+            }),
+        }
+    }
+}
