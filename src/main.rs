@@ -14,6 +14,8 @@ use pgcloak::sidecar::Sidecar;
 use tokio_util::sync::CancellationToken;
 
 mod check;
+mod convert;
+mod convert_cli;
 mod demo;
 mod jwe_cli;
 
@@ -51,6 +53,12 @@ enum Command {
               value_parser = clap::value_parser!(u64).range(1..))]
         sample: Option<u64>,
     },
+    /// Encrypt the plaintext already in PII columns, in place and online (in batches).
+    Encrypt(convert_cli::ConvertArgs),
+    /// Re-encrypt values not under `keys.current` or not in their column's mode.
+    Rotate(convert_cli::ConvertArgs),
+    /// Turn the envelopes of PII columns back into plaintext (leaving pgcloak).
+    Decrypt(convert_cli::ConvertArgs),
     /// Print a fresh random master key (base64 of 32 bytes) for `keys.master_key_env`.
     Keygen,
     /// Key pairs, encryption and tokens for the JWE sidecar (the party's side).
@@ -71,6 +79,9 @@ fn main() -> ExitCode {
     pgcloak::logging::init();
     let result = match cli.command {
         Command::Serve { config } => serve(config),
+        Command::Encrypt(args) => convert_cli::run(convert::Direction::Encrypt, args),
+        Command::Rotate(args) => convert_cli::run(convert::Direction::Rotate, args),
+        Command::Decrypt(args) => convert_cli::run(convert::Direction::Decrypt, args),
         Command::Check {
             config,
             upstream_dsn,

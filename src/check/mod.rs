@@ -123,7 +123,7 @@ async fn catalog(
 }
 
 /// `host:port` of the DSN's first host; never the password.
-fn describe(pg: &tokio_postgres::Config) -> String {
+pub(crate) fn describe(pg: &tokio_postgres::Config) -> String {
     let port = pg.get_ports().first().copied().unwrap_or(5432);
     match pg.get_hosts().first() {
         Some(Host::Tcp(name)) => format!("{name}:{port}"),
@@ -132,7 +132,7 @@ fn describe(pg: &tokio_postgres::Config) -> String {
     }
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let causes = std::iter::successors(Some(e), |e| e.source());
     causes.map(|e| e.to_string()).collect::<Vec<_>>().join(": ")
 }

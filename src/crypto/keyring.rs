@@ -216,6 +216,13 @@ impl Keyring {
         self.entries[keys.write].kid() == parsed.kid
     }
 
+    /// `pgc1$<m>$<kid>$`: how every envelope written for `column` now begins (current key,
+    /// configured mode), for finding the values a rotation must rewrite.
+    pub fn current_header(&self, column: &str) -> Option<String> {
+        let entry = self.entry(column).ok()?;
+        Some(String::from_utf8_lossy(&entry.header).into_owned())
+    }
+
     /// The names of the master keys, the current one first.
     pub fn key_names(&self) -> &[String] {
         &self.key_names

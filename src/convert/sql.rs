@@ -1,0 +1,207 @@
+//! The statements of a conversion, built from a table's key columns and the PII columns to
+//! convert. Pure text building, unit-tested here.
+
+use super::Direction;
+
+/// How rows of a table are picked out and paged through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    /// (column, type as `format_type` prints it); `ctid` (tid) when there is no primary key.
+    pub columns: Vec<(String, String)>,
+}
+
+/// `"name"`, with embedded quotes doubled.
+pub fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `'text'`, with embedded quotes doubled (for headers, which are ASCII without quotes).
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// The condition under which `column` still needs `direction`; `header` is how its
+/// current envelopes begin (rotate only).
+pub fn needs(direction: Direction, column: &str, header: &str) -> String {
+    let c = ident(column);
+    match direction {
+        Direction::Encrypt => format!("(left({c}, 5) <> 'pgc1$')"),
+        Direction::Rotate => {
+            format!(
+                "(left({c}, 5) = 'pgc1$' AND left({c}, 16) <> {})",
+                literal(header)
+            )
+        }
+        Direction::Decrypt => format!("(left({c}, 5) = 'pgc1$')"),
+    }
+}
+
+/// `SELECT <rows that need work>, <values that need work in a>, ... FROM t`.
+pub fn count(table: &str, columns: &[(String, String)], direction: Direction) -> String {
+    let pending: Vec<String> = columns
+        .iter()
+        .map(|(c, header)| needs(direction, c, header))
+        .collect();
+    let counts: Vec<String> = pending
+        .iter()
+        .map(|p| format!("count(*) FILTER (WHERE {p})"))
+        .collect();
+    format!(
+        "SELECT count(*) FILTER (WHERE {}), {} FROM {table}",
+        pending.join(" OR "),
+        counts.join(", ")
+    )
+}
+
+/// One batch: the next `limit` rows after the last key (`$1..$k`, absent on the first
+/// batch) that need work, keys as text then the columns. Keys travel as text, cast to their
+/// type in the statement.
+pub fn select_batch(
+    table: &str,
+    keys: &Keys,
+    columns: &[(String, String)],
+    direction: Direction,
+    first: bool,
+    limit: usize,
+) -> String {
+    // Qualified: a bare name in ORDER BY would be the text output column of that name.
+    let key_list: Vec<String> = keys
+        .columns
+        .iter()
+        .map(|(k, _)| format!("t.{}", ident(k)))
+        .collect();
+    let key_text: Vec<String> = key_list
+        .iter()
+        .enumerate()
+        .map(|(i, k)| format!("{k}::text AS k{i}"))
+        .collect();
+    let values: Vec<String> = columns
+        .iter()
+        .map(|(c, _)| format!("t.{}", ident(c)))
+        .collect();
+    let pending: Vec<String> = columns
+        .iter()
+        .map(|(c, header)| needs(direction, c, header))
+        .collect();
+    let after = if first {
+        String::new()
+    } else {
+        let params: Vec<String> = keys
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, (_, ty))| format!("${}::text::{ty}", i + 1))
+            .collect();
+        format!("({}) > ({}) AND ", key_list.join(", "), params.join(", "))
+    };
+    format!(
+        "SELECT {}, {} FROM {table} AS t WHERE {after}({}) ORDER BY {} LIMIT {limit}",
+        key_text.join(", "),
+        values.join(", "),
+        pending.join(" OR "),
+        key_list.join(", ")
+    )
+}
+
+/// The UPDATE of `rows` changed rows: each row's keys, then (old, new) per column, as
+/// parameters. A row whose values changed since they were read (the application wrote it
+/// meanwhile, through pgcloak) is left alone: the old values are part of the match.
+pub fn update(table: &str, keys: &Keys, columns: &[(String, String)], rows: usize) -> String {
+    let width = keys.columns.len() + 2 * columns.len();
+    let mut tuples = Vec::with_capacity(rows);
+    for row in 0..rows {
+        let base = row * width;
+        let mut cells: Vec<String> = keys
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, (_, ty))| format!("${}::text::{ty}", base + i + 1))
+            .collect();
+        for i in 0..2 * columns.len() {
+            cells.push(format!("${}::text", base + keys.columns.len() + i + 1));
+        }
+        tuples.push(format!("({})", cells.join(", ")));
+    }
+    let mut names: Vec<String> = (0..keys.columns.len()).map(|i| format!("k{i}")).collect();
+    for i in 0..columns.len() {
+        names.push(format!("old{i}"));
+        names.push(format!("new{i}"));
+    }
+    let set: Vec<String> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, (c, _))| format!("{} = v.new{i}", ident(c)))
+        .collect();
+    let mut matches: Vec<String> = keys
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, (k, _))| format!("t.{} = v.k{i}", ident(k)))
+        .collect();
+    for (i, (c, _)) in columns.iter().enumerate() {
+        matches.push(format!("t.{} IS NOT DISTINCT FROM v.old{i}", ident(c)));
+    }
+    format!(
+        "UPDATE {table} AS t SET {} FROM (VALUES {}) AS v({}) WHERE {}",
+        set.join(", "),
+        tuples.join(", "),
+        names.join(", "),
+        matches.join(" AND ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> Keys {
+        Keys {
+            columns: vec![("id".into(), "integer".into())],
+        }
+    }
+
+    fn columns() -> Vec<(String, String)> {
+        vec![
+            ("email".into(), "pgc1$d$AAAAAAAA$".into()),
+            ("na\"me".into(), "pgc1$r$BBBBBBBB$".into()),
+        ]
+    }
+
+    #[test]
+    fn batches_page_by_key_and_pick_only_rows_that_need_work() {
+        let first = select_batch(
+            "public.users",
+            &keys(),
+            &columns(),
+            Direction::Encrypt,
+            true,
+            500,
+        );
+        assert_eq!(
+            first,
+            "SELECT t.\"id\"::text AS k0, t.\"email\", t.\"na\"\"me\" FROM public.users AS t WHERE ((left(\"email\", 5) <> 'pgc1$') OR (left(\"na\"\"me\", 5) <> 'pgc1$')) ORDER BY t.\"id\" LIMIT 500"
+        );
+        let next = select_batch("t", &keys(), &columns()[..1], Direction::Rotate, false, 10);
+        assert_eq!(
+            next,
+            "SELECT t.\"id\"::text AS k0, t.\"email\" FROM t AS t WHERE (t.\"id\") > ($1::text::integer) AND ((left(\"email\", 5) = 'pgc1$' AND left(\"email\", 16) <> 'pgc1$d$AAAAAAAA$')) ORDER BY t.\"id\" LIMIT 10"
+        );
+    }
+
+    #[test]
+    fn the_update_matches_keys_and_the_values_read() {
+        let sql = update("t", &keys(), &columns()[..1], 2);
+        assert_eq!(
+            sql,
+            "UPDATE t AS t SET \"email\" = v.new0 FROM (VALUES ($1::text::integer, $2::text, $3::text), ($4::text::integer, $5::text, $6::text)) AS v(k0, old0, new0) WHERE t.\"id\" = v.k0 AND t.\"email\" IS NOT DISTINCT FROM v.old0"
+        );
+    }
+
+    #[test]
+    fn counts_per_column() {
+        assert_eq!(
+            count("t", &columns()[..1], Direction::Decrypt),
+            "SELECT count(*) FILTER (WHERE (left(\"email\", 5) = 'pgc1$')), count(*) FILTER (WHERE (left(\"email\", 5) = 'pgc1$')) FROM t"
+        );
+    }
+}

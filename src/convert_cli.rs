@@ -1,0 +1,100 @@
+//! The command line of `pgcloak encrypt`, `rotate` and `decrypt` (see [`crate::convert`]).
+
+use std::path::PathBuf;
+
+use pgcloak::cloak::Cloak;
+use pgcloak::config::Config;
+use tokio_postgres::NoTls;
+
+use crate::convert::{self, Direction, Options};
+
+#[derive(clap::Args)]
+pub struct ConvertArgs {
+    /// The YAML config file (its policy and keys).
+    #[arg(long, short)]
+    config: PathBuf,
+    /// The database, directly (not through pgcloak): postgresql://user:pw@host:port/db.
+    #[arg(long, value_name = "DSN")]
+    upstream_dsn: String,
+    /// Only this table (`table` or `schema.table`); default: every table of the policy.
+    #[arg(long)]
+    table: Option<String>,
+    /// Only these PII columns of --table (comma-separated).
+    #[arg(long, value_delimiter = ',', requires = "table")]
+    columns: Option<Vec<String>>,
+    /// Rows per batch (each batch is one short transaction).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    batch_size: u64,
+    /// Count what would change; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+pub fn run(direction: Direction, args: ConvertArgs) -> Result<(), String> {
+    if direction == Direction::Decrypt && args.columns.is_none() {
+        return Err(
+            "decrypt needs --table and --columns: name the columns that leave pgcloak".into(),
+        );
+    }
+    let config = Config::load(&args.config).map_err(|e| e.to_string())?;
+    let Some(cloak) = Cloak::from_config(&config, &args.config).map_err(|e| e.to_string())? else {
+        return Err(format!(
+            "{}: names no PII columns (no `tables`)",
+            args.config.display()
+        ));
+    };
+    let options = Options {
+        direction,
+        table: args.table,
+        columns: args.columns,
+        batch_size: args.batch_size as usize,
+        dry_run: args.dry_run,
+    };
+    let tables = convert::plan(cloak.policy(), &options)?;
+    let pg: tokio_postgres::Config = args
+        .upstream_dsn
+        .parse()
+        .map_err(|e| format!("--upstream-dsn: {}", crate::check::chain(&e)))?;
+    let target = crate::check::describe(&pg);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start runtime: {e}"))?;
+    runtime.block_on(async {
+        let (client, connection) = pg
+            .connect(NoTls)
+            .await
+            .map_err(|e| format!("cannot connect to {target}: {}", crate::check::chain(&e)))?;
+        tokio::spawn(async move { drop(connection.await) });
+        let mut failures = 0;
+        for (schema, table, columns) in &tables {
+            let (outcome, took) = convert::timed(convert::run_table(
+                &client,
+                cloak.keyring(),
+                schema,
+                table,
+                columns,
+                &options,
+            ))
+            .await;
+            let outcome = outcome?;
+            failures += outcome.failed.iter().map(|(_, n)| n).sum::<u64>();
+            println!(
+                "{}",
+                convert::summary(
+                    &format!("{schema}.{table}"),
+                    &outcome,
+                    direction,
+                    options.dry_run,
+                    took
+                )
+            );
+        }
+        match failures {
+            0 => Ok(()),
+            n => Err(format!(
+                "{n} value(s) could not be converted and were left as they are (see above)"
+            )),
+        }
+    })
+}
