@@ -79,16 +79,24 @@ pub fn run(direction: Direction, args: ConvertArgs) -> Result<(), String> {
             .await;
             let outcome = outcome?;
             failures += outcome.failed.iter().map(|(_, n)| n).sum::<u64>();
+            let shown = format!("{schema}.{table}");
             println!(
                 "{}",
-                convert::summary(
-                    &format!("{schema}.{table}"),
-                    &outcome,
-                    direction,
-                    options.dry_run,
-                    took
-                )
+                convert::summary(&shown, &outcome, direction, options.dry_run, took)
             );
+            if direction == Direction::Encrypt && !options.dry_run {
+                let left = convert::plaintext_left(&client, schema, table, columns)
+                    .await
+                    .map_err(|e| format!("{shown}: {}", crate::check::chain(&e)))?;
+                for (column, n) in left {
+                    let migrating = cloak.policy().is_migrating(&column.to_string());
+                    match (n, migrating) {
+                        (0, true) => println!("{column}: no plaintext is left; remove `migrating: true` from its policy"),
+                        (0, false) => {}
+                        (n, _) => println!("{column}: {n} plaintext value(s) are still there (written directly meanwhile?); run `pgcloak encrypt` again"),
+                    }
+                }
+            }
         }
         match failures {
             0 => Ok(()),

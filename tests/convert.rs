@@ -308,3 +308,160 @@ fn mistakes_are_named() {
         "pgc1$d$AAAAAAAA$AAAA"
     );
 }
+
+/// `migrating: true` while `pgcloak encrypt` runs: an application reads, searches and writes
+/// through pgcloak the whole time, and every answer is right, before, during and after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_application_keeps_working_through_an_online_encrypt() {
+    let s = Setup::start();
+    let path = s.dir.join("migrating.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen: \"127.0.0.1:0\"\nupstream:\n  host: 127.0.0.1\n  port: {}\nkeys:\n{K1}\ntables:\n  users:\n    email: {{ mode: deterministic, migrating: true }}\n    name: {{ mode: randomized, migrating: true }}\n",
+            s.pg.port()
+        ),
+    )
+    .unwrap();
+    let loaded = pgcloak::config::Config::load(&path).unwrap();
+    let cloak = pgcloak::cloak::Cloak::from_config(&loaded, &path)
+        .unwrap()
+        .unwrap();
+    let proxy = pgcloak::proxy::Proxy::bind(loaded.settings(&path).unwrap())
+        .await
+        .unwrap()
+        .with_cloak(cloak)
+        .spawn()
+        .unwrap();
+    let url = format!("postgresql://postgres:{PASSWORD}@{}/postgres", proxy.addr());
+    let app = common::connect(&url).await;
+
+    // Before: plaintext rows read as they are and are found by equality.
+    let row = app
+        .query_one(
+            "SELECT name FROM users WHERE email = $1",
+            &[&"user5@example.com"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "Name 5");
+    let found = app
+        .simple_query(
+            "SELECT id FROM users WHERE email IN ('user6@example.com', 'user8@example.com')",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        found
+            .iter()
+            .filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
+            .count(),
+        2
+    );
+
+    // A plaintext with a quote and a backslash is matched as itself.
+    s.sql("INSERT INTO users (id, email) VALUES (-1, E'o''brien\\\\q@example.com')");
+    let odd = app
+        .simple_query("SELECT id FROM users WHERE email = 'o''brien\\q@example.com'")
+        .await
+        .unwrap();
+    assert_eq!(
+        odd.iter()
+            .filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
+            .count(),
+        1
+    );
+    let odd = app
+        .query(
+            "SELECT id FROM users WHERE email = $1",
+            &[&"o'brien\\q@example.com"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(odd.len(), 1);
+
+    // During: encrypt in small batches while the application works.
+    let mut child = Command::new(pgcloak_bin())
+        .args(["encrypt", "--batch-size", "50", "--config"])
+        .arg(&path)
+        .args(["--upstream-dsn", &s.dsn])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut checked = 0;
+    let mut next_id = ROWS + 1;
+    let mut during = 0;
+    loop {
+        let running = child.try_wait().unwrap().is_none();
+        let id = 1 + (checked * 37) % ROWS;
+        let email = format!("user{id}@example.com");
+        let row = app
+            .query_one("SELECT id, name FROM users WHERE email = $1", &[&email])
+            .await
+            .unwrap_or_else(|e| panic!("{email}: {e}"));
+        assert_eq!(row.get::<_, i32>(0), id);
+        let expected = (id % 7 != 0).then(|| format!("Name {id}"));
+        assert_eq!(row.get::<_, Option<String>>(1), expected);
+        // A new row, and an update of an existing one, through pgcloak.
+        let new_email = format!("new{next_id}@example.com");
+        app.execute(
+            "INSERT INTO users (id, email, name) VALUES ($1, $2, $3)",
+            &[&next_id, &new_email, &"Fresh"],
+        )
+        .await
+        .unwrap();
+        let got = app
+            .query_one("SELECT id FROM users WHERE email = $1", &[&new_email])
+            .await
+            .unwrap();
+        assert_eq!(got.get::<_, i32>(0), next_id);
+        next_id += 1;
+        checked += 1;
+        if running {
+            during += 1;
+        } else {
+            break;
+        }
+    }
+    let output = child.wait_with_output().unwrap();
+    let summary = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{summary}");
+    assert!(during > 0, "the application worked while encrypt ran");
+    eprintln!("{during} read+insert+search rounds while encrypt ran");
+
+    // After: every value an envelope, every row as it was.
+    assert_eq!(
+        s.sql("SELECT count(*) FROM users WHERE email NOT LIKE 'pgc1$%' OR name NOT LIKE 'pgc1$%'"),
+        "0"
+    );
+    let rows = app
+        .query(
+            "SELECT id, email, name FROM users WHERE id BETWEEN 1 AND $1 ORDER BY id",
+            &[&ROWS],
+        )
+        .await
+        .unwrap();
+    for row in &rows {
+        let id: i32 = row.get(0);
+        assert_eq!(row.get::<_, String>(1), format!("user{id}@example.com"));
+        assert_eq!(
+            row.get::<_, Option<String>>(2),
+            (id % 7 != 0).then(|| format!("Name {id}"))
+        );
+    }
+    assert_eq!(rows.len(), ROWS as usize);
+    let dup = app
+        .execute(
+            "INSERT INTO users (id, email) VALUES (0, 'user9@example.com')",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        dup.code(),
+        Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+    );
+    assert!(summary.contains("no plaintext is left"), "{summary}");
+    proxy.shutdown().await;
+}

@@ -186,12 +186,13 @@ pub enum CopyOutError {
 /// Decrypts the envelopes in one row of COPY TO output (Postgres sends one row per
 /// CopyData). Envelopes need no escaping or quoting, so each stands whole as a field.
 /// `pii` lists the fields (position, column) that hold PII columns: each must be NULL or
-/// an envelope of that column.
+/// an envelope of that column, or plaintext where `migrating` says the column may hold it.
 pub fn decrypt_row(
     row: &[u8],
     dialect: &Dialect,
     keyring: &Keyring,
     pii: &[(usize, String)],
+    migrating: &dyn Fn(&str) -> bool,
 ) -> Result<Vec<u8>, CopyOutError> {
     let body = row.strip_suffix(b"\n").unwrap_or(row);
     let mut out = Vec::with_capacity(row.len());
@@ -218,7 +219,9 @@ pub fn decrypt_row(
                 Ok(plaintext) => dialect.write_field(&plaintext, quoted, &mut out),
                 Err(error) => return Err(CopyOutError::Crypto(error, column.map(str::to_owned))),
             }
-        } else if let Some(column) = column.filter(|_| quoted || *field != dialect.null) {
+        } else if let Some(column) =
+            column.filter(|c| (quoted || *field != dialect.null) && !migrating(c))
+        {
             return Err(CopyOutError::NotEncrypted(column.to_owned()));
         } else {
             out.extend_from_slice(field);
@@ -487,11 +490,11 @@ mod tests {
         let pii = [(1, email.clone())];
         let text = Dialect::new(&CopyOptions::default());
         let row = format!("7\t{envelope}\t{envelope}\n");
-        let out = decrypt_row(row.as_bytes(), &text, &keyring, &pii).unwrap();
+        let out = decrypt_row(row.as_bytes(), &text, &keyring, &pii, &|_| false).unwrap();
         assert_eq!(out, b"7\ta\\tb\ta\\tb\n");
-        assert!(decrypt_row(b"7\t\\N\tx\n", &text, &keyring, &pii).is_ok());
+        assert!(decrypt_row(b"7\t\\N\tx\n", &text, &keyring, &pii, &|_| false).is_ok());
         for row in [&b"7\tplain\n"[..], b"7\t\n", b"7\tpgc1\n"] {
-            let err = decrypt_row(row, &text, &keyring, &pii).unwrap_err();
+            let err = decrypt_row(row, &text, &keyring, &pii, &|_| false).unwrap_err();
             assert!(
                 matches!(err, CopyOutError::NotEncrypted(ref c) if *c == email),
                 "{row:?}"
@@ -499,16 +502,16 @@ mod tests {
         }
         // An escaped delimiter does not shift the fields.
         let row = format!("a\\\tb\t{envelope}\n");
-        assert!(decrypt_row(row.as_bytes(), &text, &keyring, &pii).is_ok());
+        assert!(decrypt_row(row.as_bytes(), &text, &keyring, &pii, &|_| false).is_ok());
         let csv = Dialect::new(&CopyOptions {
             format: CopyFormat::Csv,
             ..CopyOptions::default()
         });
         let row = format!("\"x,y\",\"{envelope}\"\n");
-        let out = decrypt_row(row.as_bytes(), &csv, &keyring, &pii).unwrap();
+        let out = decrypt_row(row.as_bytes(), &csv, &keyring, &pii, &|_| false).unwrap();
         assert_eq!(out, b"\"x,y\",\"a\tb\"\n");
-        assert!(decrypt_row(b"1,\n", &csv, &keyring, &pii).is_ok());
-        assert!(decrypt_row(b"1,\"\"\n", &csv, &keyring, &pii).is_err());
+        assert!(decrypt_row(b"1,\n", &csv, &keyring, &pii, &|_| false).is_ok());
+        assert!(decrypt_row(b"1,\"\"\n", &csv, &keyring, &pii, &|_| false).is_err());
     }
 
     #[test]

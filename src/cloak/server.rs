@@ -101,7 +101,15 @@ impl ServerCloak {
             return frame;
         }
         let row = &frame[Header::SIZE..];
-        match decrypt_row(row, &copy.dialect, &self.cloak.keyring, &copy.pii) {
+        let policy = self.cloak.policy();
+        let migrating = |column: &str| policy.is_migrating(column);
+        match decrypt_row(
+            row,
+            &copy.dialect,
+            &self.cloak.keyring,
+            &copy.pii,
+            &migrating,
+        ) {
             Ok(row) => {
                 let mut out = BytesMut::with_capacity(row.len() + Header::SIZE);
                 copy_data_frame(&mut out, &row);
@@ -146,7 +154,9 @@ impl ServerCloak {
                 _ => None,
             };
             if !is_envelope(value) {
-                if let Some(column) = column {
+                // Plaintext of a `migrating` column is returned as it is (encrypt turns it
+                // into envelopes); anywhere else it is an error, never passed on silently.
+                if let Some(column) = column.filter(|c| !self.cloak.policy().is_migrating(c)) {
                     return Ok(self.fail(&not_encrypted(column)));
                 }
                 continue;
@@ -260,7 +270,7 @@ fn pii_fields(
 
 fn not_encrypted(column: &str) -> String {
     format!(
-        "{column} holds a value that is not encrypted (written before the column joined the pgcloak policy, or directly to Postgres), and pgcloak does not return it as it is; encrypt the existing values (`pgcloak check --upstream-dsn` counts them) or remove the column from the policy"
+        "{column} holds a value that is not encrypted (written before the column joined the pgcloak policy, or directly to Postgres), and pgcloak does not return it as it is; mark the column `migrating: true` while `pgcloak encrypt` encrypts the existing values (`pgcloak check --upstream-dsn` counts them), or remove the column from the policy"
     )
 }
 

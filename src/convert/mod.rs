@@ -253,6 +253,28 @@ fn convert(
     }
 }
 
+/// Per column, the values that are still plaintext.
+pub async fn plaintext_left(
+    client: &Client,
+    schema: &str,
+    table: &str,
+    columns: &[ColumnId],
+) -> Result<Vec<(ColumnId, u64)>, tokio_postgres::Error> {
+    let name = format!("{}.{}", ident(schema), ident(table));
+    let pairs: Vec<(String, String)> = columns
+        .iter()
+        .map(|c| (c.column.clone(), String::new()))
+        .collect();
+    let row = client
+        .query_one(&sql::count(&name, &pairs, Direction::Encrypt), &[])
+        .await?;
+    Ok(columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.clone(), row.get::<_, i64>(i + 1) as u64))
+        .collect())
+}
+
 /// The primary key columns of a table with their types; `ctid` when it has none.
 async fn keys(client: &Client, schema: &str, table: &str) -> Result<Keys, tokio_postgres::Error> {
     let rows = client

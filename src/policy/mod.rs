@@ -41,6 +41,9 @@ pub struct Policy {
     shared_keys: BTreeMap<ColumnId, ColumnId>,
     /// Lower-cased table names, for the cheap "could this SQL touch a PII table" check.
     needles: Vec<String>,
+    /// Identities (`schema.table.column`) of columns with `migrating: true`: they may still
+    /// hold plaintext, which reads return as it is and searches match too.
+    migrating: std::collections::BTreeSet<String>,
 }
 
 /// A problem in the `tables` section; `key` is the dotted path to it.
@@ -86,8 +89,13 @@ impl Policy {
                 if column.is_empty() || column.contains('.') {
                     return Err(err(column_key, "is not a column name"));
                 }
-                let (mode, same_key_as) = parse_column_spec(spec, &column_key)?;
+                let (mode, same_key_as, migrating) = parse_column_spec(spec, &column_key)?;
                 table_policy.columns.insert(column.to_owned(), mode);
+                if migrating {
+                    policy
+                        .migrating
+                        .insert(format!("{schema}.{table}.{column}"));
+                }
                 if let Some(other) = same_key_as {
                     let id = ColumnId {
                         schema: schema.to_owned(),
@@ -188,6 +196,12 @@ impl Policy {
             .any(|needle| lower.contains(needle.as_str()))
     }
 
+    /// Whether `column` (its identity, `schema.table.column`) is configured with
+    /// `migrating: true`: it may still hold plaintext.
+    pub fn is_migrating(&self, column: &str) -> bool {
+        self.migrating.contains(column)
+    }
+
     /// The column whose key `column` is encrypted with: itself, or its `same_key_as`.
     pub fn key_of<'a>(&'a self, column: &'a ColumnId) -> &'a ColumnId {
         self.shared_keys.get(column).unwrap_or(column)
@@ -241,18 +255,19 @@ fn split_table_name(name: &str) -> Option<(&str, &str)> {
 }
 
 /// `email: deterministic` or the long form `email: { mode: deterministic }`, optionally
-/// with `same_key_as: table.column`. Returns the mode and the `same_key_as` text.
-fn parse_column_spec(spec: &Value, key: &str) -> Result<(Mode, Option<String>), PolicyError> {
+/// with `same_key_as: table.column` and `migrating: true`. Returns the mode, the
+/// `same_key_as` text and the migrating flag.
+fn parse_column_spec(spec: &Value, key: &str) -> Result<(Mode, Option<String>, bool), PolicyError> {
     let err = |key: String, message: String| PolicyError { key, message };
-    let (mode_text, same_key_as) = match spec {
-        Value::String(mode) => (mode.as_str(), None),
+    let (mode_text, same_key_as, migrating) = match spec {
+        Value::String(mode) => (mode.as_str(), None, false),
         Value::Mapping(map) => {
             for k in map.keys() {
-                if !matches!(k.as_str(), Some("mode" | "same_key_as")) {
+                if !matches!(k.as_str(), Some("mode" | "same_key_as" | "migrating")) {
                     let name = k.as_str().unwrap_or("?");
                     return Err(err(
                         format!("{key}.{name}"),
-                        "unknown key (expected `mode` or `same_key_as`)".into(),
+                        "unknown key (expected `mode`, `same_key_as` or `migrating`)".into(),
                     ));
                 }
             }
@@ -272,7 +287,17 @@ fn parse_column_spec(spec: &Value, key: &str) -> Result<(Mode, Option<String>), 
                     ))
                 }
             };
-            (mode, same_key_as)
+            let migrating = match map.get("migrating") {
+                None => false,
+                Some(Value::Bool(flag)) => *flag,
+                Some(_) => {
+                    return Err(err(
+                        format!("{key}.migrating"),
+                        "expected true or false".into(),
+                    ))
+                }
+            };
+            (mode, same_key_as, migrating)
         }
         _ => {
             return Err(err(
@@ -287,7 +312,7 @@ fn parse_column_spec(spec: &Value, key: &str) -> Result<(Mode, Option<String>), 
             format!("unknown mode {mode_text:?} (expected randomized or deterministic)"),
         )
     })?;
-    Ok((mode, same_key_as))
+    Ok((mode, same_key_as, migrating))
 }
 
 #[cfg(test)]

@@ -29,13 +29,28 @@ impl ClientCloak {
     /// Whether a value of `column` may be stored in more than one form.
     fn several_forms(&self, column: &ColumnId) -> bool {
         let keyring = &self.cloak.keyring;
-        keyring.key_names().len() > 1
-            && keyring.mode(&column.to_string()) == Some(Mode::Deterministic)
+        let name = column.to_string();
+        keyring.mode(&name) == Some(Mode::Deterministic)
+            && (keyring.key_names().len() > 1 || self.cloak.policy().is_migrating(&name))
     }
 
-    /// The keys whose forms a search matches, for messages: `k2, k1`.
-    fn key_list(&self) -> String {
-        self.cloak.keyring.key_names().join(", ")
+    /// Why a value of `column` has several stored forms, for messages.
+    fn why_forms(&self, column: &ColumnId) -> String {
+        let keys = self.cloak.keyring.key_names();
+        let mut reasons = Vec::new();
+        if keys.len() > 1 {
+            reasons.push(format!(
+                "under more than one master key ({}) until `pgcloak rotate` has finished",
+                keys.join(", ")
+            ));
+        }
+        if self.cloak.policy().is_migrating(&column.to_string()) {
+            reasons.push(
+                "as plaintext and as envelopes (`migrating: true`) until `pgcloak encrypt` has finished"
+                    .to_owned(),
+            );
+        }
+        reasons.join(", and ")
     }
 
     /// Refuses a statement that compares values of a column with several forms in a way no
@@ -47,8 +62,8 @@ impl ClientCloak {
             .find(|c| self.several_forms(c))
         {
             return Err(Refusal::unsupported(format!(
-                "this statement compares values of {column} with each other (a join, GROUP BY, DISTINCT, UNION or a UNIQUE constraint), which cannot work while its values are stored under more than one master key ({}): equal values have different ciphertexts until `pgcloak rotate` has re-encrypted them all; run it after the rotation, or compare in the application",
-                self.key_list()
+                "this statement compares values of {column} with each other (a join, GROUP BY, DISTINCT, UNION or a UNIQUE constraint), which cannot work while they are stored in more than one form, {}: equal values may be stored differently; run it afterwards, or compare in the application",
+                self.why_forms(column)
             )));
         }
         for slot in plan
@@ -71,18 +86,18 @@ impl ClientCloak {
             }
             if uses.iter().any(|u| u.search.is_none()) {
                 return Err(Refusal::unsupported(format!(
-                    "${n} is both written to and searched for in {} here, and a search must match every stored form of the value while the column's values are stored under more than one master key ({}); pass the value twice, as two parameters",
+                    "${n} is both written to and searched for in {} here, and a search must match every stored form of the value while the column's values are stored {}; pass the value twice, as two parameters",
                     slot.column,
-                    self.key_list()
+                    self.why_forms(&slot.column)
                 )));
             }
             for usage in uses {
                 match usage.search {
                     Some(Search::Fixed) => return Err(self.fixed(&slot.column)),
                     Some(Search::ListItem) => return Err(Refusal::unsupported(format!(
-                        "a parameter inside IN (...) or ARRAY[...] can match only one stored form of {}, whose values are stored under more than one master key ({}) until `pgcloak rotate` has finished; pass the values as one array parameter ({} = ANY($1)) instead",
+                        "a parameter inside IN (...) or ARRAY[...] can match only one stored form of {}, whose values are stored {}; pass the values as one array parameter ({} = ANY($1)) instead",
                         slot.column,
-                        self.key_list(),
+                        self.why_forms(&slot.column),
                         slot.column.column
                     ))),
                     _ => {}
@@ -94,8 +109,8 @@ impl ClientCloak {
 
     fn fixed(&self, column: &ColumnId) -> Refusal {
         Refusal::unsupported(format!(
-            "this comparison can match only one stored form of a value of {column}, whose values are stored under more than one master key ({}) until `pgcloak rotate` has finished; write it as `{} = value`, `{} IN (...)` or `{} = ANY(...)`",
-            self.key_list(),
+            "this comparison can match only one stored form of a value of {column}, whose values are stored {}; write it as `{} = value`, `{} IN (...)` or `{} = ANY(...)`",
+            self.why_forms(column),
             column.column,
             column.column,
             column.column
@@ -109,14 +124,20 @@ impl ClientCloak {
             return Ok(vec![self.encrypt_value(column, value)?.to_vec()]);
         }
         self.encrypt_value(column, value)?; // the value's checks (UTF-8)
-        self.cloak
+        let name = column.to_string();
+        let mut forms: Vec<Vec<u8>> = self
+            .cloak
             .keyring
-            .search_ciphertexts(&column.to_string(), value)
+            .search_ciphertexts(&name, value)
             .map(|forms| forms.into_iter().map(String::into_bytes).collect())
             .map_err(|e| Refusal {
                 code: "XX000",
                 message: format!("pgcloak could not encrypt the value for {column}: {e}"),
-            })
+            })?;
+        if self.cloak.policy().is_migrating(&name) {
+            forms.push(value.to_vec()); // a row `pgcloak encrypt` has not reached yet
+        }
+        Ok(forms)
     }
 
     /// The text range a search literal whose column has several forms replaces, and its
@@ -129,7 +150,7 @@ impl ClientCloak {
         let Some(search) = slot.search.filter(|_| self.several_forms(&slot.column)) else {
             return Ok(None);
         };
-        let quoted = |bytes: &[u8]| format!("'{}'", String::from_utf8_lossy(bytes));
+        let quoted = |bytes: &[u8]| sql_string(&String::from_utf8_lossy(bytes));
         if slot.array {
             let forms = self.array_forms(&slot.column, value.as_bytes(), false)?;
             return Ok(Some((slot.range.clone(), quoted(&forms))));
@@ -166,8 +187,8 @@ impl ClientCloak {
     ) -> Result<Range<usize>, Refusal> {
         operand.cloned().ok_or_else(|| {
             Refusal::unsupported(format!(
-                "pgcloak must rewrite this comparison with {column} to match every stored form of the value (its values are stored under more than one master key: {}), and could not find where the compared value ends; write it as `{} = value` without comments or casts other than ::text",
-                self.key_list(),
+                "pgcloak must rewrite this comparison with {column} to match every stored form of the value (its values are stored {}), and could not find where the compared value ends; write it as `{} = value` without comments or casts other than ::text",
+                self.why_forms(column),
                 column.column
             ))
         })
@@ -246,4 +267,19 @@ impl ClientCloak {
             }),
         }
     }
+}
+
+/// `text` as an `E'...'` string literal: read the same whatever standard_conforming_strings
+/// says (a plaintext form of a `migrating` column may hold quotes and backslashes).
+fn sql_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 3);
+    out.push_str("E'");
+    for c in text.chars() {
+        if c == '\\' || c == '\'' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('\'');
+    out
 }
