@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 mod check;
 mod demo;
 mod jwe_cli;
+mod keygen;
 
 #[derive(Parser)]
 #[command(
@@ -51,8 +52,9 @@ enum Command {
               value_parser = clap::value_parser!(u64).range(1..))]
         sample: Option<u64>,
     },
-    /// Print a fresh random master key (base64 of 32 bytes) for `keys.master_key_env`.
-    Keygen,
+    /// Print a fresh random master key (base64 of 32 bytes) for `keys.master_key_env`, or
+    /// with --wrap-pkcs11 write it wrapped by an HSM key (`keys.master_keys.<name>.wrapped_file`).
+    Keygen(keygen::KeygenArgs),
     /// Key pairs, encryption and tokens for the JWE sidecar (the party's side).
     Jwe {
         #[command(subcommand)]
@@ -76,10 +78,7 @@ fn main() -> ExitCode {
             upstream_dsn,
             sample,
         } => check(config, upstream_dsn, sample),
-        Command::Keygen => {
-            println!("{}", MasterKey::generate().to_base64());
-            Ok(())
-        }
+        Command::Keygen(args) => keygen::run(args),
         Command::Jwe { command } => jwe_cli::run(command),
         Command::Demo { config } => demo::run(config),
     };
