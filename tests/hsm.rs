@@ -224,7 +224,9 @@ fn check_names_the_key_and_the_step_that_failed() {
 
     let good = pkcs11("libsofthsm2.so", KEK);
     let wrapped = hsm.wrapped.as_path();
-    let cases: [(&str, &Path, String, Option<&str>, &[&str]); 7] = [
+    // (case, wrapped file, pkcs11 section, PIN, what the message says)
+    type Case<'a> = (&'a str, &'a Path, String, Option<&'a str>, &'a [&'a str]);
+    let cases: [Case; 7] = [
         (
             "wrong PIN",
             wrapped,

@@ -115,26 +115,19 @@ impl WrappedKey {
         })?;
         let hsm = &self.pkcs11;
         let pin = hsm.pin()?;
-        token::with_session(
-            &hsm.module,
-            &hsm.token_label,
-            &pin,
-            &hsm.pin_env,
-            false,
-            |session| {
-                let key = find_key(session, hsm)?;
-                let unwrap_failed = |code: String| Pkcs11Error::Unwrap {
-                    file: file.clone(),
-                    key_label: hsm.key_label.clone(),
-                    token_label: hsm.token_label.clone(),
-                    code,
-                };
-                let plaintext = token::open(session, key, &wrapped)?.map_err(unwrap_failed)?;
-                MasterKey::from_slice(&plaintext).map_err(|_| {
-                    unwrap_failed(format!("it unwraps to {} bytes, not 32", plaintext.len()))
-                })
-            },
-        )
+        token::with_session(hsm, &pin, false, |session| {
+            let key = find_key(session, hsm)?;
+            let unwrap_failed = |code: String| Pkcs11Error::Unwrap {
+                file: file.clone(),
+                key_label: hsm.key_label.clone(),
+                token_label: hsm.token_label.clone(),
+                code,
+            };
+            let plaintext = token::open(session, key, &wrapped)?.map_err(unwrap_failed)?;
+            MasterKey::from_slice(&plaintext).map_err(|_| {
+                unwrap_failed(format!("it unwraps to {} bytes, not 32", plaintext.len()))
+            })
+        })
     }
 }
 
@@ -171,32 +164,25 @@ pub fn wrap(
     create: bool,
 ) -> Result<(String, Kek), Pkcs11Error> {
     let pin = config.pin()?;
-    token::with_session(
-        &config.module,
-        &config.token_label,
-        &pin,
-        &config.pin_env,
-        create,
-        |session| {
-            let (kek, made) = match token::find_aes_key(session, &config.key_label)? {
-                Some(kek) => (kek, Kek::Found),
-                None if create => (
-                    token::create_aes_key(session, &config.key_label)?,
-                    Kek::Created,
-                ),
-                None => return Err(no_key(config)),
-            };
-            let wrapped = token::seal(session, kek, key.bytes())?;
-            let round_trip = token::open(session, kek, &wrapped)?;
-            if round_trip.as_deref().map(Vec::as_slice) != Ok(key.bytes().as_slice()) {
-                return Err(Pkcs11Error::Hsm {
-                    step: "checking the wrapped key".into(),
-                    reason: "it does not unwrap to the key just wrapped".into(),
-                });
-            }
-            Ok((wrapped.to_text(), made))
-        },
-    )
+    token::with_session(config, &pin, create, |session| {
+        let (kek, made) = match token::find_aes_key(session, &config.key_label)? {
+            Some(kek) => (kek, Kek::Found),
+            None if create => (
+                token::create_aes_key(session, &config.key_label)?,
+                Kek::Created,
+            ),
+            None => return Err(no_key(config)),
+        };
+        let wrapped = token::seal(session, kek, key.bytes())?;
+        let round_trip = token::open(session, kek, &wrapped)?;
+        if round_trip.as_deref().map(Vec::as_slice) != Ok(key.bytes().as_slice()) {
+            return Err(Pkcs11Error::Hsm {
+                step: "checking the wrapped key".into(),
+                reason: "it does not unwrap to the key just wrapped".into(),
+            });
+        }
+        Ok((wrapped.to_text(), made))
+    })
 }
 
 #[cfg(test)]

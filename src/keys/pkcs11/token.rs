@@ -17,7 +17,7 @@ use cryptoki::types::{AuthPin, Ulong};
 use zeroize::Zeroizing;
 
 use super::wrapped_file::{WrappedFile, AAD, IV_LEN};
-use super::Pkcs11Error;
+use super::{Pkcs11Config, Pkcs11Error};
 
 /// The GCM tag length in bits (the full 16 bytes, [`super::wrapped_file::TAG_LEN`]).
 const TAG_BITS: Ulong = Ulong::new(128);
@@ -79,30 +79,27 @@ fn describe(error: &Error) -> String {
     }
 }
 
-/// Runs `work` in a logged-in session on the token labelled `token_label` (read-write when
-/// `rw`, to create a key), then cleans up whatever happened.
+/// Runs `work` in a logged-in session on `config`'s token (read-write when `rw`, to create
+/// a key), then cleans up whatever happened.
 pub fn with_session<R>(
-    module: &Path,
-    token_label: &str,
+    config: &Pkcs11Config,
     pin: &AuthPin,
-    pin_env: &str,
     rw: bool,
     work: impl FnOnce(&Session) -> Result<R, Pkcs11Error>,
 ) -> Result<R, Pkcs11Error> {
-    let ctx = load_module(module)?;
-    let module_name = module.display().to_string();
+    let ctx = load_module(&config.module)?;
     // Another part of this process may have initialized the module: use it, leave it be.
     let finalize = match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
         Ok(()) => true,
         Err(Error::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => false,
         Err(e) => {
             return Err(Pkcs11Error::Module {
-                module: module_name,
+                module: config.module.display().to_string(),
                 reason: format!("C_Initialize failed: {}", describe(&e)),
             })
         }
     };
-    let result = in_token(&ctx, &module_name, token_label, pin, pin_env, rw, work);
+    let result = in_token(&ctx, config, pin, rw, work);
     if finalize {
         // Nothing to do about a failing C_Finalize at this point: the key is loaded or not.
         let _ = ctx.finalize();
@@ -112,13 +109,12 @@ pub fn with_session<R>(
 
 fn in_token<R>(
     ctx: &Pkcs11,
-    module: &str,
-    token_label: &str,
+    config: &Pkcs11Config,
     pin: &AuthPin,
-    pin_env: &str,
     rw: bool,
     work: impl FnOnce(&Session) -> Result<R, Pkcs11Error>,
 ) -> Result<R, Pkcs11Error> {
+    let token_label = config.token_label.as_str();
     let hsm = |step: &str, e: Error| Pkcs11Error::Hsm {
         step: step.to_owned(),
         reason: describe(&e),
@@ -140,7 +136,7 @@ fn in_token<R>(
     }
     let Some(slot) = found else {
         return Err(Pkcs11Error::NoToken {
-            module: module.to_owned(),
+            module: config.module.display().to_string(),
             token_label: token_label.to_owned(),
             others: if labels.is_empty() {
                 "it has no initialized token".into()
@@ -160,7 +156,10 @@ fn in_token<R>(
         Err(Error::Pkcs11(RvError::PinIncorrect | RvError::PinLenRange, _)) => {
             return Err(Pkcs11Error::Login {
                 token_label: token_label.to_owned(),
-                reason: format!("wrong PIN (from the environment variable {pin_env})"),
+                reason: format!(
+                    "wrong PIN (from the environment variable {})",
+                    config.pin_env
+                ),
             })
         }
         Err(Error::Pkcs11(RvError::PinLocked, _)) => {
