@@ -6,12 +6,16 @@
 //! the global store is never touched). Without SoftHSM2 the tests skip, unless
 //! PGCLOAK_REQUIRE_CLIENTS=1.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use pgcloak::cloak::Cloak;
 use pgcloak::keys::KeysConfig;
+use pgcloak::pgtemp::{free_port, PgTemp};
 use pgcloak::policy::Policy;
 
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
@@ -356,4 +360,79 @@ fn the_unwrapped_key_is_the_wrapped_one() {
         .decrypt(envelope.as_bytes(), Some("public.users.name"))
         .unwrap();
     assert_eq!(plain.as_slice(), b"Ada Lovelace");
+}
+
+/// `pgcloak serve` with the HSM-wrapped key as its current key: values written through it
+/// are envelopes in Postgres and plaintext through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_encrypts_with_the_unwrapped_key() {
+    let Some(hsm) = hsm() else { return };
+    let pg = PgTemp::builder()
+        .superuser_password(common::PASSWORD)
+        .start()
+        .unwrap();
+    let port = free_port().unwrap();
+    let config = hsm.dir.join("serve.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: \"127.0.0.1:{port}\"\nupstream: {{ host: 127.0.0.1, port: {} }}\n\
+             keys:\n  current: k3\n  master_keys:\n    k3:\n      wrapped_file: {}\n      pkcs11: {}\n\
+             tables:\n  users: {{ email: randomized }}\n",
+            pg.port(),
+            hsm.wrapped.display(),
+            pkcs11("libsofthsm2.so", KEK)
+        ),
+    )
+    .unwrap();
+    let log = hsm.dir.join("serve.log");
+    let conf = hsm.conf.to_str().unwrap();
+    let mut child = {
+        // The key is unwrapped before pgcloak listens: once it accepts, the HSM is done.
+        let _guard = one_at_a_time();
+        let child = common::spawn_serve(&config, &log, &[("SOFTHSM2_CONF", conf), (PIN_VAR, PIN)]);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "pgcloak did not start: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        child
+    };
+    let url = format!(
+        "postgresql://postgres:{}@127.0.0.1:{port}/postgres",
+        common::PASSWORD
+    );
+    let client = common::connect(&url).await;
+    client
+        .batch_execute("CREATE TABLE users (id int PRIMARY KEY, email text)")
+        .await
+        .unwrap();
+    client
+        .execute("INSERT INTO users (id, email) VALUES (1, $1)", &[&"ada@example.com"])
+        .await
+        .unwrap();
+    let row = client
+        .query_one("SELECT email FROM users WHERE id = 1", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, &str>(0), "ada@example.com");
+    let direct = common::connect(&pg.url("postgres")).await;
+    let stored: String = direct
+        .query_one("SELECT email FROM users WHERE id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(stored.starts_with("pgc1$"), "{stored}");
+    drop(client);
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !log.contains(PIN) && !log.contains("ada@example.com"),
+        "{log}"
+    );
 }
