@@ -387,7 +387,7 @@ async fn serve_encrypts_with_the_unwrapped_key() {
     .unwrap();
     let log = hsm.dir.join("serve.log");
     let conf = hsm.conf.to_str().unwrap();
-    let mut child = {
+    let child = {
         // The key is unwrapped before pgcloak listens: once it accepts, the HSM is done.
         let _guard = one_at_a_time();
         let child = common::spawn_serve(&config, &log, &[("SOFTHSM2_CONF", conf), (PIN_VAR, PIN)]);
@@ -400,7 +400,7 @@ async fn serve_encrypts_with_the_unwrapped_key() {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        child
+        KillOnDrop(child)
     };
     let url = format!(
         "postgresql://postgres:{}@127.0.0.1:{port}/postgres",
@@ -412,7 +412,10 @@ async fn serve_encrypts_with_the_unwrapped_key() {
         .await
         .unwrap();
     client
-        .execute("INSERT INTO users (id, email) VALUES (1, $1)", &[&"ada@example.com"])
+        .execute(
+            "INSERT INTO users (id, email) VALUES (1, $1)",
+            &[&"ada@example.com"],
+        )
         .await
         .unwrap();
     let row = client
@@ -428,11 +431,20 @@ async fn serve_encrypts_with_the_unwrapped_key() {
         .get(0);
     assert!(stored.starts_with("pgc1$"), "{stored}");
     drop(client);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     let log = std::fs::read_to_string(&log).unwrap();
     assert!(
         !log.contains(PIN) && !log.contains("ada@example.com"),
         "{log}"
     );
+}
+
+/// A child process killed when the test ends, passed or failed.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
