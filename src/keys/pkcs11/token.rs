@@ -151,8 +151,11 @@ fn in_token<R>(
         ctx.open_ro_session(slot)
     }
     .map_err(|e| hsm("opening a session", e))?;
-    match session.login(UserType::User, Some(pin)) {
-        Ok(()) | Err(Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+    // Login state is per application, not per session: another session of this process
+    // may already be logged in, and then stays so.
+    let logged_in_here = match session.login(UserType::User, Some(pin)) {
+        Ok(()) => true,
+        Err(Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => false,
         Err(Error::Pkcs11(RvError::PinIncorrect | RvError::PinLenRange, _)) => {
             return Err(Pkcs11Error::Login {
                 token_label: token_label.to_owned(),
@@ -180,10 +183,12 @@ fn in_token<R>(
                 reason: describe(&e),
             })
         }
-    }
+    };
     let result = work(&session);
-    // A session's login ends with the session; logout is a courtesy to the module.
-    let _ = session.logout();
+    // Errors here change nothing: finalizing the module ends the login and the session too.
+    if logged_in_here {
+        let _ = session.logout();
+    }
     let _ = session.close();
     result
 }
