@@ -18,6 +18,7 @@ mod convert;
 mod convert_cli;
 mod demo;
 mod jwe_cli;
+mod keygen;
 
 #[derive(Parser)]
 #[command(
@@ -59,8 +60,9 @@ enum Command {
     Rotate(convert_cli::ConvertArgs),
     /// Turn the envelopes of PII columns back into plaintext (leaving pgcloak).
     Decrypt(convert_cli::ConvertArgs),
-    /// Print a fresh random master key (base64 of 32 bytes) for `keys.master_key_env`.
-    Keygen,
+    /// Print a fresh random master key (base64 of 32 bytes) for `keys.master_key_env`, or
+    /// with --wrap-pkcs11 write it wrapped by an HSM key (`keys.master_keys.<name>.wrapped_file`).
+    Keygen(keygen::KeygenArgs),
     /// Key pairs, encryption and tokens for the JWE sidecar (the party's side).
     Jwe {
         #[command(subcommand)]
@@ -87,10 +89,7 @@ fn main() -> ExitCode {
             upstream_dsn,
             sample,
         } => check(config, upstream_dsn, sample),
-        Command::Keygen => {
-            println!("{}", MasterKey::generate().to_base64());
-            Ok(())
-        }
+        Command::Keygen(args) => keygen::run(args),
         Command::Jwe { command } => jwe_cli::run(command),
         Command::Demo { config } => demo::run(config),
     };

@@ -32,13 +32,15 @@ impl MasterKey {
                 .decode(text)
                 .map_err(|e| KeyError::Base64(describe(&e)))?,
         );
-        let bytes: &[u8; MASTER_KEY_LEN] =
-            decoded
-                .as_slice()
-                .try_into()
-                .map_err(|_| KeyError::WrongLength {
-                    found: decoded.len(),
-                })?;
+        MasterKey::from_slice(&decoded)
+    }
+
+    /// Copies exactly 32 bytes (an HSM's unwrapped key); the caller keeps `bytes` in a
+    /// zeroizing buffer. The error gives the length found, never a byte.
+    pub(crate) fn from_slice(bytes: &[u8]) -> Result<MasterKey, KeyError> {
+        let bytes: &[u8; MASTER_KEY_LEN] = bytes
+            .try_into()
+            .map_err(|_| KeyError::WrongLength { found: bytes.len() })?;
         Ok(MasterKey(*bytes))
     }
 

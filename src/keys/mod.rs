@@ -173,7 +173,7 @@ impl KeysConfig {
                 MasterKeyConfig { env: None, file: None, wrapped_file: Some(file), pkcs11: Some(hsm) } => {
                     Box::new(pkcs11::WrappedKey {
                         wrapped_file: base.join(file),
-                        pkcs11: hsm.clone(),
+                        pkcs11: hsm.relative_to(base),
                     })
                 }
                 MasterKeyConfig { wrapped_file: Some(_), pkcs11: None, .. } => {
