@@ -332,9 +332,9 @@ impl Tracker {
 
     // ---- server side: what arrived ----
 
-    /// Takes one server message (`body` is given for the messages the cloak holds:
-    /// RowDescription, DataRow, CommandComplete, ErrorResponse, ParameterStatus) and says
-    /// whose answer it is.
+    /// Takes one server message (`body` is given whenever the message is whole by then; the
+    /// cloak makes sure it is for RowDescription, CommandComplete, ParameterStatus and the
+    /// answer to its catalog query) and says whose answer it is.
     pub fn received(&mut self, message: Backend, body: Option<&[u8]>) -> Owner {
         if message == Backend::ParameterStatus {
             if let Some(body) = body {
