@@ -218,10 +218,17 @@ EOF
         printf '%s\n' "$PGCLOAK_EXTRA_CONFIG" >>"$WORK_DIR/pgcloak.yaml"
     fi
     PGCLOAK_BUILT=$(date -u -r "$PGCLOAK_BIN" +%Y-%m-%dT%H:%M:%SZ)
-    RUST_LOG=${RUST_LOG:-info} "$PGCLOAK_BIN" serve --config "$WORK_DIR/pgcloak.yaml" \
+    # In a session of its own, as PgBouncer (-d) and PostgreSQL (pg_ctl) are: with the
+    # kernel's autogroup scheduling (sched_autogroup_enabled) each session is one group with
+    # one fair share of the CPU, and pgcloak would otherwise share pgbench's. Without job
+    # control a background child leads no process group, so setsid runs pgcloak in place
+    # (same pid); checked below.
+    RUST_LOG=${RUST_LOG:-info} setsid "$PGCLOAK_BIN" serve --config "$WORK_DIR/pgcloak.yaml" \
         >>"$WORK_DIR/pgcloak.log" 2>&1 &
     PGCLOAK_PID=$!
     wait_port "$PGCLOAK_PORT" 15 "$PGCLOAK_PID" || die "pgcloak is not listening (see $WORK_DIR/pgcloak.log below)"
+    [[ $(ps -o sid= -p "$PGCLOAK_PID" | tr -d ' ') == "$PGCLOAK_PID" ]] \
+        || die "pgcloak (pid $PGCLOAK_PID) does not lead its own session; run this script without job control"
     log "pgcloak (pid $PGCLOAK_PID) on 127.0.0.1:$PGCLOAK_PORT"
 }
 

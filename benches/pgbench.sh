@@ -23,7 +23,8 @@
 # front of that same PostgreSQL, each on a free port; runs `pgbench -i -s SCALE` once, then
 # for each round, for each workload, runs pgbench against direct, pgbouncer and pgcloak in
 # turn (interleaved, so drift hits every target alike). It prints the median TPS per
-# workload and target, and pgcloak's ratio to direct and to PgBouncer. The report is also
+# workload and target, pgcloak's ratio to direct and to PgBouncer, and each proxy's CPU time
+# and context switches per transaction. The report is also
 # written to bench-results/pgbench-<timestamp>.txt. Everything started is stopped on exit.
 #
 # PII workloads: a second pgcloak (target pgcloak-pii) runs with a column policy (benches/pgbench-pii-policy.yaml, a
@@ -83,12 +84,19 @@ declare -A TPS=()           # "workload|target" -> space-separated TPS of each r
 declare -A FAILED=()        # "workload|target" -> total failed transactions
 declare -A TARGET_PID=()    # proxy target name -> its process id (for CPU time)
 declare -A CPU_US=()        # "workload|target" -> space-separated CPU µs per transaction
+declare -A CSW=()           # "workload|target" -> space-separated context switches per transaction
 CLK_TCK=$(getconf CLK_TCK)
 
 # cpu_ticks PID: the process's user + system CPU time so far, in clock ticks.
 cpu_ticks() {
     # Fields after the ")" that ends the command name: utime and stime are the 12th and 13th.
     awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
+}
+
+# context_switches PID: voluntary + involuntary context switches of all its threads so far.
+context_switches() {
+    cat "/proc/$1"/task/*/status 2>/dev/null \
+        | awk '/^(voluntary|nonvoluntary)_ctxt_switches:/ { n += $2 } END { print n + 0 }'
 }
 
 # run_workload NAME TARGET_PORT PGBENCH_ARGS...: one pgbench run of CLIENTS clients for
@@ -100,8 +108,11 @@ run_workload() {
     local target=${TARGET_NAME[$port]:-port-$port}
     local out=$WORK_DIR/pgbench-run.out
     log "  $name -> $target"
-    local pid=${TARGET_PID[$target]:-} ticks_before=""
-    [[ -z $pid ]] || ticks_before=$(cpu_ticks "$pid")
+    local pid=${TARGET_PID[$target]:-} ticks_before="" switches_before=""
+    if [[ -n $pid ]]; then
+        ticks_before=$(cpu_ticks "$pid")
+        switches_before=$(context_switches "$pid")
+    fi
     if ! run_interruptible pgbench -h 127.0.0.1 -p "$port" -U postgres -n \
         -c "$CLIENTS" -j "$THREADS" -T "${RUN_DURATION:-$DURATION}" "$@" "$DB" >"$out" 2>&1; then
         cat "$out" >&2
@@ -115,21 +126,30 @@ run_workload() {
     tps=$(printf '%.0f' "$tps")
     TPS["$name|$target"]="${TPS["$name|$target"]:-}${TPS["$name|$target"]:+ }$tps"
     FAILED["$name|$target"]=$(( ${FAILED["$name|$target"]:-0} + ${failed:-0} ))
-    local cpu=""
+    local cpu="" csw=""
     if [[ -n $pid ]]; then
-        local txns ticks_after
+        local txns ticks_after switches_after
         ticks_after=$(cpu_ticks "$pid")
+        switches_after=$(context_switches "$pid")
         txns=$(awk '/^number of transactions actually processed:/ { print $6; exit }' "$out")
         cpu=$(awk -v t="$((ticks_after - ticks_before))" -v hz="$CLK_TCK" -v n="${txns%%/*}" \
             'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n }')
         CPU_US["$name|$target"]="${CPU_US["$name|$target"]:-}${CPU_US["$name|$target"]:+ }$cpu"
+        csw=$(awk -v c="$((switches_after - switches_before))" -v n="${txns%%/*}" \
+            'BEGIN { if (n > 0) printf "%.2f", c / n }')
+        CSW["$name|$target"]="${CSW["$name|$target"]:-}${CSW["$name|$target"]:+ }$csw"
     fi
-    log "    tps = $tps${failed:+, $failed failed}${cpu:+, $cpu CPU µs/txn}"
+    log "    tps = $tps${failed:+, $failed failed}${cpu:+, $cpu CPU µs/txn}${csw:+, $csw context switches/txn}"
 }
 
 median_float() {
     tr ' ' '\n' <<<"$1" | sort -g | awk '{ v[NR] = $1 } END {
         if (NR == 0) print "n/a"; else if (NR % 2) printf "%.1f", v[(NR + 1) / 2]; else printf "%.1f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+median_float2() {
+    tr ' ' '\n' <<<"$1" | sort -g | awk '{ v[NR] = $1 } END {
+        if (NR == 0) print "n/a"; else if (NR % 2) printf "%.2f", v[(NR + 1) / 2]; else printf "%.2f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
 median() {
@@ -178,6 +198,15 @@ report() {
         name=${entry%%|*}
         for target in pgbouncer pgcloak pgcloak-pii; do
             printf '%-22s %-12s %12s  %s\n' "$name" "$target" "$(median_float "${CPU_US["$name|$target"]:-}")" "${CPU_US["$name|$target"]:-}"
+        done
+    done
+    echo
+    echo "proxy context switches per transaction (voluntary + involuntary, all threads, median of rounds)"
+    printf '%-22s %-12s %12s  %s\n' workload target "switches/txn" "per round"
+    for entry in "${WORKLOADS[@]}"; do
+        name=${entry%%|*}
+        for target in pgbouncer pgcloak pgcloak-pii; do
+            printf '%-22s %-12s %12s  %s\n' "$name" "$target" "$(median_float2 "${CSW["$name|$target"]:-}")" "${CSW["$name|$target"]:-}"
         done
     done
     report_pii

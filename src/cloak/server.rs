@@ -55,7 +55,17 @@ impl ServerCloak {
 
     /// Feeds one server message to the tracker and the cloak's own state.
     fn receive(&mut self, message: Backend, body: Option<&[u8]>) -> Owner {
-        let mut state = lock(&self.state);
+        let shared = Arc::clone(&self.state);
+        let mut state = lock(&shared);
+        self.receive_locked(&mut state, message, body)
+    }
+
+    fn receive_locked(
+        &mut self,
+        state: &mut SessionState,
+        message: Backend,
+        body: Option<&[u8]>,
+    ) -> Owner {
         // The request this COPY answers (a Query, or an Execute of a prepared statement).
         let copying = match message {
             Backend::CopyOutResponse => state.tracker.answering_plan().cloned(),
@@ -130,14 +140,22 @@ impl ServerCloak {
         error_response(Severity::Error, DATA_CORRUPTED, message).freeze()
     }
 
-    fn data_row(&mut self, frame: Bytes) -> Result<Bytes, FilterError> {
-        let columns = lock(&self.state).tracker.result_columns().cloned();
-        let pii = columns
-            .as_ref()
+    /// True when a DataRow with this body goes to the client as it is: no field of the
+    /// result comes from a PII column and no value in it looks like an envelope.
+    fn row_passes(&self, state: &SessionState, body: &[u8]) -> bool {
+        let pii = (state.tracker.result_columns())
             .is_some_and(|c| c.iter().any(|s| matches!(s, Source::Pii(_))));
-        if !pii && self.finder.find(&frame[Header::SIZE..]).is_none() {
-            return Ok(frame);
-        }
+        !pii && self.finder.find(body).is_none()
+    }
+
+    fn data_row(&mut self, frame: Bytes) -> Result<Bytes, FilterError> {
+        let columns = {
+            let state = lock(&self.state);
+            if self.row_passes(&state, &frame[Header::SIZE..]) {
+                return Ok(frame);
+            }
+            state.tracker.result_columns().cloned()
+        };
         let mut row =
             DataRow::decode(&frame.slice(Header::SIZE..)).map_err(FilterError::MalformedServer)?;
         let mut changed = false;
@@ -300,31 +318,31 @@ fn marker_in(message: &str) -> Option<&str> {
 }
 
 impl Filter for ServerCloak {
-    fn on_frame(&mut self, header: Header, _bytes: &[u8]) {
+    /// Decides whether the frame is held for `rewrite`. A frame the tracker must read but
+    /// that goes out unchanged (RowDescription, CommandComplete, ...; a DataRow without PII
+    /// or envelopes) is taken here when it is whole in `bytes`, which is the usual case:
+    /// holding it would cost a copy of the buffer's bookkeeping and a write slice of its own.
+    fn on_frame(&mut self, header: Header, bytes: &[u8]) {
         let message = Backend::from_tag(header.tag);
-        let (catalog, awaits_commit) = {
-            let state = lock(&self.state);
-            (
-                !message.is_async() && state.tracker.answering_catalog(),
-                state.tracker.awaits_commit(),
-            )
-        };
+        let shared = Arc::clone(&self.state);
+        let mut state = lock(&shared);
+        let catalog = !message.is_async() && state.tracker.answering_catalog();
+        let body = bytes.get(Header::SIZE..header.frame_size());
         self.holding = self.discarding
             || catalog
             || match message {
                 // Its transaction status says whether this session's DDL was committed.
-                Backend::ReadyForQuery => awaits_commit,
-                Backend::DataRow
-                | Backend::ErrorResponse
-                | Backend::NoticeResponse
-                | Backend::RowDescription
-                | Backend::ParameterStatus
-                | Backend::CommandComplete => true,
+                Backend::ReadyForQuery if state.tracker.awaits_commit() => body.is_none(),
+                Backend::RowDescription | Backend::ParameterStatus | Backend::CommandComplete => {
+                    body.is_none()
+                }
+                Backend::DataRow => !body.is_some_and(|body| self.row_passes(&state, body)),
+                Backend::ErrorResponse | Backend::NoticeResponse => true,
                 Backend::CopyData => self.copy_out.is_some(),
                 _ => false,
             };
         if !self.holding {
-            self.receive(message, None);
+            self.receive_locked(&mut state, message, body);
         }
     }
 

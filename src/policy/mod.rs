@@ -40,11 +40,59 @@ pub struct Policy {
     /// that has its own key). Their ciphertexts are interchangeable, so they compare equal.
     shared_keys: BTreeMap<ColumnId, ColumnId>,
     /// Lower-cased table names, for the cheap "could this SQL touch a PII table" check.
-    needles: Vec<String>,
+    needles: Needles,
     /// Identities (`schema.table.column`) of columns with `migrating: true`: they may still
     /// hold plaintext, which reads return as it is and searches match too.
     migrating: std::collections::BTreeSet<String>,
 }
+
+/// The lower-cased table names with their searchers, built once: the check runs for every
+/// statement a client sends, most of which touch no PII table.
+#[derive(Clone, Default)]
+struct Needles {
+    names: Vec<String>,
+    tables: Vec<memchr::memmem::Finder<'static>>,
+    /// `execute` and `u&"` (see [`Policy::may_touch`]).
+    always: Vec<memchr::memmem::Finder<'static>>,
+}
+
+impl Needles {
+    fn new(mut names: Vec<String>) -> Needles {
+        names.sort();
+        names.dedup();
+        let finder = |needle: &str| memchr::memmem::Finder::new(needle.as_bytes()).into_owned();
+        Needles {
+            tables: names.iter().map(|name| finder(name)).collect(),
+            always: vec![finder("execute"), finder("u&\"")],
+            names,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    fn names_in(&self, lower: &[u8]) -> bool {
+        self.tables.iter().any(|f| f.find(lower).is_some())
+    }
+}
+
+impl PartialEq for Needles {
+    fn eq(&self, other: &Needles) -> bool {
+        self.names == other.names
+    }
+}
+
+impl Eq for Needles {}
+
+impl fmt::Debug for Needles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.names.fmt(f)
+    }
+}
+
+/// Statements up to this length are lower-cased on the stack for the check.
+const STACK_SQL: usize = 512;
 
 /// A problem in the `tables` section; `key` is the dotted path to it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -141,13 +189,13 @@ impl Policy {
                 "must name a column that has its own key (not one with `same_key_as`)",
             ));
         }
-        policy.needles = policy
-            .tables
-            .keys()
-            .map(|(_, table)| table.to_lowercase())
-            .collect();
-        policy.needles.sort();
-        policy.needles.dedup();
+        policy.needles = Needles::new(
+            policy
+                .tables
+                .keys()
+                .map(|(_, table)| table.to_lowercase())
+                .collect(),
+        );
         Ok(policy)
     }
 
@@ -181,19 +229,26 @@ impl Policy {
         if self.needles.is_empty() {
             return false;
         }
-        let lower = sql.to_lowercase();
-        lower.contains("execute") || lower.contains("u&\"") || self.names_in(&lower)
+        // For ASCII text, ASCII lower case is what to_lowercase gives.
+        let mut stack = [0u8; STACK_SQL];
+        let owned;
+        let lower: &[u8] = match stack.get_mut(..sql.len()) {
+            Some(buf) if sql.is_ascii() => {
+                buf.copy_from_slice(sql.as_bytes());
+                buf.make_ascii_lowercase();
+                buf
+            }
+            _ => {
+                owned = sql.to_lowercase();
+                owned.as_bytes()
+            }
+        };
+        self.needles.always.iter().any(|f| f.find(lower).is_some()) || self.needles.names_in(lower)
     }
 
     /// True when some configured table's name occurs in `text`, ignoring case.
     pub fn names_a_table(&self, text: &str) -> bool {
-        self.names_in(&text.to_lowercase())
-    }
-
-    fn names_in(&self, lower: &str) -> bool {
-        self.needles
-            .iter()
-            .any(|needle| lower.contains(needle.as_str()))
+        self.needles.names_in(text.to_lowercase().as_bytes())
     }
 
     /// Whether `column` (its identity, `schema.table.column`) is configured with
@@ -403,5 +458,17 @@ billing.cards:
         assert!(p.names_a_table("select * from USERS"));
         assert!(!Policy::default().may_touch("select * from users"));
         assert!(!Policy::default().may_touch("execute p('x')"));
+    }
+
+    #[test]
+    fn may_touch_reads_long_and_non_ascii_statements() {
+        let p = policy(EXAMPLE).unwrap();
+        let padding = "x".repeat(2 * STACK_SQL);
+        assert!(p.may_touch(&format!("select '{padding}' from Users")));
+        assert!(!p.may_touch(&format!("select '{padding}'")));
+        assert!(p.may_touch("select 'é' from USERS"));
+        assert!(p.may_touch("select 'é'; ExEcUtE p"));
+        assert!(p.may_touch("select * from U&\"x\""));
+        assert!(!p.may_touch("select 'é'"));
     }
 }

@@ -16,13 +16,28 @@ impl Tracker {
         &self,
         statement: &str,
     ) -> Result<Option<Arc<StatementPlan>>, AmbiguousStatement> {
+        let unnamed = statement.is_empty();
+        let redefines = |due: &Due| match due {
+            Due::Parse { name, .. } => name == statement,
+            Due::Close {
+                statement: true,
+                name,
+            } => name == statement,
+            Due::Query { .. } => unnamed,
+            _ => false,
+        };
+        // The usual case: nothing still due may change what the name means, so the Bind
+        // runs what the server holds now (or fails, using no value). This is what the walk
+        // below gives when it finds no such request.
+        if !self.due.iter().any(redefines) {
+            return Ok(self.statements.get(statement).and_then(|s| s.plan.clone()));
+        }
         // What the server may hold under this name when it reaches the Bind (None: nothing).
         let mut candidates: Vec<Candidate> = match self.statements.get(statement) {
             Some(s) if s.maybe_gone => vec![Some(s.plan.clone()), None],
             Some(s) => vec![Some(s.plan.clone())],
             None => vec![None],
         };
-        let unnamed = statement.is_empty();
         let last_sync = self.due.iter().rposition(|d| matches!(d, Due::Sync { .. }));
         let mut earlier_in_batch = false;
         for (i, due) in self.due.iter().enumerate() {

@@ -7,10 +7,11 @@
 //! gets a reply is queued, so "idle" is an empty queue and every reply has an owner: the
 //! client, or pgcloak's own catalog query.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 mod bind;
+mod names;
 
 use super::catalog::{self, CatalogState, ColumnMap};
 pub use super::catalog::{Catalog, Generation, ATTEMPTS as CATALOG_ATTEMPTS};
@@ -18,6 +19,7 @@ use crate::protocol::messages::RowDescription;
 use crate::protocol::tags::Backend;
 use crate::sql::StatementPlan;
 pub use bind::AmbiguousStatement;
+use names::Names;
 
 /// Where a result field comes from, as the RowDescription and the column map say.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,8 +132,8 @@ pub enum Owner {
 /// One session's tracked state.
 #[derive(Debug, Default)]
 pub struct Tracker {
-    statements: HashMap<String, Statement>,
-    portals: HashMap<String, Portal>,
+    statements: Names<Statement>,
+    portals: Names<Portal>,
     due: VecDeque<Due>,
     /// An extended-protocol message failed and no Sync was queued: the server discards
     /// everything the client sends until its next Sync.
@@ -332,9 +334,9 @@ impl Tracker {
 
     // ---- server side: what arrived ----
 
-    /// Takes one server message (`body` is given for the messages the cloak holds:
-    /// RowDescription, DataRow, CommandComplete, ErrorResponse, ParameterStatus) and says
-    /// whose answer it is.
+    /// Takes one server message (`body` is given whenever the message is whole by then; the
+    /// cloak makes sure it is for RowDescription, CommandComplete, ParameterStatus and the
+    /// answer to its catalog query) and says whose answer it is.
     pub fn received(&mut self, message: Backend, body: Option<&[u8]>) -> Owner {
         if message == Backend::ParameterStatus {
             if let Some(body) = body {
