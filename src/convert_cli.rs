@@ -84,6 +84,14 @@ pub fn run(direction: Direction, args: ConvertArgs) -> Result<(), String> {
                 "{}",
                 convert::summary(&shown, &outcome, direction, options.dry_run, took)
             );
+            if direction == Direction::Rotate && !options.dry_run {
+                for (column, n) in &outcome.failed {
+                    let id = format!("{schema}.{table}.{column}");
+                    if *n == 0 && cloak.policy().is_changing_mode(&id) {
+                        println!("{id}: every value is in its new mode; remove `previous_mode` from its policy");
+                    }
+                }
+            }
             if direction == Direction::Encrypt && !options.dry_run {
                 let left = convert::plaintext_left(&client, schema, table, columns)
                     .await

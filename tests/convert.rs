@@ -227,16 +227,45 @@ async fn encrypt_rotate_change_mode_and_decrypt_in_place() {
     assert_eq!(through_pgcloak(&config).await, original);
 
     // Rotation to k2, with the name column changing mode (randomized → deterministic).
-    let config = s.config(K2_THEN_K1, "deterministic");
+    let config = s.config(
+        K2_THEN_K1,
+        "{ mode: deterministic, previous_mode: randomized }",
+    );
     let k1_email = s.sql("SELECT left(email, 16) FROM users WHERE id = 1");
+    let check = |config: &std::path::Path| {
+        let output = Command::new(pgcloak_bin())
+            .args(["check", "--config"])
+            .arg(config)
+            .args(["--upstream-dsn", &s.dsn])
+            .output()
+            .unwrap();
+        ok(&output)
+    };
+    let before = check(&config);
+    assert!(
+        before.contains(&format!(
+            "public.users.email: {ROWS} value(s), all envelopes of this column (under k1: {ROWS})"
+        )),
+        "{before}"
+    );
     let rotated = ok(&s.tool(&config, &["rotate"]));
     assert!(
         rotated.contains(&format!("public.users: {ROWS} row(s)")),
         "{rotated}"
     );
+    assert!(
+        rotated
+            .contains("public.users.name: every value is in its new mode; remove `previous_mode`"),
+        "{rotated}"
+    );
     assert_eq!(
         s.sql("SELECT count(DISTINCT left(email, 16)) FROM users"),
         "1"
+    );
+    let after = check(&config);
+    assert!(
+        after.contains(&format!("(under k2: {ROWS})")) && !after.contains("k1:"),
+        "{after}"
     );
     assert_ne!(
         s.sql("SELECT left(email, 16) FROM users WHERE id = 1"),

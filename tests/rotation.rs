@@ -258,3 +258,79 @@ async fn what_matches_one_key_only_is_refused() {
         [2]
     );
 }
+
+/// A mode change in progress (`previous_mode`): reads work, every search is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_changing_mode_reads_but_is_not_searched() {
+    let key_text = MasterKey::generate().to_base64();
+    let before = "users:\n  email: deterministic\n  name: randomized\n";
+    let policy = Policy::from_yaml(&serde_yaml::from_str(before).unwrap()).unwrap();
+    let stack = Stack::start_full(
+        pgcloak::pgtemp::PgTemp::builder(),
+        |_| {},
+        Some(Arc::new(
+            Cloak::with_keys(policy, &MasterKeys::single(key(&key_text))).unwrap(),
+        )),
+    )
+    .await;
+    stack
+        .connect_direct()
+        .await
+        .batch_execute(SCHEMA)
+        .await
+        .unwrap();
+    let client = stack.connect().await;
+    client
+        .execute(
+            "INSERT INTO users (id, email, name) VALUES (1, 'a@x', 'Ann')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let after = "users:\n  email: deterministic\n  name: { mode: deterministic, previous_mode: randomized }\n";
+    let policy = Policy::from_yaml(&serde_yaml::from_str(after).unwrap()).unwrap();
+    let cloak = Arc::new(Cloak::with_keys(policy, &MasterKeys::single(key(&key_text))).unwrap());
+    let proxy = pgcloak::proxy::Proxy::bind(common::settings_for(&stack.pg))
+        .await
+        .unwrap()
+        .with_cloak(cloak)
+        .spawn()
+        .unwrap();
+    let url = format!(
+        "postgresql://postgres:{}@{}/postgres",
+        common::PASSWORD,
+        proxy.addr()
+    );
+    let client = common::connect(&url).await;
+    let row = client
+        .query_one("SELECT name FROM users WHERE email = 'a@x'", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, String>(0),
+        "Ann",
+        "the randomized envelope still reads"
+    );
+    for sql in [
+        "SELECT id FROM users WHERE name = 'Ann'",
+        "SELECT name, count(*) FROM users GROUP BY name",
+    ] {
+        let err = client.simple_query(sql).await.unwrap_err();
+        let db = err.as_db_error().unwrap_or_else(|| panic!("{sql}: {err}"));
+        assert!(
+            db.message().contains("public.users.name is changing mode"),
+            "{}",
+            db.message()
+        );
+    }
+    let err = client
+        .prepare("SELECT id FROM users WHERE name = $1")
+        .await
+        .unwrap_err();
+    assert!(
+        err.as_db_error()
+            .is_some_and(|d| d.message().contains("previous_mode")),
+        "{err}"
+    );
+    proxy.shutdown().await;
+}

@@ -74,7 +74,11 @@ pub fn upstream(
         if let Some(keyring) = keyring {
             for id in present {
                 let counted = values::count(&client, keyring, id, sample).await;
-                match counted.and_then(|counts| values::report(id, &counts, sample)) {
+                let keys = keyring.key_names().len();
+                let migrating = policy.is_migrating(&id.to_string());
+                let reported =
+                    counted.and_then(|counts| values::report(id, &counts, sample, keys, migrating));
+                match reported {
                     Ok(line) => println!("{line}"),
                     Err(line) => problems.push(line),
                 }

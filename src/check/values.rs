@@ -43,7 +43,7 @@ pub(super) fn classify(keyring: &Keyring, column: &str, value: &[u8]) -> Kind {
 }
 
 /// Per-column counts of each [`Kind`] among the non-NULL values read.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(super) struct Counts {
     pub read: u64,
     pub envelopes: u64,
@@ -51,6 +51,8 @@ pub(super) struct Counts {
     pub unknown_key: u64,
     pub other_column: u64,
     pub damaged: u64,
+    /// Envelopes of the column per master key name (in the keyring's order).
+    pub by_key: Vec<(String, u64)>,
 }
 
 impl Counts {
@@ -70,21 +72,60 @@ impl Counts {
     pub fn bad(&self) -> u64 {
         self.read - self.envelopes
     }
+
+    /// Counts an envelope of the column under its master key.
+    fn add_key(&mut self, key: Option<&str>) {
+        let Some(key) = key else { return };
+        match self.by_key.iter_mut().find(|(name, _)| name == key) {
+            Some((_, n)) => *n += 1,
+            None => self.by_key.push((key.to_owned(), 1)),
+        }
+    }
+
+    /// ` (under k2: 10, k1: 3)` when several keys are configured, else empty.
+    fn keys_note(&self, configured: usize) -> String {
+        if configured < 2 {
+            return String::new();
+        }
+        let keys: Vec<String> = self
+            .by_key
+            .iter()
+            .map(|(k, n)| format!("{k}: {n}"))
+            .collect();
+        let mut note = format!(" (under {})", keys.join(", "));
+        if self.by_key.len() > 1 {
+            note.push_str(" — values under more than one key: `pgcloak rotate` moves them to the current one, and a UNIQUE constraint cannot see duplicates across keys meanwhile");
+        }
+        note
+    }
 }
 
 /// The OK line of a column whose values are all its envelopes, or its problem line: the
 /// counts, why each kind is there and what to do about it.
+/// `keys`: how many master keys are configured; `migrating`: the column may hold plaintext
+/// (`migrating: true`), which is then counted but not a problem.
 pub(super) fn report(
     id: &ColumnId,
     counts: &Counts,
     sample: Option<u64>,
+    keys: usize,
+    migrating: bool,
 ) -> Result<String, String> {
     let read = match sample {
         Some(_) => format!("a sample of {} value(s)", counts.read),
         None => format!("{} value(s)", counts.read),
     };
+    let note = counts.keys_note(keys);
     if counts.bad() == 0 {
-        return Ok(format!("{id}: {read}, all envelopes of this column — ok"));
+        return Ok(format!(
+            "{id}: {read}, all envelopes of this column{note} — ok"
+        ));
+    }
+    if migrating && counts.bad() == counts.clear {
+        return Ok(format!(
+            "{id}: {read}, {} still in clear (`migrating: true`: `pgcloak encrypt` encrypts them){note} — ok",
+            counts.clear
+        ));
     }
     let table = format!("{}.{}", ident(&id.schema), ident(&id.table));
     let column = ident(&id.column);
@@ -177,10 +218,20 @@ pub(super) async fn count(
     let mut counts = Counts::default();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(failed)?;
-        lines.feed(chunk, |value| counts.add(classify(keyring, &column, value)));
+        lines.feed(chunk, |value| {
+            let kind = classify(keyring, &column, value);
+            if kind == Kind::Envelope {
+                counts.add_key(keyring.key_name(value));
+            }
+            counts.add(kind)
+        });
     }
     if let Some(value) = lines.finish() {
-        counts.add(classify(keyring, &column, &value));
+        let kind = classify(keyring, &column, &value);
+        if kind == Kind::Envelope {
+            counts.add_key(keyring.key_name(&value));
+        }
+        counts.add(kind);
     }
     Ok(counts)
 }
@@ -272,12 +323,12 @@ mod tests {
             envelopes: 2,
             ..Counts::default()
         };
-        let line = report(&users, &ok, None).unwrap();
+        let line = report(&users, &ok, None, 1, false).unwrap();
         assert_eq!(
             line,
             "public.users.email: 2 value(s), all envelopes of this column — ok"
         );
-        let line = report(&users, &counts, Some(10)).unwrap_err();
+        let line = report(&users, &counts, Some(10), 1, false).unwrap_err();
         assert!(
             line.starts_with("public.users.email: 1 of a sample of 3 value(s) are not envelopes"),
             "{line}"
@@ -288,12 +339,34 @@ mod tests {
         counts.add(Kind::UnknownKey);
         counts.add(Kind::OtherColumn);
         counts.add(Kind::Damaged);
-        let line = report(&id("Users", "e-mail"), &counts, None).unwrap_err();
+        let line = report(&id("Users", "e-mail"), &counts, None, 1, false).unwrap_err();
         assert!(line.contains("4 of 6 value(s)"), "{line}");
         assert!(line.contains("1 written under a key pgcloak does not hold"));
         assert!(line.contains("1 copied from another PII column"));
         assert!(line.contains("1 damaged envelopes"));
         assert!(line.contains("FROM public.\"Users\" WHERE \"e-mail\" NOT LIKE"));
+    }
+
+    #[test]
+    fn reports_values_per_key_and_plaintext_of_migrating_columns() {
+        let users = id("users", "email");
+        let mut counts = Counts::default();
+        for key in ["k2", "k2", "k1"] {
+            counts.add(Kind::Envelope);
+            counts.add_key(Some(key));
+        }
+        let line = report(&users, &counts, None, 2, false).unwrap();
+        assert!(
+            line.contains("(under k2: 2, k1: 1)") && line.contains("pgcloak rotate"),
+            "{line}"
+        );
+        counts.add(Kind::Clear);
+        assert!(report(&users, &counts, None, 2, false).is_err());
+        let line = report(&users, &counts, None, 2, true).unwrap();
+        assert!(
+            line.contains("1 still in clear (`migrating: true`"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -44,6 +44,9 @@ pub struct Policy {
     /// Identities (`schema.table.column`) of columns with `migrating: true`: they may still
     /// hold plaintext, which reads return as it is and searches match too.
     migrating: std::collections::BTreeSet<String>,
+    /// Identities of columns with `previous_mode`: their mode was changed and `pgcloak
+    /// rotate` may not have rewritten every value yet.
+    changing_mode: std::collections::BTreeSet<String>,
 }
 
 /// The lower-cased table names with their searchers, built once: the check runs for every
@@ -137,12 +140,25 @@ impl Policy {
                 if column.is_empty() || column.contains('.') {
                     return Err(err(column_key, "is not a column name"));
                 }
-                let (mode, same_key_as, migrating) = parse_column_spec(spec, &column_key)?;
+                let spec = parse_column_spec(spec, &column_key)?;
+                let (mode, same_key_as) = (spec.mode, spec.same_key_as);
                 table_policy.columns.insert(column.to_owned(), mode);
-                if migrating {
+                if spec.migrating {
                     policy
                         .migrating
                         .insert(format!("{schema}.{table}.{column}"));
+                }
+                match spec.previous_mode {
+                    Some(previous) if previous == mode => {
+                        return Err(err(
+                            format!("{column_key}.previous_mode"),
+                            "is the column's mode: name the mode it had before, or remove previous_mode",
+                        ))
+                    }
+                    Some(_) => {
+                        policy.changing_mode.insert(format!("{schema}.{table}.{column}"));
+                    }
+                    None => {}
                 }
                 if let Some(other) = same_key_as {
                     let id = ColumnId {
@@ -257,6 +273,11 @@ impl Policy {
         self.migrating.contains(column)
     }
 
+    /// Whether `column` has `previous_mode`: values in its old mode may still be stored.
+    pub fn is_changing_mode(&self, column: &str) -> bool {
+        self.changing_mode.contains(column)
+    }
+
     /// The column whose key `column` is encrypted with: itself, or its `same_key_as`.
     pub fn key_of<'a>(&'a self, column: &'a ColumnId) -> &'a ColumnId {
         self.shared_keys.get(column).unwrap_or(column)
@@ -309,20 +330,30 @@ fn split_table_name(name: &str) -> Option<(&str, &str)> {
     }
 }
 
+/// One column's entry in `tables`.
+struct ColumnSpec {
+    mode: Mode,
+    same_key_as: Option<String>,
+    migrating: bool,
+    previous_mode: Option<Mode>,
+}
+
 /// `email: deterministic` or the long form `email: { mode: deterministic }`, optionally
-/// with `same_key_as: table.column` and `migrating: true`. Returns the mode, the
-/// `same_key_as` text and the migrating flag.
-fn parse_column_spec(spec: &Value, key: &str) -> Result<(Mode, Option<String>, bool), PolicyError> {
+/// with `same_key_as: table.column`, `migrating: true` and `previous_mode: randomized`.
+fn parse_column_spec(spec: &Value, key: &str) -> Result<ColumnSpec, PolicyError> {
     let err = |key: String, message: String| PolicyError { key, message };
-    let (mode_text, same_key_as, migrating) = match spec {
-        Value::String(mode) => (mode.as_str(), None, false),
+    let (mode_text, same_key_as, migrating, previous) = match spec {
+        Value::String(mode) => (mode.as_str(), None, false, None),
         Value::Mapping(map) => {
             for k in map.keys() {
-                if !matches!(k.as_str(), Some("mode" | "same_key_as" | "migrating")) {
+                if !matches!(
+                    k.as_str(),
+                    Some("mode" | "same_key_as" | "migrating" | "previous_mode")
+                ) {
                     let name = k.as_str().unwrap_or("?");
                     return Err(err(
                         format!("{key}.{name}"),
-                        "unknown key (expected `mode`, `same_key_as` or `migrating`)".into(),
+                        "unknown key (expected `mode`, `same_key_as`, `migrating` or `previous_mode`)".into(),
                     ));
                 }
             }
@@ -352,7 +383,22 @@ fn parse_column_spec(spec: &Value, key: &str) -> Result<(Mode, Option<String>, b
                     ))
                 }
             };
-            (mode, same_key_as, migrating)
+            let previous = match map.get("previous_mode") {
+                None => None,
+                Some(Value::String(text)) => Some(text.parse::<Mode>().map_err(|_| {
+                    err(
+                        format!("{key}.previous_mode"),
+                        format!("unknown mode {text:?} (expected randomized or deterministic)"),
+                    )
+                })?),
+                Some(_) => {
+                    return Err(err(
+                        format!("{key}.previous_mode"),
+                        "expected randomized or deterministic".into(),
+                    ))
+                }
+            };
+            (mode, same_key_as, migrating, previous)
         }
         _ => {
             return Err(err(
@@ -367,7 +413,12 @@ fn parse_column_spec(spec: &Value, key: &str) -> Result<(Mode, Option<String>, b
             format!("unknown mode {mode_text:?} (expected randomized or deterministic)"),
         )
     })?;
-    Ok((mode, same_key_as, migrating))
+    Ok(ColumnSpec {
+        mode,
+        same_key_as,
+        migrating,
+        previous_mode: previous,
+    })
 }
 
 #[cfg(test)]

@@ -56,6 +56,23 @@ impl ClientCloak {
     /// Refuses a statement that compares values of a column with several forms in a way no
     /// rewrite can make match every form.
     pub(super) fn check_forms(&self, plan: &StatementPlan) -> Result<(), Refusal> {
+        let policy = self.cloak.policy();
+        let searched_params = (plan.param_uses.iter())
+            .filter(|u| u.search.is_some())
+            .filter_map(|u| plan.params.get(&u.n).map(|s| &s.column));
+        let searched = (plan.literals.iter())
+            .filter(|s| s.search.is_some())
+            .map(|s| &s.column)
+            .chain(searched_params)
+            .chain(plan.compared_by_ciphertext.iter());
+        for column in searched {
+            if policy.is_changing_mode(&column.to_string()) {
+                // A value still in the old (randomized) mode matches no ciphertext.
+                return Err(Refusal::unsupported(format!(
+                    "{column} is changing mode (`previous_mode` in the pgcloak policy): until `pgcloak rotate` has rewritten every value in the new mode, a search or comparison on it could miss values, so it is refused; run `pgcloak rotate`, then remove `previous_mode`"
+                )));
+            }
+        }
         if let Some(column) = plan
             .compared_by_ciphertext
             .iter()
