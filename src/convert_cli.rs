@@ -61,15 +61,20 @@ pub fn run(direction: Direction, args: ConvertArgs) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start runtime: {e}"))?;
     runtime.block_on(async {
-        let (client, connection) = pg
-            .connect(NoTls)
-            .await
-            .map_err(|e| format!("cannot connect to {target}: {}", crate::check::chain(&e)))?;
-        tokio::spawn(async move { drop(connection.await) });
+        let connect = || async {
+            let (client, connection) = pg
+                .connect(NoTls)
+                .await
+                .map_err(|e| format!("cannot connect to {target}: {}", crate::check::chain(&e)))?;
+            tokio::spawn(async move { drop(connection.await) });
+            Ok::<_, String>(client)
+        };
+        let (client, writer) = (connect().await?, connect().await?);
         let mut failures = 0;
         for (schema, table, columns) in &tables {
             let (outcome, took) = convert::timed(convert::run_table(
                 &client,
+                &writer,
                 cloak.keyring(),
                 schema,
                 table,

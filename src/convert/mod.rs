@@ -114,8 +114,11 @@ pub fn plan(
 }
 
 /// Converts one table.
+/// `client` reads the batches and `writer` (another connection to the same database)
+/// writes them, so that reading one overlaps writing the one before.
 pub async fn run_table(
     client: &Client,
+    writer: &Client,
     keyring: &Keyring,
     schema: &str,
     table: &str,
@@ -153,28 +156,38 @@ pub async fn run_table(
     }
     let total = counts.get::<_, i64>(0) as u64;
     let mut bar = progress::Progress::new(&format!("{} {shown}", options.direction.verb()), total);
-    let mut last: Option<Vec<String>> = None;
-    loop {
-        let select = sql::select_batch(
-            &name,
-            &keys,
-            &with_headers,
-            options.direction,
-            last.is_none(),
-            options.batch_size,
-        );
-        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = match &last {
-            Some(key) => key.iter().map(|k| k as _).collect(),
-            None => Vec::new(),
-        };
-        let rows = client.query(&select, &params).await.map_err(failed)?;
-        let Some(final_row) = rows.last() else {
-            break;
-        };
-        let k = keys.columns.len();
-        last = Some((0..k).map(|i| final_row.get::<_, String>(i)).collect());
-        let mut cells: Vec<Option<String>> = Vec::new();
-        let mut changed_rows = 0usize;
+    // Prepared once: the texts are the same for every batch.
+    let first = sql::select_batch(
+        &name,
+        &keys,
+        &with_headers,
+        options.direction,
+        true,
+        options.batch_size,
+    );
+    let next = sql::select_batch(
+        &name,
+        &keys,
+        &with_headers,
+        options.direction,
+        false,
+        options.batch_size,
+    );
+    let (first, next, update) = (
+        client.prepare(&first).await.map_err(failed)?,
+        client.prepare(&next).await.map_err(failed)?,
+        writer
+            .prepare(&sql::update(&name, &keys, &with_headers))
+            .await
+            .map_err(failed)?,
+    );
+    let k = keys.columns.len();
+    let mut rows = client.query(&first, &[]).await.map_err(failed)?;
+    while let Some(final_row) = rows.last() {
+        let last: Vec<String> = (0..k).map(|i| final_row.get::<_, String>(i)).collect();
+        // One array per key column, then (old, new) per PII column, for the changed rows.
+        let mut arrays: Vec<Vec<Option<String>>> =
+            vec![Vec::with_capacity(rows.len()); k + 2 * columns.len()];
         for row in &rows {
             let mut converted = Vec::with_capacity(columns.len());
             let mut any = false;
@@ -200,22 +213,33 @@ pub async fn run_table(
             if !any {
                 continue;
             }
-            changed_rows += 1;
-            cells.extend((0..k).map(|i| Some(row.get::<_, String>(i))));
-            for (old, new) in converted {
-                cells.push(old);
-                cells.push(new);
+            for (i, array) in arrays.iter_mut().take(k).enumerate() {
+                array.push(Some(row.get::<_, String>(i)));
+            }
+            for (i, (old, new)) in converted.into_iter().enumerate() {
+                arrays[k + 2 * i].push(old);
+                arrays[k + 2 * i + 1].push(new);
             }
         }
-        if changed_rows > 0 {
-            let update = sql::update(&name, &keys, &with_headers, changed_rows);
-            let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-                cells.iter().map(|c| c as _).collect();
-            let written = client.execute(&update, &params).await.map_err(failed)?;
-            outcome.rows += written;
-            outcome.skipped += changed_rows as u64 - written;
-        }
+        let changed = arrays.first().map_or(0, Vec::len) as u64;
         bar.advance(rows.len() as u64);
+        // The next batch (rows after this one's keys) is read while this one is written, on
+        // the other connection.
+        let after: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            last.iter().map(|k| k as _).collect();
+        let values: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            arrays.iter().map(|a| a as _).collect();
+        let write = async {
+            match changed {
+                0 => Ok(0),
+                _ => writer.execute(&update, &values).await,
+            }
+        };
+        let (read, written) = tokio::join!(client.query(&next, &after), write);
+        let written = written.map_err(failed)?;
+        outcome.rows += written;
+        outcome.skipped += changed - written;
+        rows = read.map_err(failed)?;
     }
     bar.finish();
     Ok(outcome)

@@ -103,27 +103,22 @@ pub fn select_batch(
     )
 }
 
-/// The UPDATE of `rows` changed rows: each row's keys, then (old, new) per column, as
-/// parameters. A row whose values changed since they were read (the application wrote it
-/// meanwhile, through pgcloak) is left alone: the old values are part of the match.
-pub fn update(table: &str, keys: &Keys, columns: &[(String, String)], rows: usize) -> String {
-    let width = keys.columns.len() + 2 * columns.len();
-    let mut tuples = Vec::with_capacity(rows);
-    for row in 0..rows {
-        let base = row * width;
-        let mut cells: Vec<String> = keys
-            .columns
-            .iter()
-            .enumerate()
-            .map(|(i, (_, ty))| format!("${}::text::{ty}", base + i + 1))
-            .collect();
-        for i in 0..2 * columns.len() {
-            cells.push(format!("${}::text", base + keys.columns.len() + i + 1));
-        }
-        tuples.push(format!("({})", cells.join(", ")));
-    }
+/// The UPDATE of a batch's changed rows: one text array parameter per key column, then two
+/// (old values, new values) per PII column, so that the text is the same for every batch and
+/// is prepared once. A row whose values changed since they were read (the application wrote
+/// it meanwhile, through pgcloak) is left alone: the old values are part of the match.
+pub fn update(table: &str, keys: &Keys, columns: &[(String, String)]) -> String {
+    let mut arrays: Vec<String> = keys
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, (_, ty))| format!("${}::text[]::{ty}[]", i + 1))
+        .collect();
     let mut names: Vec<String> = (0..keys.columns.len()).map(|i| format!("k{i}")).collect();
     for i in 0..columns.len() {
+        let at = keys.columns.len() + 2 * i;
+        arrays.push(format!("${}::text[]", at + 1));
+        arrays.push(format!("${}::text[]", at + 2));
         names.push(format!("old{i}"));
         names.push(format!("new{i}"));
     }
@@ -142,9 +137,9 @@ pub fn update(table: &str, keys: &Keys, columns: &[(String, String)], rows: usiz
         matches.push(format!("t.{} IS NOT DISTINCT FROM v.old{i}", ident(c)));
     }
     format!(
-        "UPDATE {table} AS t SET {} FROM (VALUES {}) AS v({}) WHERE {}",
+        "UPDATE {table} AS t SET {} FROM unnest({}) AS v({}) WHERE {}",
         set.join(", "),
-        tuples.join(", "),
+        arrays.join(", "),
         names.join(", "),
         matches.join(" AND ")
     )
@@ -190,10 +185,10 @@ mod tests {
 
     #[test]
     fn the_update_matches_keys_and_the_values_read() {
-        let sql = update("t", &keys(), &columns()[..1], 2);
+        let sql = update("t", &keys(), &columns()[..1]);
         assert_eq!(
             sql,
-            "UPDATE t AS t SET \"email\" = v.new0 FROM (VALUES ($1::text::integer, $2::text, $3::text), ($4::text::integer, $5::text, $6::text)) AS v(k0, old0, new0) WHERE t.\"id\" = v.k0 AND t.\"email\" IS NOT DISTINCT FROM v.old0"
+            "UPDATE t AS t SET \"email\" = v.new0 FROM unnest($1::text[]::integer[], $2::text[], $3::text[]) AS v(k0, old0, new0) WHERE t.\"id\" = v.k0 AND t.\"email\" IS NOT DISTINCT FROM v.old0"
         );
     }
 
