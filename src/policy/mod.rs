@@ -273,6 +273,16 @@ impl Policy {
         self.migrating.contains(column)
     }
 
+    /// Whether any column has `migrating: true`.
+    pub fn has_migrating(&self) -> bool {
+        !self.migrating.is_empty()
+    }
+
+    /// Whether any column has `previous_mode`.
+    pub fn has_changing_mode(&self) -> bool {
+        !self.changing_mode.is_empty()
+    }
+
     /// Whether `column` has `previous_mode`: values in its old mode may still be stored.
     pub fn is_changing_mode(&self, column: &str) -> bool {
         self.changing_mode.contains(column)

@@ -196,6 +196,7 @@ impl ClientCloak {
         mut bind: Bind,
         plan: &StatementPlan,
     ) -> Bytes {
+        let searched = self.searched_params(plan);
         for (&n, slot) in &plan.params {
             let Some(Some(value)) = n.checked_sub(1).and_then(|i| bind.params.get(i)) else {
                 continue; // NULL stays NULL; a missing parameter is the server's error
@@ -205,7 +206,7 @@ impl ClientCloak {
                 [one] => *one == 1,
                 formats => formats.get(n - 1) == Some(&1),
             };
-            let encrypted = match self.search_param(plan, n, slot, value, binary) {
+            let encrypted = match self.search_param(&searched, n, slot, value, binary) {
                 Ok(Some(forms)) => Ok(forms),
                 Err(refusal) => Err(refusal),
                 Ok(None) if slot.array => self.encrypt_array(&slot.column, value, binary),
@@ -379,10 +380,7 @@ impl ClientCloak {
             };
         }
         if std::str::from_utf8(value).is_err() {
-            return Err(Refusal {
-                code: "22021",
-                message: format!("the value for {column} is not valid UTF-8"),
-            });
+            return Err(not_utf8(column));
         }
         self.cloak
             .keyring
@@ -535,6 +533,13 @@ fn check_param_types(parse: &Parse, plan: &StatementPlan) -> Result<(), Refusal>
         }
     }
     Ok(())
+}
+
+fn not_utf8(column: &ColumnId) -> Refusal {
+    Refusal {
+        code: "22021",
+        message: format!("the value for {column} is not valid UTF-8"),
+    }
 }
 
 fn describe(error: &CryptoError) -> String {

@@ -15,6 +15,7 @@
 //! UNIQUE), where equal values would no longer have equal ciphertexts. With one form per
 //! value nothing here applies and statements run as planned.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 
 use bytes::Bytes;
@@ -26,6 +27,27 @@ use crate::policy::ColumnId;
 use crate::sql::{LiteralSlot, ParamSlot, Refusal, Search, StatementPlan};
 
 impl ClientCloak {
+    /// The parameters used only as search values, when some column may store a value in
+    /// more than one form (otherwise none is rewritten, and nothing is computed).
+    pub(super) fn searched_params(&self, plan: &StatementPlan) -> BTreeSet<usize> {
+        if !self.any_transition() {
+            return BTreeSet::new();
+        }
+        (param_uses(plan).into_iter())
+            .filter(|(_, uses)| uses.searched && !uses.written)
+            .map(|(n, _)| n)
+            .collect()
+    }
+
+    /// Whether any column may now store a value in more than one form or be changing mode:
+    /// without, nothing here has anything to do (checked first, for the common case).
+    fn any_transition(&self) -> bool {
+        let policy = self.cloak.policy();
+        self.cloak.keyring.key_names().len() > 1
+            || policy.has_migrating()
+            || policy.has_changing_mode()
+    }
+
     /// Whether a value of `column` may be stored in more than one form.
     fn several_forms(&self, column: &ColumnId) -> bool {
         let keyring = &self.cloak.keyring;
@@ -56,6 +78,9 @@ impl ClientCloak {
     /// Refuses a statement that compares values of a column with several forms in a way no
     /// rewrite can make match every form.
     pub(super) fn check_forms(&self, plan: &StatementPlan) -> Result<(), Refusal> {
+        if !self.any_transition() {
+            return Ok(());
+        }
         let policy = self.cloak.policy();
         let searched_params = (plan.param_uses.iter())
             .filter(|u| u.search.is_some())
@@ -92,33 +117,30 @@ impl ClientCloak {
                 return Err(self.fixed(&slot.column));
             }
         }
-        for (&n, slot) in plan
-            .params
-            .iter()
-            .filter(|(_, s)| self.several_forms(&s.column))
-        {
-            let uses: Vec<_> = plan.param_uses.iter().filter(|u| u.n == n).collect();
-            if uses.iter().all(|u| u.search.is_none()) {
-                continue; // written only
-            }
-            if uses.iter().any(|u| u.search.is_none()) {
+        for (n, uses) in param_uses(plan) {
+            let Some(slot) = plan
+                .params
+                .get(&n)
+                .filter(|s| self.several_forms(&s.column))
+            else {
+                continue;
+            };
+            if uses.written && uses.searched {
                 return Err(Refusal::unsupported(format!(
                     "${n} is both written to and searched for in {} here, and a search must match every stored form of the value while the column's values are stored {}; pass the value twice, as two parameters",
                     slot.column,
                     self.why_forms(&slot.column)
                 )));
             }
-            for usage in uses {
-                match usage.search {
-                    Some(Search::Fixed) => return Err(self.fixed(&slot.column)),
-                    Some(Search::ListItem) => return Err(Refusal::unsupported(format!(
-                        "a parameter inside IN (...) or ARRAY[...] can match only one stored form of {}, whose values are stored {}; pass the values as one array parameter ({} = ANY($1)) instead",
-                        slot.column,
-                        self.why_forms(&slot.column),
-                        slot.column.column
-                    ))),
-                    _ => {}
-                }
+            match uses.one_form {
+                Some(Search::ListItem) => return Err(Refusal::unsupported(format!(
+                    "a parameter inside IN (...) or ARRAY[...] can match only one stored form of {}, whose values are stored {}; pass the values as one array parameter ({} = ANY($1)) instead",
+                    slot.column,
+                    self.why_forms(&slot.column),
+                    slot.column.column
+                ))),
+                Some(_) => return Err(self.fixed(&slot.column)),
+                None => {}
             }
         }
         Ok(())
@@ -140,7 +162,9 @@ impl ClientCloak {
         if is_envelope(value) {
             return Ok(vec![self.encrypt_value(column, value)?.to_vec()]);
         }
-        self.encrypt_value(column, value)?; // the value's checks (UTF-8)
+        if std::str::from_utf8(value).is_err() {
+            return Err(super::not_utf8(column));
+        }
         let name = column.to_string();
         let mut forms: Vec<Vec<u8>> = self
             .cloak
@@ -218,6 +242,9 @@ impl ClientCloak {
         plan: &StatementPlan,
     ) -> Result<Vec<(Range<usize>, String)>, Refusal> {
         let mut rewrites = Vec::new();
+        if !self.any_transition() {
+            return Ok(rewrites);
+        }
         for usage in &plan.param_uses {
             let Some(slot) = plan.params.get(&usage.n) else {
                 continue;
@@ -239,17 +266,16 @@ impl ClientCloak {
     /// The value of a search parameter whose column has several forms: the array of forms
     /// (the statement was rewritten by [`Self::param_rewrites`]); None when it is encrypted
     /// as planned. The array's text is also its binary form as `text`.
+    /// `searched`: the parameters used only as search values ([`Self::searched_params`]).
     pub(super) fn search_param(
         &self,
-        plan: &StatementPlan,
+        searched: &BTreeSet<usize>,
         n: usize,
         slot: &ParamSlot,
         value: &[u8],
         binary: bool,
     ) -> Result<Option<Bytes>, Refusal> {
-        let mut uses = plan.param_uses.iter().filter(|u| u.n == n).peekable();
-        let searched = uses.peek().is_some() && uses.all(|u| u.search.is_some());
-        if !searched || !self.several_forms(&slot.column) {
+        if !searched.contains(&n) || !self.several_forms(&slot.column) {
             return Ok(None);
         }
         if slot.array {
@@ -299,4 +325,31 @@ fn sql_string(text: &str) -> String {
     }
     out.push('\'');
     out
+}
+
+/// How a statement uses one parameter bound for a PII column.
+#[derive(Default)]
+struct ParamUses {
+    written: bool,
+    searched: bool,
+    /// The first search use that matches one stored form only (`Fixed`, `ListItem`).
+    one_form: Option<Search>,
+}
+
+/// Each PII parameter's uses, in one pass over the plan.
+fn param_uses(plan: &StatementPlan) -> BTreeMap<usize, ParamUses> {
+    let mut uses: BTreeMap<usize, ParamUses> = BTreeMap::new();
+    for usage in &plan.param_uses {
+        let entry = uses.entry(usage.n).or_default();
+        match usage.search {
+            None => entry.written = true,
+            Some(search) => {
+                entry.searched = true;
+                if matches!(search, Search::Fixed | Search::ListItem) {
+                    entry.one_form.get_or_insert(search);
+                }
+            }
+        }
+    }
+    uses
 }
