@@ -98,14 +98,15 @@ const K2_THEN_K1: &str =
     "  current: k2\n  master_keys:\n    k2: { file: k2 }\n    k1: { file: k1 }";
 const K2: &str = "  current: k2\n  master_keys:\n    k2: { file: k2 }";
 
-/// Every row as pgcloak with `config` shows it: `id|email|name` lines.
-async fn through_pgcloak(config: &std::path::Path) -> String {
+/// pgcloak in this process with `config` (its policy and keys), and a client of it.
+async fn proxy_for(
+    config: &std::path::Path,
+) -> (pgcloak::background::Background, tokio_postgres::Client) {
     let loaded = pgcloak::config::Config::load(config).unwrap();
     let cloak = pgcloak::cloak::Cloak::from_config(&loaded, config)
         .unwrap()
         .unwrap();
-    let settings = loaded.settings(config).unwrap();
-    let proxy = pgcloak::proxy::Proxy::bind(settings)
+    let proxy = pgcloak::proxy::Proxy::bind(loaded.settings(config).unwrap())
         .await
         .unwrap()
         .with_cloak(cloak)
@@ -113,6 +114,12 @@ async fn through_pgcloak(config: &std::path::Path) -> String {
         .unwrap();
     let url = format!("postgresql://postgres:{PASSWORD}@{}/postgres", proxy.addr());
     let client = common::connect(&url).await;
+    (proxy, client)
+}
+
+/// Every row as pgcloak with `config` shows it: `id|email|name` lines.
+async fn through_pgcloak(config: &std::path::Path) -> String {
+    let (proxy, client) = proxy_for(config).await;
     let rows = client
         .query("SELECT id, email, name FROM users ORDER BY id", &[])
         .await
@@ -352,18 +359,7 @@ async fn the_application_keeps_working_through_an_online_encrypt() {
         ),
     )
     .unwrap();
-    let loaded = pgcloak::config::Config::load(&path).unwrap();
-    let cloak = pgcloak::cloak::Cloak::from_config(&loaded, &path)
-        .unwrap()
-        .unwrap();
-    let proxy = pgcloak::proxy::Proxy::bind(loaded.settings(&path).unwrap())
-        .await
-        .unwrap()
-        .with_cloak(cloak)
-        .spawn()
-        .unwrap();
-    let url = format!("postgresql://postgres:{PASSWORD}@{}/postgres", proxy.addr());
-    let app = common::connect(&url).await;
+    let (proxy, app) = proxy_for(&path).await;
 
     // Before: plaintext rows read as they are and are found by equality.
     let row = app
