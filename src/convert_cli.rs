@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use pgcloak::cloak::Cloak;
 use pgcloak::config::Config;
-use tokio_postgres::NoTls;
 
 use crate::convert::{self, Direction, Options};
 
@@ -37,6 +36,7 @@ pub fn run(direction: Direction, args: ConvertArgs) -> Result<(), String> {
         );
     }
     let config = Config::load(&args.config).map_err(|e| e.to_string())?;
+    let settings = config.settings(&args.config).map_err(|e| e.to_string())?;
     let Some(cloak) = Cloak::from_config(&config, &args.config).map_err(|e| e.to_string())? else {
         return Err(format!(
             "{}: names no PII columns (no `tables`)",
@@ -61,13 +61,10 @@ pub fn run(direction: Direction, args: ConvertArgs) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start runtime: {e}"))?;
     runtime.block_on(async {
+        let tls = settings.upstream_tls.as_deref();
         let connect = || async {
-            let (client, connection) = pg
-                .connect(NoTls)
-                .await
-                .map_err(|e| format!("cannot connect to {target}: {}", crate::check::chain(&e)))?;
-            tokio::spawn(async move { drop(connection.await) });
-            Ok::<_, String>(client)
+            (crate::check::connect_direct(&pg, tls).await)
+                .map_err(|e| format!("cannot connect to {target}: {}", crate::check::chain(&e)))
         };
         let (client, writer) = (connect().await?, connect().await?);
         let mut failures = 0;

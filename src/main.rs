@@ -120,7 +120,8 @@ fn check(path: PathBuf, upstream_dsn: Option<String>, sample: Option<u64>) -> Re
     }
     if let Some(dsn) = upstream_dsn {
         let keyring = cloak.as_deref().map(Cloak::keyring);
-        check::upstream(&config, &path, keyring, &dsn, sample)?;
+        let tls = settings.upstream_tls.as_deref();
+        check::upstream(&config, &path, keyring, &dsn, sample, tls)?;
     }
     println!("{}: OK", path.display());
     Ok(())

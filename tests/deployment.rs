@@ -189,6 +189,30 @@ sidecar:
     let (rows, sealed) = stored.split_once('|').unwrap();
     assert_eq!(rows, sealed, "a PII value is stored in clear");
     assert!(rows.parse::<u32>().unwrap() >= 1);
+    // The tools that connect to Postgres directly reach it over `upstream.tls` too.
+    let dsn = format!(
+        "postgresql://postgres:{PASSWORD}@localhost:{}/postgres",
+        pg.port()
+    );
+    for args in [
+        vec!["check", "--upstream-dsn", dsn.as_str()],
+        vec!["encrypt", "--dry-run", "--upstream-dsn", dsn.as_str()],
+    ] {
+        let output = std::process::Command::new(common::pgcloak_bin())
+            .args(&args)
+            .arg("--config")
+            .arg(&config)
+            .envs(env)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{args:?}: {stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(stdout.contains("public.users"), "{args:?}: {stdout}");
+    }
     let _ = child.kill();
     let _ = child.wait();
     let log = text();

@@ -19,6 +19,7 @@ use std::time::Duration;
 use pgcloak::config::Config;
 use pgcloak::crypto::{Keyring, Mode};
 use pgcloak::policy::ColumnId;
+use pgcloak::tls::UpstreamTls;
 use tokio_postgres::config::Host;
 use tokio_postgres::{Client, NoTls};
 
@@ -34,6 +35,7 @@ pub fn upstream(
     keyring: Option<&Keyring>,
     dsn: &str,
     sample: Option<u64>,
+    tls: Option<&UpstreamTls>,
 ) -> Result<(), String> {
     let policy = config.policy(path).map_err(|e| e.to_string())?;
     let columns: Vec<(ColumnId, Mode)> = policy.columns().collect();
@@ -49,9 +51,8 @@ pub fn upstream(
         .build()
         .map_err(|e| format!("cannot start runtime: {e}"))?;
     let problems = runtime.block_on(async {
-        let (client, connection) = (pg.connect(NoTls).await)
+        let client = (connect_direct(&pg, tls).await)
             .map_err(|e| format!("cannot connect to {target}: {}", chain(&e)))?;
-        tokio::spawn(async move { drop(connection.await) });
         let (rows, derived) = catalog(&client, &columns)
             .await
             .map_err(|e| format!("cannot read the catalog of {target}: {}", chain(&e)))?;
@@ -124,6 +125,30 @@ async fn catalog(
         })
         .collect();
     Ok((rows, derived))
+}
+
+/// Connects to Postgres directly (the `--upstream-dsn` of check, encrypt, rotate and
+/// decrypt), over the config's `upstream.tls` when it has one (its mode, CA and server
+/// name), so that a TLS-only database is reached as pgcloak reaches it.
+pub(crate) async fn connect_direct(
+    pg: &tokio_postgres::Config,
+    tls: Option<&UpstreamTls>,
+) -> Result<Client, tokio_postgres::Error> {
+    let client = match tls {
+        Some(tls) => {
+            let mut pg = pg.clone();
+            pg.ssl_mode(tls.ssl_mode());
+            let (client, connection) = pg.connect(tls.clone()).await?;
+            tokio::spawn(async move { drop(connection.await) });
+            client
+        }
+        None => {
+            let (client, connection) = pg.connect(NoTls).await?;
+            tokio::spawn(async move { drop(connection.await) });
+            client
+        }
+    };
+    Ok(client)
 }
 
 /// `host:port` of the DSN's first host; never the password.
