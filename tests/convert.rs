@@ -117,6 +117,18 @@ async fn proxy_for(
     (proxy, client)
 }
 
+/// A second row with an existing `email`, inserted through pgcloak, violates UNIQUE.
+async fn assert_unique_enforced(client: &tokio_postgres::Client, email: &str) {
+    let dup = client
+        .execute("INSERT INTO users (id, email) VALUES (0, $1)", &[&email])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        dup.code(),
+        Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+    );
+}
+
 /// Every row as pgcloak with `config` shows it: `id|email|name` lines.
 async fn through_pgcloak(config: &std::path::Path) -> String {
     let (proxy, client) = proxy_for(config).await;
@@ -132,17 +144,7 @@ async fn through_pgcloak(config: &std::path::Path) -> String {
         .await
         .unwrap();
     assert_eq!(found.len(), 1, "the search finds the row");
-    let dup = client
-        .execute(
-            "INSERT INTO users (id, email) VALUES (0, 'user7@example.com')",
-            &[],
-        )
-        .await
-        .unwrap_err();
-    assert_eq!(
-        dup.code(),
-        Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
-    );
+    assert_unique_enforced(&client, "user7@example.com").await;
     proxy.shutdown().await;
     rows.iter()
         .map(|r| {
@@ -476,17 +478,7 @@ async fn the_application_keeps_working_through_an_online_encrypt() {
         );
     }
     assert_eq!(rows.len(), ROWS as usize);
-    let dup = app
-        .execute(
-            "INSERT INTO users (id, email) VALUES (0, 'user9@example.com')",
-            &[],
-        )
-        .await
-        .unwrap_err();
-    assert_eq!(
-        dup.code(),
-        Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
-    );
+    assert_unique_enforced(&app, "user9@example.com").await;
     assert!(summary.contains("no plaintext is left"), "{summary}");
     proxy.shutdown().await;
 }
