@@ -89,10 +89,9 @@ pub(crate) fn parse(envelope: &[u8]) -> Result<Parsed<'_>, CryptoError> {
     Ok(Parsed { mode, kid, payload })
 }
 
-/// Decodes the payload (strict: unpadded, canonical trailing bits) into `out`, which is cleared
-/// first. Any change to the text gives different bytes or an error.
+/// Decodes the payload (strict: unpadded, canonical trailing bits), appending it to `out`.
+/// Any change to the text gives different bytes or an error.
 pub(crate) fn decode_payload(payload: &[u8], out: &mut Vec<u8>) -> Result<(), CryptoError> {
-    out.clear();
     URL_SAFE_NO_PAD
         .decode_vec(payload, out)
         .map_err(|_| CryptoError::Malformed("payload is not unpadded base64url"))

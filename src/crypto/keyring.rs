@@ -2,12 +2,9 @@
 //! encrypt / decrypt operations on envelopes.
 //!
 //! Built once at startup from the master key and the column list, then shared read-only
-//! (`Send + Sync`, no locks). AES-256-GCM instances (expanded key schedule and GHASH key) are
-//! precomputed per column. `aes_siv::siv::Siv` (RFC 5297 without a nonce, as Tink uses it)
-//! needs `&mut self` and is not `Clone`, so for deterministic columns the 64-byte key is kept
-//! and a `Siv` is built per call (~55 ns: it expands the CMAC key; the CTR key is expanded per
-//! call inside `Siv` anyway). `Aes256SivAead` takes `&self` but appends a nonce header to S2V,
-//! which is not the deterministic construction.
+//! (`Send + Sync`, no locks). The ciphers are ready per column: AES-256-GCM with its key
+//! schedule and GHASH key, AES-256-SIV ([`super::siv`]) with both key schedules and the
+//! column's associated data already folded into S2V.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -15,13 +12,13 @@ use std::fmt;
 use aes_gcm::aead::array::Array;
 use aes_gcm::aead::{AeadInOut, KeyInit};
 use aes_gcm::Aes256Gcm;
-use aes_siv::siv::Aes256Siv;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use zeroize::Zeroizing;
 
 use super::derive::{self, Deriver, GCM_KEY_LEN, SIV_KEY_LEN};
 use super::envelope::{self, HEADER_LEN, KID_LEN, NONCE_LEN, TAG_LEN};
+use super::siv::ColumnSiv;
 use super::{nonce, CryptoError, MasterKey, Mode};
 
 /// Keys and ciphers of every configured column, under every configured master key and in
@@ -29,8 +26,8 @@ use super::{nonce, CryptoError, MasterKey, Mode};
 /// an `Arc`.
 pub struct Keyring {
     entries: Vec<Entry>,
-    by_column: HashMap<String, ColumnKeys>,
-    by_kid: HashMap<[u8; KID_LEN], usize>,
+    by_column: HashMap<String, ColumnKeys, foldhash::fast::RandomState>,
+    by_kid: HashMap<[u8; KID_LEN], usize, foldhash::fast::RandomState>,
     /// Master key names, the current one first (`Entry::key` indexes this).
     key_names: Vec<String>,
 }
@@ -67,8 +64,8 @@ impl Entry {
 
 enum Cipher {
     Gcm(Box<Aes256Gcm>),
-    /// The 512-bit AES-SIV key (MAC half, then CTR half); wiped on drop.
-    Siv(Zeroizing<[u8; SIV_KEY_LEN]>),
+    /// AES-SIV under the column's 512-bit key, with its associated data; wiped on drop.
+    Siv(Box<ColumnSiv>),
 }
 
 impl Keyring {
@@ -96,8 +93,11 @@ impl Keyring {
     fn build(keys: &[(&str, &MasterKey)], columns: &[(String, Mode)]) -> (Keyring, Option<String>) {
         let mut keyring = Keyring {
             entries: Vec::with_capacity(columns.len() * keys.len() * 2),
-            by_column: HashMap::with_capacity(columns.len()),
-            by_kid: HashMap::with_capacity(columns.len() * keys.len() * 2),
+            by_column: HashMap::with_capacity_and_hasher(columns.len(), Default::default()),
+            by_kid: HashMap::with_capacity_and_hasher(
+                columns.len() * keys.len() * 2,
+                Default::default(),
+            ),
             key_names: keys.iter().map(|(name, _)| (*name).to_owned()).collect(),
         };
         let mut collision = None;
@@ -163,12 +163,27 @@ impl Keyring {
     /// Encrypts a value of `column` into envelope text. Fails if the column is not in the
     /// keyring. NULL is not a value: the caller never passes it here.
     pub fn encrypt(&self, column: &str, plaintext: &[u8]) -> Result<String, CryptoError> {
+        let mut text = Vec::new();
+        self.encrypt_into(column, plaintext, &mut text)?;
+        // ASCII by construction: the header, then base64url.
+        String::from_utf8(text).map_err(|_| CryptoError::Encrypt)
+    }
+
+    /// [`Keyring::encrypt`], appending the envelope text to `out` (bulk paths: no string
+    /// per value).
+    pub fn encrypt_into(
+        &self,
+        column: &str,
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), CryptoError> {
         let entry = self.entry(column)?;
         let nonce = match entry.mode {
             Mode::Randomized => nonce::random_nonce()?,
             Mode::Deterministic => [0; NONCE_LEN], // unused: AES-SIV takes no nonce
         };
-        entry.seal(&nonce, plaintext)
+        out.reserve(envelope::envelope_len(plaintext.len(), entry.mode));
+        entry.seal_into(&nonce, plaintext, out)
     }
 
     /// The ciphertexts an equality search for `plaintext` in a deterministic `column` must
@@ -236,10 +251,38 @@ impl Keyring {
         envelope: &[u8],
         expected_column: Option<&str>,
     ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        let mut buffer = Zeroizing::new(Vec::with_capacity(envelope.len() / 4 * 3 + 3));
+        self.decrypt_into(envelope, expected_column, &mut buffer)?;
+        Ok(buffer)
+    }
+
+    /// [`Keyring::decrypt`], appending the plaintext to `out` (bulk paths: no buffer per
+    /// value). On error `out` is left as it was.
+    pub fn decrypt_into(
+        &self,
+        envelope: &[u8],
+        expected_column: Option<&str>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CryptoError> {
+        let start = out.len();
+        let result = self.open_into(envelope, expected_column, out);
+        if result.is_err() {
+            out[start..].fill(0);
+            out.truncate(start);
+        }
+        result
+    }
+
+    fn open_into(
+        &self,
+        envelope: &[u8],
+        expected_column: Option<&str>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CryptoError> {
         let parsed = envelope::parse(envelope)?;
         // Structure first: a malformed value is reported as such whichever column it names.
-        let mut buffer = Zeroizing::new(Vec::with_capacity(parsed.payload.len() / 4 * 3 + 3));
-        envelope::decode_payload(parsed.payload, &mut buffer)?;
+        let start = out.len();
+        envelope::decode_payload(parsed.payload, out)?;
         let found = self
             .by_kid
             .get(&parsed.kid)
@@ -265,8 +308,7 @@ impl Keyring {
             // The key id was derived with the mode: this header was altered.
             return Err(CryptoError::Decrypt);
         }
-        entry.open(&mut buffer)?;
-        Ok(buffer)
+        entry.open(out, start)
     }
 
     /// The entry new values of `column` are written with.
@@ -285,25 +327,43 @@ impl Entry {
     fn derive(deriver: &Deriver, column: &str, mode: Mode, key: usize) -> Entry {
         let kid = deriver.kid(mode, column);
         let header = derive::header(mode, &kid);
+        let ad = derive::associated_data(&header, column);
         let cipher = match mode {
             Mode::Randomized => {
                 let key = deriver.column_key::<GCM_KEY_LEN>(mode, column);
                 Cipher::Gcm(Box::new(Aes256Gcm::new(Array::cast_from_core(&key))))
             }
-            Mode::Deterministic => Cipher::Siv(deriver.column_key::<SIV_KEY_LEN>(mode, column)),
+            Mode::Deterministic => {
+                let key = deriver.column_key::<SIV_KEY_LEN>(mode, column);
+                Cipher::Siv(Box::new(ColumnSiv::new(&key, &ad)))
+            }
         };
         Entry {
             column: column.to_owned(),
             mode,
             key,
             header,
-            ad: derive::associated_data(&header, column),
+            ad,
             cipher,
         }
     }
 
     /// Encrypts into envelope text. `nonce` is used by randomized columns only.
     fn seal(&self, nonce: &[u8; NONCE_LEN], plaintext: &[u8]) -> Result<String, CryptoError> {
+        let mut text = Vec::with_capacity(envelope::envelope_len(plaintext.len(), self.mode));
+        self.seal_into(nonce, plaintext, &mut text)?;
+        // The header is ASCII by construction (prefix, mode letter, base64url key id), the
+        // rest is base64url.
+        String::from_utf8(text).map_err(|_| CryptoError::Encrypt)
+    }
+
+    /// [`Entry::seal`], appending the envelope text to `out`.
+    fn seal_into(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), CryptoError> {
         let mut raw = Vec::with_capacity(envelope::raw_len(plaintext.len(), self.mode));
         match &self.cipher {
             Cipher::Gcm(cipher) => {
@@ -318,26 +378,31 @@ impl Entry {
                     .map_err(|_| CryptoError::Encrypt)?;
                 raw.extend_from_slice(&tag);
             }
-            Cipher::Siv(key) => {
+            Cipher::Siv(siv) => {
                 raw.extend_from_slice(&[0; TAG_LEN]);
                 raw.extend_from_slice(plaintext);
-                let tag = Aes256Siv::new(Array::cast_from_core(key))
-                    .encrypt_inout_detached([&self.ad], raw[TAG_LEN..].as_mut().into())
-                    .map_err(|_| CryptoError::Encrypt)?;
+                let tag = siv.encrypt(&mut raw[TAG_LEN..]);
                 raw[..TAG_LEN].copy_from_slice(&tag);
             }
         }
         // `raw` now holds only ciphertext (encrypted in place, never reallocated).
-        let mut text = String::with_capacity(envelope::envelope_len(plaintext.len(), self.mode));
-        // The header is ASCII by construction (prefix, mode letter, base64url key id).
-        text.extend(self.header.iter().map(|&b| char::from(b)));
-        URL_SAFE_NO_PAD.encode_string(&raw, &mut text);
-        Ok(text)
+        out.extend_from_slice(&self.header);
+        let start = out.len();
+        out.resize(
+            start + base64::encoded_len(raw.len(), false).unwrap_or(0),
+            0,
+        );
+        URL_SAFE_NO_PAD
+            .encode_slice(&raw, &mut out[start..])
+            .map_err(|_| CryptoError::Encrypt)?;
+        Ok(())
     }
 
-    /// Decrypts the decoded payload in place, leaving exactly the plaintext in `buffer`.
-    fn open(&self, buffer: &mut Vec<u8>) -> Result<(), CryptoError> {
+    /// Decrypts the decoded payload in `out[from..]` in place, leaving exactly the
+    /// plaintext there.
+    fn open(&self, out: &mut Vec<u8>, from: usize) -> Result<(), CryptoError> {
         let too_short = CryptoError::Malformed("payload too short");
+        let buffer = &mut out[from..];
         let len = buffer.len();
         let (start, end) = match &self.cipher {
             Cipher::Gcm(cipher) => {
@@ -355,16 +420,15 @@ impl Entry {
                     .map_err(|_| CryptoError::Decrypt)?;
                 (NONCE_LEN, len - TAG_LEN)
             }
-            Cipher::Siv(key) => {
+            Cipher::Siv(siv) => {
                 let (tag, message) = buffer.split_first_chunk_mut::<TAG_LEN>().ok_or(too_short)?;
-                Aes256Siv::new(Array::cast_from_core(key))
-                    .decrypt_inout_detached([&self.ad], message.into(), Array::cast_from_core(tag))
+                siv.decrypt(tag, message)
                     .map_err(|_| CryptoError::Decrypt)?;
                 (TAG_LEN, len)
             }
         };
         buffer.copy_within(start..end, 0);
-        buffer.truncate(end - start);
+        out.truncate(from + end - start);
         Ok(())
     }
 }

@@ -20,6 +20,7 @@ mod error;
 mod keyring;
 mod master;
 mod nonce;
+mod siv;
 
 #[cfg(test)]
 mod tests;

@@ -56,6 +56,29 @@ fn round_trips_in_both_modes() {
 }
 
 #[test]
+fn bulk_forms_append_and_leave_the_buffer_alone_on_error() {
+    for mode in both_modes() {
+        let ring = keyring(&[(EMAIL, mode), (PHONE, mode)]);
+        for plain in samples() {
+            let mut text = b"prefix".to_vec();
+            ring.encrypt_into(EMAIL, &plain, &mut text).unwrap();
+            let envelope = &text[6..];
+            assert_eq!(&*ring.decrypt(envelope, Some(EMAIL)).unwrap(), &plain[..]);
+            let mut out = b"row:".to_vec();
+            ring.decrypt_into(envelope, Some(EMAIL), &mut out).unwrap();
+            assert_eq!(out, [&b"row:"[..], &plain].concat());
+            let mut out = b"row:".to_vec();
+            assert!(ring.decrypt_into(envelope, Some(PHONE), &mut out).is_err());
+            let mut tampered = envelope.to_vec();
+            let last = tampered.len() - 1;
+            tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+            assert!(ring.decrypt_into(&tampered, Some(EMAIL), &mut out).is_err());
+            assert_eq!(out, b"row:");
+        }
+    }
+}
+
+#[test]
 fn deterministic_is_equal_for_equal_and_randomized_is_not() {
     let det = keyring(&[(EMAIL, Mode::Deterministic)]);
     let rnd = keyring(&[(EMAIL, Mode::Randomized)]);
