@@ -17,6 +17,8 @@
 //! - [`sidecar`]: the JWE HTTP API through which integrating parties send and fetch records.
 //! - [`logging`]: the binary's log subscriber, which writes pgcloak's own records only.
 //! - [`background`]: the handle of the proxy or sidecar running in the background.
+//! - [`pgtype`]: value codecs of typed PII columns (text and binary wire forms, the canonical
+//!   form that is encrypted), exact to Postgres 15; pure, no I/O.
 //! - [`pgtemp`]: a throwaway PostgreSQL cluster for tests and `pgcloak demo`.
 
 pub mod auth;
@@ -27,6 +29,7 @@ pub mod crypto;
 pub mod keys;
 pub mod logging;
 pub mod pgtemp;
+pub mod pgtype;
 pub mod policy;
 pub mod protocol;
 pub mod proxy;

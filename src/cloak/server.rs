@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use bytes::{Bytes, BytesMut};
 
 use super::catalog::ColumnMap;
-use super::copy::{copy_data_frame, decrypt_row, CopyOutError, Dialect};
+use super::copy::{decrypt_row, CopyOutError, Dialect, PiiField};
 use super::tracker::{Owner, Source};
 use super::{lock, Cloak, SessionState};
 use crate::crypto::{is_envelope, CryptoError};
@@ -80,10 +80,20 @@ impl ServerCloak {
                 Backend::CopyOutResponse => {
                     self.copy_out = copying.and_then(|plan| {
                         let options = plan.copy_out.as_ref()?;
+                        let policy = self.cloak.policy();
+                        let pii =
+                            pii_fields(plan.copy_out_fields.as_ref(), state.tracker.columns());
                         Some(CopyOut {
                             dialect: Dialect::new(options),
-                            pii: pii_fields(plan.copy_out_fields.as_ref(), state.tracker.columns()),
+                            pii: (pii.into_iter())
+                                .map(|(position, column)| PiiField {
+                                    migrating: policy.is_migrating(&column),
+                                    position,
+                                    column,
+                                })
+                                .collect(),
                             header: options.header,
+                            fields: Vec::new(),
                         })
                     });
                 }
@@ -111,20 +121,19 @@ impl ServerCloak {
             return frame;
         }
         let row = &frame[Header::SIZE..];
-        let policy = self.cloak.policy();
-        let migrating = |column: &str| policy.is_migrating(column);
+        // The frame is written in place: its header, then the row, then its length.
+        let mut out = Vec::with_capacity(frame.len() + frame.len() / 2);
+        out.extend_from_slice(&[b'd', 0, 0, 0, 0]);
+        let keyring = &self.cloak.keyring;
         match decrypt_row(
             row,
             &copy.dialect,
-            &self.cloak.keyring,
+            keyring,
             &copy.pii,
-            &migrating,
+            &mut copy.fields,
+            &mut out,
         ) {
-            Ok(row) => {
-                let mut out = BytesMut::with_capacity(row.len() + Header::SIZE);
-                copy_data_frame(&mut out, &row);
-                out.freeze()
-            }
+            Ok(()) => framed(out),
             Err(CopyOutError::Crypto(error, column)) => {
                 self.fail(&undecryptable(&error, column.as_deref()))
             }
@@ -156,11 +165,16 @@ impl ServerCloak {
             }
             state.tracker.result_columns().cloned()
         };
-        let mut row =
+        let row =
             DataRow::decode(&frame.slice(Header::SIZE..)).map_err(FilterError::MalformedServer)?;
+        // The new row is written as it is decided: its header, the field count, each field
+        // (a length, then the bytes as they were or decrypted in place), then its length.
+        let mut out = Vec::with_capacity(frame.len());
+        out.extend_from_slice(&frame[..Header::SIZE + 2]);
         let mut changed = false;
-        for (i, field) in row.fields.iter_mut().enumerate() {
+        for (i, field) in row.fields.iter().enumerate() {
             let Some(value) = field.as_ref() else {
+                out.extend_from_slice(&(-1i32).to_be_bytes());
                 continue;
             };
             let source = columns
@@ -171,30 +185,27 @@ impl ServerCloak {
                 Source::Pii(column) => Some(column.as_str()),
                 _ => None,
             };
+            let at = out.len();
+            out.extend_from_slice(&[0; 4]);
             if !is_envelope(value) {
                 // Plaintext of a `migrating` column is returned as it is (encrypt turns it
                 // into envelopes); anywhere else it is an error, never passed on silently.
                 if let Some(column) = column.filter(|c| !self.cloak.policy().is_migrating(c)) {
                     return Ok(self.fail(&not_encrypted(column)));
                 }
-                continue;
-            }
-            match self.cloak.keyring.decrypt(value, column) {
-                Ok(plaintext) => {
-                    *field = Some(Bytes::copy_from_slice(&plaintext));
-                    changed = true;
+                out.extend_from_slice(value);
+            } else {
+                match self.cloak.keyring.decrypt_into(value, column, &mut out) {
+                    Ok(()) => changed = true,
+                    // A plain column's text that merely looks like an envelope is its value.
+                    Err(_) if *source == Source::Plain => out.extend_from_slice(value),
+                    Err(error) => return Ok(self.fail(&undecryptable(&error, column))),
                 }
-                // A plain column's text that merely looks like an envelope is its value.
-                Err(_) if *source == Source::Plain => {}
-                Err(error) => return Ok(self.fail(&undecryptable(&error, column))),
             }
+            let len = (out.len() - at - 4) as u32;
+            out[at..at + 4].copy_from_slice(&len.to_be_bytes());
         }
-        if !changed {
-            return Ok(frame);
-        }
-        let mut out = BytesMut::with_capacity(frame.len());
-        row.encode(&mut out);
-        Ok(out.freeze())
+        Ok(if changed { framed(out) } else { frame })
     }
 
     /// ErrorResponse or NoticeResponse: pgcloak's message for a refused statement's marker;
@@ -264,10 +275,12 @@ impl ServerCloak {
 /// A COPY TO STDOUT whose rows pgcloak decrypts.
 struct CopyOut {
     dialect: Dialect,
-    /// (field position, column) of the PII columns in each row.
-    pii: Vec<(usize, String)>,
+    /// The fields of each row that hold PII columns.
+    pii: Vec<PiiField>,
     /// The next row is the header line.
     header: bool,
+    /// Scratch: the fields of the current row.
+    fields: Vec<std::ops::Range<usize>>,
 }
 
 /// Where the PII columns are in the rows of a `COPY table TO`.
@@ -284,6 +297,14 @@ fn pii_fields(
             catalog.map_or_else(Vec::new, |map| map.copy_fields(schema, table).to_vec())
         }
     }
+}
+
+/// A message written in place (its tag, a 4-byte placeholder, its body) with its length
+/// filled in.
+fn framed(mut out: Vec<u8>) -> Bytes {
+    let len = (out.len() - 1) as u32;
+    out[1..Header::SIZE].copy_from_slice(&len.to_be_bytes());
+    Bytes::from(out)
 }
 
 fn not_encrypted(column: &str) -> String {

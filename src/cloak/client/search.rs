@@ -104,7 +104,7 @@ impl ClientCloak {
             .find(|c| self.several_forms(c))
         {
             return Err(Refusal::unsupported(format!(
-                "this statement compares values of {column} with each other (a join, GROUP BY, DISTINCT, UNION or a UNIQUE constraint), which cannot work while they are stored in more than one form, {}: equal values may be stored differently; run it afterwards, or compare in the application",
+                "this statement compares values of {column} with each other (a join, GROUP BY, DISTINCT, UNION, a UNIQUE constraint, or the unique index INSERT ... ON CONFLICT consults), which cannot work while they are stored in more than one form, {}: equal values may be stored differently; run it afterwards, or compare in the application",
                 self.why_forms(column)
             )));
         }
