@@ -13,6 +13,7 @@ RESULTS_DIR=${RESULTS_DIR:-$REPO_ROOT/bench-results}
 WORK_DIR=""          # mktemp dir holding every throwaway file
 PG_DATA=""           # postgres data directory (inside WORK_DIR)
 PG_PORT=""
+PG_DSN=""            # postgresql:// URL of the throwaway Postgres (set by start_postgres)
 PGBOUNCER_PORT=""
 PGBOUNCER_BIN=""
 PGBOUNCER_PIDFILE=""
@@ -149,7 +150,11 @@ start_postgres() {
         -c shared_buffers=256MB -c fsync=off -c synchronous_commit=off \
         -c full_page_writes=off ${PG_EXTRA_OPTS:-}" >/dev/null \
         || die "postgres did not start: $(tail -n 5 "$WORK_DIR/postgres.log")"
+    PG_DSN="postgresql://postgres@127.0.0.1:$PG_PORT/postgres"
 }
+
+# pg_sql ARGS...: psql against the throwaway Postgres directly, stopping at the first error.
+pg_sql() { psql -X -q -v ON_ERROR_STOP=1 -d "$PG_DSN" "$@"; }
 
 # start_pgbouncer: PgBouncer in session mode in front of PG_PORT, installed with apt-get if
 # missing. Sets PGBOUNCER_PORT.

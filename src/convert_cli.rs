@@ -24,6 +24,10 @@ pub struct ConvertArgs {
     /// Rows per batch (each batch is one short transaction).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     batch_size: u64,
+    /// Connections writing batches at once (each batch is still one short transaction). One
+    /// leaves the application most of the database; more convert faster and take more of it.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=16))]
+    jobs: u64,
     /// Count what would change; change nothing.
     #[arg(long)]
     dry_run: bool,
@@ -56,7 +60,9 @@ pub fn run(direction: Direction, args: ConvertArgs) -> Result<(), String> {
         .parse()
         .map_err(|e| format!("--upstream-dsn: {}", crate::check::chain(&e)))?;
     let target = crate::check::describe(&pg);
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // Writers run on the workers while this thread reads and converts.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start runtime: {e}"))?;
@@ -66,12 +72,16 @@ pub fn run(direction: Direction, args: ConvertArgs) -> Result<(), String> {
             (crate::check::connect_direct(&pg, tls).await)
                 .map_err(|e| format!("cannot connect to {target}: {}", crate::check::chain(&e)))
         };
-        let (client, writer) = (connect().await?, connect().await?);
+        let client = connect().await?;
+        let mut writers = Vec::new();
+        for _ in 0..if options.dry_run { 1 } else { args.jobs } {
+            writers.push(std::sync::Arc::new(connect().await?));
+        }
         let mut failures = 0;
         for (schema, table, columns) in &tables {
             let (outcome, took) = convert::timed(convert::run_table(
                 &client,
-                &writer,
+                &writers,
                 cloak.keyring(),
                 schema,
                 table,

@@ -45,18 +45,29 @@ impl Setup {
             "CREATE TABLE users (id int PRIMARY KEY, email text UNIQUE, name text);
              INSERT INTO users SELECT i, 'user' || i || '@example.com', CASE WHEN i % 7 = 0 THEN NULL ELSE 'Name ' || i END FROM generate_series(1, {ROWS}) i;
              CREATE TABLE notes (body text, author text);
-             INSERT INTO notes SELECT 'note ' || i, 'author ' || (i % 10) FROM generate_series(1, 250) i;"
+             INSERT INTO notes SELECT 'note ' || i, 'author ' || (i % 10) FROM generate_series(1, 250) i;
+             CREATE TABLE visits (org text, n int, guest text, PRIMARY KEY (org, n));
+             INSERT INTO visits SELECT 'org' || (i % 3), i, 'guest ' || i FROM generate_series(1, 300) i;"
         ));
         setup
     }
 
     /// Writes the config: `keys` YAML, then the policy with `name` in `name_mode`.
     fn config(&self, keys: &str, name_mode: &str) -> std::path::PathBuf {
-        let path = self.dir.join("pgcloak.yaml");
+        self.write_config(
+            "pgcloak.yaml",
+            keys,
+            &format!("  users:\n    email: deterministic\n    name: {name_mode}\n  notes:\n    author: deterministic\n  visits:\n    guest: randomized\n"),
+        )
+    }
+
+    /// Writes `file` in the setup's directory: this Postgres, `keys` YAML, `tables` YAML.
+    fn write_config(&self, file: &str, keys: &str, tables: &str) -> std::path::PathBuf {
+        let path = self.dir.join(file);
         std::fs::write(
             &path,
             format!(
-                "listen: \"127.0.0.1:0\"\nupstream:\n  host: 127.0.0.1\n  port: {}\nkeys:\n{keys}\ntables:\n  users:\n    email: deterministic\n    name: {name_mode}\n  notes:\n    author: deterministic\n",
+                "listen: \"127.0.0.1:0\"\nupstream:\n  host: 127.0.0.1\n  port: {}\nkeys:\n{keys}\ntables:\n{tables}",
                 self.pg.port()
             ),
         )
@@ -210,10 +221,18 @@ async fn encrypt_rotate_change_mode_and_decrypt_in_place() {
         .parse()
         .unwrap();
     assert!(done > 0 && done < ROWS, "killed mid-way: {done} of {ROWS}");
-    let second = ok(&s.tool(&config, &["encrypt", "--batch-size", "500"]));
+    // Several writers; a table without a primary key (by ctid), one with a composite key.
+    let visits = s.sql("SELECT org || n || guest FROM visits ORDER BY org, n");
+    let second = ok(&s.tool(&config, &["encrypt", "--batch-size", "40", "--jobs", "3"]));
     assert!(
-        second.contains("public.users:") && second.contains("public.notes: 250 row(s)"),
+        second.contains("public.users:")
+            && second.contains("public.notes: 250 row(s)")
+            && second.contains("public.visits: 300 row(s)"),
         "{second}"
+    );
+    assert_eq!(
+        s.sql("SELECT count(*) FROM visits WHERE guest NOT LIKE 'pgc1$r$%'"),
+        "0"
     );
     assert_eq!(
         s.sql(
@@ -304,6 +323,23 @@ async fn encrypt_rotate_change_mode_and_decrypt_in_place() {
     ));
     assert!(out.contains("public.notes: 250 row(s)"), "{out}");
     assert_eq!(s.sql("SELECT author FROM notes ORDER BY body"), notes);
+    let out = ok(&s.tool(
+        &config,
+        &[
+            "decrypt",
+            "--table",
+            "visits",
+            "--columns",
+            "guest",
+            "--jobs",
+            "2",
+        ],
+    ));
+    assert!(out.contains("public.visits: 300 row(s)"), "{out}");
+    assert_eq!(
+        s.sql("SELECT org || n || guest FROM visits ORDER BY org, n"),
+        visits
+    );
 }
 
 #[test]
@@ -352,15 +388,11 @@ fn mistakes_are_named() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_application_keeps_working_through_an_online_encrypt() {
     let s = Setup::start();
-    let path = s.dir.join("migrating.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            "listen: \"127.0.0.1:0\"\nupstream:\n  host: 127.0.0.1\n  port: {}\nkeys:\n{K1}\ntables:\n  users:\n    email: {{ mode: deterministic, migrating: true }}\n    name: {{ mode: randomized, migrating: true }}\n",
-            s.pg.port()
-        ),
-    )
-    .unwrap();
+    let path = s.write_config(
+        "migrating.yaml",
+        K1,
+        "  users:\n    email: { mode: deterministic, migrating: true }\n    name: { mode: randomized, migrating: true }\n",
+    );
     let (proxy, app) = proxy_for(&path).await;
 
     // Before: plaintext rows read as they are and are found by equality.

@@ -17,6 +17,7 @@
 mod progress;
 mod sql;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pgcloak::crypto::Keyring;
@@ -114,11 +115,11 @@ pub fn plan(
 }
 
 /// Converts one table.
-/// `client` reads the batches and `writer` (another connection to the same database)
-/// writes them, so that reading one overlaps writing the one before.
+/// `client` reads the batches and each of `writers` (other connections to the same database)
+/// writes one at a time.
 pub async fn run_table(
     client: &Client,
-    writer: &Client,
+    writers: &[Arc<Client>],
     keyring: &Keyring,
     schema: &str,
     table: &str,
@@ -173,104 +174,199 @@ pub async fn run_table(
         false,
         options.batch_size,
     );
-    let (first, next, update) = (
+    let (first, next) = (
         client.prepare(&first).await.map_err(failed)?,
         client.prepare(&next).await.map_err(failed)?,
-        writer
-            .prepare(&sql::update(&name, &keys, &with_headers))
-            .await
-            .map_err(failed)?,
     );
-    let k = keys.columns.len();
-    let mut rows = client.query(&first, &[]).await.map_err(failed)?;
-    while let Some(final_row) = rows.last() {
-        let last: Vec<String> = (0..k).map(|i| final_row.get::<_, String>(i)).collect();
-        // One array per key column, then (old, new) per PII column, for the changed rows.
-        let mut arrays: Vec<Vec<Option<String>>> =
-            vec![Vec::with_capacity(rows.len()); k + 2 * columns.len()];
-        for row in &rows {
+    let update_sql = sql::update(&name, &keys, &with_headers);
+    let mut updates = Vec::with_capacity(writers.len());
+    for writer in writers {
+        updates.push(writer.prepare(&update_sql).await.map_err(failed)?);
+    }
+    // Batches are read (keyset, in key order) and converted here, and written by one task
+    // per writer connection, so that each batch's UPDATE overlaps reading and converting the
+    // next ones, and several UPDATEs (disjoint key ranges) run at once.
+    let (queue, batches) = tokio::sync::mpsc::channel::<Batch>(writers.len());
+    let batches = Arc::new(tokio::sync::Mutex::new(batches));
+    let tasks: Vec<_> = writers
+        .iter()
+        .zip(updates)
+        .map(|(writer, update)| {
+            let (writer, batches) = (writer.clone(), batches.clone());
+            tokio::spawn(async move { write_batches(&writer, &update, &batches).await })
+        })
+        .collect();
+    drop(batches);
+    let read = |rows: Vec<tokio_postgres::Row>| {
+        Batch::of(
+            &rows,
+            keys.columns.len(),
+            columns,
+            keyring,
+            options.direction,
+        )
+    };
+    let reading = async {
+        let mut batch = read(client.query(&first, &[]).await.map_err(failed)?);
+        while batch.read > 0 {
+            for (i, (values, failed)) in batch.values.iter().zip(&batch.failed).enumerate() {
+                outcome.values[i].1 += values;
+                outcome.failed[i].1 += failed;
+            }
+            bar.advance(batch.read);
+            let last = batch.last.clone();
+            if batch.changed > 0 && queue.send(batch).await.is_err() {
+                break; // a writer failed: its error is reported below
+            }
+            let after: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                last.iter().map(|k| k as _).collect();
+            batch = read(client.query(&next, &after).await.map_err(failed)?);
+        }
+        drop(queue);
+        Ok::<_, String>(())
+    };
+    let read_result = reading.await;
+    for task in tasks {
+        let (rows, skipped) = task
+            .await
+            .map_err(|e| format!("{shown}: a writer stopped: {e}"))?
+            .map_err(failed)?;
+        outcome.rows += rows;
+        outcome.skipped += skipped;
+    }
+    read_result?;
+    bar.finish();
+    Ok(outcome)
+}
+
+/// Writes batches from the queue until it is closed: (rows written, rows left alone because
+/// the application changed them since they were read).
+async fn write_batches(
+    writer: &Client,
+    update: &tokio_postgres::Statement,
+    batches: &tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Batch>>,
+) -> Result<(u64, u64), tokio_postgres::Error> {
+    let (mut rows, mut skipped) = (0, 0);
+    loop {
+        let Some(batch) = batches.lock().await.recv().await else {
+            return Ok((rows, skipped));
+        };
+        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = batch
+            .arrays
+            .iter()
+            .map(|a| a as _)
+            .chain(batch.first.iter().chain(&batch.last).map(|k| k as _))
+            .collect();
+        let written = match writer.execute(update, &params).await {
+            Ok(n) => n,
+            Err(e) => {
+                batches.lock().await.close(); // the reader stops at its next batch
+                return Err(e);
+            }
+        };
+        rows += written;
+        skipped += batch.changed - written;
+    }
+}
+
+/// One batch as read and converted, ready to be written.
+struct Batch {
+    /// Rows read.
+    read: u64,
+    /// Rows with at least one converted value (the length of each array).
+    changed: u64,
+    /// One array per key column, then (old, new) per PII column, for the changed rows.
+    arrays: Vec<Vec<Option<String>>>,
+    /// The first and last keys read, as text (the UPDATE's range, the next batch's start).
+    first: Vec<String>,
+    last: Vec<String>,
+    /// Values converted and values that could not be, per column.
+    values: Vec<u64>,
+    failed: Vec<u64>,
+}
+
+impl Batch {
+    /// `rows`: `k` key columns as text, then one column per PII column.
+    fn of(
+        rows: &[tokio_postgres::Row],
+        k: usize,
+        columns: &[ColumnId],
+        keyring: &Keyring,
+        direction: Direction,
+    ) -> Batch {
+        let key = |row: Option<&tokio_postgres::Row>| -> Vec<String> {
+            row.map_or_else(Vec::new, |row| (0..k).map(|i| row.get(i)).collect())
+        };
+        let names: Vec<String> = columns.iter().map(ColumnId::to_string).collect();
+        let mut batch = Batch {
+            read: rows.len() as u64,
+            changed: 0,
+            arrays: vec![Vec::with_capacity(rows.len()); k + 2 * columns.len()],
+            first: key(rows.first()),
+            last: key(rows.last()),
+            values: vec![0; columns.len()],
+            failed: vec![0; columns.len()],
+        };
+        for row in rows {
             let mut converted = Vec::with_capacity(columns.len());
-            let mut any = false;
-            for (i, column) in columns.iter().enumerate() {
+            for (i, name) in names.iter().enumerate() {
                 let old: Option<String> = row.get(k + i);
-                let new = match &old {
-                    Some(value) => match convert(keyring, column, value, options.direction) {
-                        Ok(Some(new)) => {
-                            outcome.values[i].1 += 1;
-                            any = true;
-                            Some(new)
-                        }
-                        Ok(None) => old.clone(),
-                        Err(()) => {
-                            outcome.failed[i].1 += 1;
-                            old.clone()
-                        }
-                    },
-                    None => None,
+                let new = match old.as_deref().map(|v| convert(keyring, name, v, direction)) {
+                    Some(Ok(Some(new))) => {
+                        batch.values[i] += 1;
+                        Some(new)
+                    }
+                    Some(Err(())) => {
+                        batch.failed[i] += 1;
+                        None
+                    }
+                    Some(Ok(None)) | None => None,
                 };
                 converted.push((old, new));
             }
-            if !any {
+            if converted.iter().all(|(_, new)| new.is_none()) {
                 continue;
             }
-            for (i, array) in arrays.iter_mut().take(k).enumerate() {
+            batch.changed += 1;
+            for (i, array) in batch.arrays.iter_mut().take(k).enumerate() {
                 array.push(Some(row.get::<_, String>(i)));
             }
             for (i, (old, new)) in converted.into_iter().enumerate() {
-                arrays[k + 2 * i].push(old);
-                arrays[k + 2 * i + 1].push(new);
+                // A value that needs nothing (or cannot be converted) is written back as it is.
+                let new = new.or_else(|| old.clone());
+                batch.arrays[k + 2 * i].push(old);
+                batch.arrays[k + 2 * i + 1].push(new);
             }
         }
-        let changed = arrays.first().map_or(0, Vec::len) as u64;
-        bar.advance(rows.len() as u64);
-        // The next batch (rows after this one's keys) is read while this one is written, on
-        // the other connection.
-        let after: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-            last.iter().map(|k| k as _).collect();
-        let values: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-            arrays.iter().map(|a| a as _).collect();
-        let write = async {
-            match changed {
-                0 => Ok(0),
-                _ => writer.execute(&update, &values).await,
-            }
-        };
-        let (read, written) = tokio::join!(client.query(&next, &after), write);
-        let written = written.map_err(failed)?;
-        outcome.rows += written;
-        outcome.skipped += changed - written;
-        rows = read.map_err(failed)?;
+        batch
     }
-    bar.finish();
-    Ok(outcome)
 }
 
 /// One value converted, Ok(None) when it needs nothing, Err when it cannot be (left as is).
 fn convert(
     keyring: &Keyring,
-    column: &ColumnId,
+    name: &str,
     value: &str,
     direction: Direction,
 ) -> Result<Option<String>, ()> {
-    let name = column.to_string();
     let envelope = pgcloak::crypto::is_envelope(value.as_bytes());
     match direction {
         Direction::Encrypt if envelope => Ok(None),
         Direction::Encrypt => keyring
-            .encrypt(&name, value.as_bytes())
+            .encrypt(name, value.as_bytes())
             .map(Some)
             .map_err(drop),
-        Direction::Rotate if !envelope || keyring.is_current(value.as_bytes(), &name) => Ok(None),
+        Direction::Rotate if !envelope || keyring.is_current(value.as_bytes(), name) => Ok(None),
         Direction::Rotate => {
             let plain = keyring
-                .decrypt(value.as_bytes(), Some(&name))
+                .decrypt(value.as_bytes(), Some(name))
                 .map_err(drop)?;
-            keyring.encrypt(&name, &plain).map(Some).map_err(drop)
+            keyring.encrypt(name, &plain).map(Some).map_err(drop)
         }
         Direction::Decrypt if !envelope => Ok(None),
         Direction::Decrypt => {
             let plain = keyring
-                .decrypt(value.as_bytes(), Some(&name))
+                .decrypt(value.as_bytes(), Some(name))
                 .map_err(drop)?;
             String::from_utf8(plain.to_vec()).map(Some).map_err(drop)
         }
