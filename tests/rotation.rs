@@ -232,6 +232,11 @@ async fn what_matches_one_key_only_is_refused() {
         "SELECT a.id FROM users a JOIN users b ON a.email = b.email",
         "SELECT id FROM users WHERE email IN (SELECT email FROM users WHERE id = 1)",
         "SELECT id FROM users WHERE email = 'a@x' /* c */ ::text",
+        // A value stored under k1 is no conflict for its k2 ciphertext: a duplicate would
+        // be inserted, or the wrong row left alone.
+        "INSERT INTO users (id, email) VALUES (9, 'a@x') ON CONFLICT (email) DO NOTHING",
+        "INSERT INTO users (id, email) VALUES (1, 'z@x') ON CONFLICT DO NOTHING",
+        "INSERT INTO users (id, email) VALUES (1, 'z@x') ON CONFLICT (id) DO UPDATE SET email = EXCLUDED.email",
     ] {
         let err = client.simple_query(sql).await.unwrap_err();
         let db = err.as_db_error().unwrap_or_else(|| panic!("{sql}: {err}"));
@@ -243,6 +248,7 @@ async fn what_matches_one_key_only_is_refused() {
         );
         assert!(db.message().contains("k2, k1"), "{sql}: {}", db.message());
         assert!(!db.message().contains("a@x"), "{}", db.message());
+        assert!(!db.message().contains("z@x"), "{}", db.message());
     }
     for sql in [
         "SELECT id FROM users WHERE email IN ($1, $2)",

@@ -1,6 +1,8 @@
 //! Unit tests of the JOSE checks that need no server: key kinds, JWE structure, bearer times.
 
 use super::*;
+use openssl::nid::Nid;
+use openssl::pkey::PKey;
 use std::collections::{BTreeSet, HashMap};
 
 fn pem_pair() -> (Vec<u8>, Vec<u8>) {

@@ -161,6 +161,13 @@ impl Walk<'_> {
         target: Option<&TableKey>,
     ) -> Result<Outputs> {
         if let Some(OnInsert::OnConflict(on_conflict)) = &insert.on {
+            // The arbiter is a unique index, whichever the target names (or none): it
+            // compares the stored ciphertexts of the table's deterministic columns.
+            if let Some(table) = target {
+                for column in self.deterministic_columns(table) {
+                    self.compared_by_ciphertext(&column);
+                }
+            }
             if let OnConflictAction::DoUpdate(update) = &on_conflict.action {
                 for assignment in &update.assignments {
                     self.assignment(&assignment.target, &assignment.value, target)?;
@@ -303,5 +310,20 @@ impl Walk<'_> {
                 )))
             }
         }
+    }
+}
+
+impl Walk<'_> {
+    /// The deterministic PII columns of a configured table.
+    fn deterministic_columns(&self, table: &(String, String)) -> Vec<PiiColumn> {
+        let Some(config) = self.policy.table(Some(&table.0), &table.1) else {
+            return Vec::new();
+        };
+        config
+            .columns
+            .iter()
+            .filter(|(_, mode)| **mode == Mode::Deterministic)
+            .filter_map(|(name, _)| self.column(table, name))
+            .collect()
     }
 }

@@ -137,6 +137,10 @@ fn comparisons_of_column_values_with_each_other_are_recorded() {
         "SELECT id FROM users WHERE email IN (SELECT email FROM users WHERE id < 5)",
         "SELECT a.id FROM users a JOIN users b USING (email)",
         "ALTER TABLE users ADD CONSTRAINT users_email_key UNIQUE (email)",
+        "INSERT INTO users (email) VALUES ($1) ON CONFLICT (email) DO NOTHING",
+        "INSERT INTO users (email, id) VALUES ('a@x', 1) ON CONFLICT DO NOTHING",
+        "INSERT INTO users (id) VALUES (1) ON CONFLICT ON CONSTRAINT users_pkey DO NOTHING",
+        "INSERT INTO users AS u (id, first_name) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET first_name = EXCLUDED.first_name",
     ] {
         assert_eq!(compared(sql), email, "{sql}");
     }
