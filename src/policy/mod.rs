@@ -11,6 +11,10 @@ use std::fmt;
 use serde_yaml::Value;
 
 use crate::crypto::Mode;
+use crate::pgtype::PgType;
+
+mod spec;
+use spec::parse_column_spec;
 
 /// The identity of a PII column, as bound into its keys and ciphertexts.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -47,6 +51,8 @@ pub struct Policy {
     /// Identities of columns with `previous_mode`: their mode was changed and `pgcloak
     /// rotate` may not have rewritten every value yet.
     changing_mode: std::collections::BTreeSet<String>,
+    /// Identities of columns declared with a type other than `text`, with that type.
+    types: BTreeMap<String, PgType>,
 }
 
 /// The lower-cased table names with their searchers, built once: the check runs for every
@@ -143,6 +149,11 @@ impl Policy {
                 let spec = parse_column_spec(spec, &column_key)?;
                 let (mode, same_key_as) = (spec.mode, spec.same_key_as);
                 table_policy.columns.insert(column.to_owned(), mode);
+                if spec.ty != PgType::new(crate::pgtype::Kind::Text) {
+                    policy
+                        .types
+                        .insert(format!("{schema}.{table}.{column}"), spec.ty);
+                }
                 if spec.migrating {
                     policy
                         .migrating
@@ -191,6 +202,12 @@ impl Policy {
                 return Err(err(
                     key,
                     "names a column with another mode; columns sharing a key must have the same mode",
+                ));
+            }
+            if policy.column_type(&owner.to_string()) != policy.column_type(&id.to_string()) {
+                return Err(err(
+                    key,
+                    "names a column of another type; columns sharing a key must have the same type",
                 ));
             }
             policy.shared_keys.insert(id, owner);
@@ -273,6 +290,17 @@ impl Policy {
         self.migrating.contains(column)
     }
 
+    /// The type the application sees for `column` (its identity, `schema.table.column`):
+    /// `text` unless the policy declares another.
+    pub fn column_type(&self, column: &str) -> PgType {
+        (self.types.get(column).copied()).unwrap_or(PgType::new(crate::pgtype::Kind::Text))
+    }
+
+    /// Whether any column is declared with a type other than `text`.
+    pub fn has_typed(&self) -> bool {
+        !self.types.is_empty()
+    }
+
     /// Whether any column has `migrating: true`.
     pub fn has_migrating(&self) -> bool {
         !self.migrating.is_empty()
@@ -338,97 +366,6 @@ fn split_table_name(name: &str) -> Option<(&str, &str)> {
         (Some(table), None) if !first.is_empty() && !table.is_empty() => Some((first, table)),
         _ => None,
     }
-}
-
-/// One column's entry in `tables`.
-struct ColumnSpec {
-    mode: Mode,
-    same_key_as: Option<String>,
-    migrating: bool,
-    previous_mode: Option<Mode>,
-}
-
-/// `email: deterministic` or the long form `email: { mode: deterministic }`, optionally
-/// with `same_key_as: table.column`, `migrating: true` and `previous_mode: randomized`.
-fn parse_column_spec(spec: &Value, key: &str) -> Result<ColumnSpec, PolicyError> {
-    let err = |key: String, message: String| PolicyError { key, message };
-    let (mode_text, same_key_as, migrating, previous) = match spec {
-        Value::String(mode) => (mode.as_str(), None, false, None),
-        Value::Mapping(map) => {
-            for k in map.keys() {
-                if !matches!(
-                    k.as_str(),
-                    Some("mode" | "same_key_as" | "migrating" | "previous_mode")
-                ) {
-                    let name = k.as_str().unwrap_or("?");
-                    return Err(err(
-                        format!("{key}.{name}"),
-                        "unknown key (expected `mode`, `same_key_as`, `migrating` or `previous_mode`)".into(),
-                    ));
-                }
-            }
-            let mode = map.get("mode").and_then(Value::as_str).ok_or_else(|| {
-                err(
-                    format!("{key}.mode"),
-                    "missing: randomized or deterministic".into(),
-                )
-            })?;
-            let same_key_as = match map.get("same_key_as") {
-                None => None,
-                Some(Value::String(other)) => Some(other.clone()),
-                Some(_) => {
-                    return Err(err(
-                        format!("{key}.same_key_as"),
-                        "expected a column name, `table.column` or `schema.table.column`".into(),
-                    ))
-                }
-            };
-            let migrating = match map.get("migrating") {
-                None => false,
-                Some(Value::Bool(flag)) => *flag,
-                Some(_) => {
-                    return Err(err(
-                        format!("{key}.migrating"),
-                        "expected true or false".into(),
-                    ))
-                }
-            };
-            let previous = match map.get("previous_mode") {
-                None => None,
-                Some(Value::String(text)) => Some(text.parse::<Mode>().map_err(|_| {
-                    err(
-                        format!("{key}.previous_mode"),
-                        format!("unknown mode {text:?} (expected randomized or deterministic)"),
-                    )
-                })?),
-                Some(_) => {
-                    return Err(err(
-                        format!("{key}.previous_mode"),
-                        "expected randomized or deterministic".into(),
-                    ))
-                }
-            };
-            (mode, same_key_as, migrating, previous)
-        }
-        _ => {
-            return Err(err(
-                key.to_owned(),
-                "expected a mode (randomized or deterministic) or { mode: ... }".into(),
-            ))
-        }
-    };
-    let mode = mode_text.parse::<Mode>().map_err(|_| {
-        err(
-            key.to_owned(),
-            format!("unknown mode {mode_text:?} (expected randomized or deterministic)"),
-        )
-    })?;
-    Ok(ColumnSpec {
-        mode,
-        same_key_as,
-        migrating,
-        previous_mode: previous,
-    })
 }
 
 #[cfg(test)]
@@ -498,6 +435,7 @@ billing.cards:
         for (yaml, message) in [
             ("users:\n  a: deterministic\n  b: { mode: deterministic, same_key_as: users.c }\n", "must name a configured PII column"),
             ("users:\n  a: randomized\n  b: { mode: deterministic, same_key_as: users.a }\n", "another mode"),
+            ("users:\n  a: { mode: deterministic, type: date }\n  b: { mode: deterministic, same_key_as: users.a }\n", "another type"),
             ("users:\n  a: deterministic\n  b: { mode: deterministic, same_key_as: users.a }\n  c: { mode: deterministic, same_key_as: public.users.b }\n", "has its own key"),
             ("users:\n  a: { mode: deterministic, same_key_as: users.a }\n", "has its own key"),
             ("users:\n  a: deterministic\n  b: { mode: deterministic, same_key_as: [a] }\n", "expected a column name"),
