@@ -84,6 +84,11 @@ pub struct StatementPlan {
     /// than with a search value (`a.email = b.email`, GROUP BY, DISTINCT, UNION, a UNIQUE
     /// constraint): right only while each value has one stored form.
     pub compared_by_ciphertext: Vec<Arc<ColumnId>>,
+    /// Byte ranges of type names in casts to a typed PII column's declared type around a
+    /// value bound for it (`date` in `$1::date`, `'2020-01-02'::date`, `DATE '2020-01-02'`,
+    /// `CAST($1 AS date)`, `$1::date[]`): in Postgres the column is text, so the rewrite puts
+    /// `text` there. Sorted, not overlapping each other or any literal's range.
+    pub casts: Vec<std::ops::Range<usize>>,
 }
 
 impl StatementPlan {
