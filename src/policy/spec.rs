@@ -9,6 +9,7 @@ use crate::crypto::Mode;
 use crate::pgtype::{Kind, PgType};
 
 /// One column's entry, validated.
+#[derive(Debug)]
 pub(super) struct ColumnSpec {
     pub mode: Mode,
     /// The type the application sees (`text` when absent).
