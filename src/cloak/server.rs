@@ -12,13 +12,17 @@ use bytes::{Bytes, BytesMut};
 
 use super::catalog::ColumnMap;
 use super::copy::{decrypt_row, CopyOutError, Dialect, PiiField};
-use super::tracker::{Owner, Source};
+use super::tracker::{is_binary, Columns, Formats, Owner, Source};
+use super::typed::{self, Session};
 use super::{lock, Cloak, SessionState};
 use crate::crypto::{is_envelope, CryptoError};
+use crate::pgtype::{Kind, PgType};
 use crate::protocol::error::{error_response, Severity};
 use crate::protocol::filter::{Filter, FilterError};
 use crate::protocol::frame::Header;
-use crate::protocol::messages::{DataRow, ErrorFields};
+use crate::protocol::messages::{
+    set_field_type, set_parameter_type, DataRow, ErrorFields, RowDescription,
+};
 use crate::protocol::tags::Backend;
 use crate::sql::CopyOutFields;
 
@@ -39,6 +43,22 @@ pub struct ServerCloak {
     /// Whether the frame whose header was just seen is held (decided before the tracker
     /// takes it, so that held frames reach it in `rewrite`, all others in `on_frame`).
     holding: bool,
+    /// The settings typed values are printed with (followed when the policy has typed
+    /// columns).
+    session: Session,
+    /// The types of the result now arriving, for the columns and formats they were
+    /// worked out from.
+    result: ResultTypes,
+    /// Scratch: a typed value's canonical form, between decryption and printing.
+    canonical: Vec<u8>,
+}
+
+/// Per field of a result: the type its values are printed as, and whether in binary.
+#[derive(Default)]
+struct ResultTypes {
+    columns: Option<Arc<Columns>>,
+    formats: Formats,
+    fields: Vec<(PgType, bool)>,
 }
 
 impl ServerCloak {
@@ -50,6 +70,9 @@ impl ServerCloak {
             discarding: false,
             copy_out: None,
             holding: false,
+            session: Session::default(),
+            result: ResultTypes::default(),
+            canonical: Vec::new(),
         }
     }
 
@@ -75,6 +98,14 @@ impl ServerCloak {
         if state.tracker.take_ddl_committed() {
             self.cloak.catalog_changed();
         }
+        if message == Backend::ParameterStatus && self.cloak.policy().has_typed() {
+            let params = &state.tracker.params;
+            self.session = Session {
+                settings: params.settings.clone(),
+                unsupported: params.unsupported.clone(),
+                settled: true,
+            };
+        }
         if owner == Owner::Client {
             match message {
                 Backend::CopyOutResponse => {
@@ -88,6 +119,7 @@ impl ServerCloak {
                             pii: (pii.into_iter())
                                 .map(|(position, column)| PiiField {
                                     migrating: policy.is_migrating(&column),
+                                    ty: policy.column_type(&column),
                                     position,
                                     column,
                                 })
@@ -131,6 +163,7 @@ impl ServerCloak {
             keyring,
             &copy.pii,
             &mut copy.fields,
+            &self.session,
             &mut out,
         ) {
             Ok(()) => framed(out),
@@ -138,15 +171,20 @@ impl ServerCloak {
                 self.fail(&undecryptable(&error, column.as_deref()))
             }
             Err(CopyOutError::NotEncrypted(column)) => self.fail(&not_encrypted(&column)),
+            Err(CopyOutError::Value(refusal)) => self.fail_with(refusal.code, &refusal.message),
         }
     }
 
     /// The error a client gets instead of a row pgcloak must not return; the rest of the
     /// answer up to ReadyForQuery is dropped, as when a query fails mid-result.
     fn fail(&mut self, message: &str) -> Bytes {
+        self.fail_with(DATA_CORRUPTED, message)
+    }
+
+    fn fail_with(&mut self, code: &str, message: &str) -> Bytes {
         self.discarding = true;
         self.copy_out = None;
-        error_response(Severity::Error, DATA_CORRUPTED, message).freeze()
+        error_response(Severity::Error, code, message).freeze()
     }
 
     /// True when a DataRow with this body goes to the client as it is: no field of the
@@ -158,10 +196,16 @@ impl ServerCloak {
     }
 
     fn data_row(&mut self, frame: Bytes) -> Result<Bytes, FilterError> {
+        let typed = self.cloak.policy().has_typed();
         let columns = {
-            let state = lock(&self.state);
+            let shared = Arc::clone(&self.state);
+            let state = lock(&shared);
             if self.row_passes(&state, &frame[Header::SIZE..]) {
                 return Ok(frame);
+            }
+            if typed {
+                let formats = state.tracker.result_formats();
+                self.result_types(state.tracker.result_columns(), formats);
             }
             state.tracker.result_columns().cloned()
         };
@@ -187,25 +231,179 @@ impl ServerCloak {
             };
             let at = out.len();
             out.extend_from_slice(&[0; 4]);
-            if !is_envelope(value) {
-                // Plaintext of a `migrating` column is returned as it is (encrypt turns it
-                // into envelopes); anywhere else it is an error, never passed on silently.
-                if let Some(column) = column.filter(|c| !self.cloak.policy().is_migrating(c)) {
-                    return Ok(self.fail(&not_encrypted(column)));
+            let printed = match typed {
+                true => self.typed_field(i, value, source, &mut out),
+                false => self.field(value, source, &mut out),
+            };
+            match printed {
+                Ok(decrypted) => changed |= decrypted,
+                Err(Failure::NotEncrypted) => {
+                    return Ok(self.fail(&not_encrypted(column.unwrap_or("a PII column"))))
                 }
-                out.extend_from_slice(value);
-            } else {
-                match self.cloak.keyring.decrypt_into(value, column, &mut out) {
-                    Ok(()) => changed = true,
-                    // A plain column's text that merely looks like an envelope is its value.
-                    Err(_) if *source == Source::Plain => out.extend_from_slice(value),
-                    Err(error) => return Ok(self.fail(&undecryptable(&error, column))),
+                Err(Failure::Crypto(error)) => return Ok(self.fail(&undecryptable(&error, column))),
+                Err(Failure::Value(refusal)) => {
+                    return Ok(self.fail_with(refusal.code, &refusal.message))
                 }
             }
             let len = (out.len() - at - 4) as u32;
             out[at..at + 4].copy_from_slice(&len.to_be_bytes());
         }
         Ok(if changed { framed(out) } else { frame })
+    }
+
+    /// Appends one field's value as the client gets it; true when it was decrypted.
+    fn field(&self, value: &[u8], source: &Source, out: &mut Vec<u8>) -> Result<bool, Failure> {
+        let column = match source {
+            Source::Pii(column) => Some(column.as_str()),
+            _ => None,
+        };
+        if !is_envelope(value) {
+            // Plaintext of a `migrating` column is returned as it is (encrypt turns it
+            // into envelopes); anywhere else it is an error, never passed on silently.
+            if column.is_some_and(|c| !self.cloak.policy().is_migrating(c)) {
+                return Err(Failure::NotEncrypted);
+            }
+            out.extend_from_slice(value);
+            return Ok(false);
+        }
+        match self.cloak.keyring.decrypt_into(value, column, out) {
+            Ok(()) => Ok(true),
+            // A plain column's text that merely looks like an envelope is its value.
+            Err(_) if *source == Source::Plain => {
+                out.extend_from_slice(value);
+                Ok(false)
+            }
+            Err(error) => Err(Failure::Crypto(error)),
+        }
+    }
+
+    /// [`Self::field`] when the policy has typed columns: a typed column's value is printed
+    /// as its type in the field's format; an envelope of a typed column where the result
+    /// does not name the column (an expression) is printed as text, as `col::text` would be.
+    fn typed_field(
+        &mut self,
+        i: usize,
+        value: &[u8],
+        source: &Source,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, Failure> {
+        let policy = self.cloak.policy();
+        let (ty, binary) = match source {
+            Source::Pii(_) => self.result.fields.get(i).copied(),
+            _ if is_envelope(value) => (self.cloak.keyring.column_of(value))
+                .map(|column| (policy.column_type(column), false)),
+            _ => None,
+        }
+        .unwrap_or((PgType::new(Kind::Text), false));
+        if ty.kind() == Kind::Text {
+            return self.field(value, source, out);
+        }
+        let column = match source {
+            Source::Pii(column) => Some(column.as_str()),
+            _ => None,
+        };
+        let name = column.unwrap_or("a typed PII column");
+        let mut canonical = std::mem::take(&mut self.canonical);
+        canonical.clear();
+        let decrypted = if is_envelope(value) {
+            match self
+                .cloak
+                .keyring
+                .decrypt_into(value, column, &mut canonical)
+            {
+                Ok(()) => true,
+                Err(_) if *source == Source::Plain => {
+                    out.extend_from_slice(value);
+                    return Ok(false);
+                }
+                Err(error) => return Err(Failure::Crypto(error)),
+            }
+        } else if column.is_some_and(|c| policy.is_migrating(c)) {
+            // Plaintext not yet encrypted: Postgres's text of the value (ISO), read as the type.
+            let read = typed::canonical(&ty, value, false, &Session::default(), &name);
+            canonical.extend_from_slice(&read.map_err(Failure::Value)?);
+            true
+        } else {
+            return Err(Failure::NotEncrypted);
+        };
+        let printed = typed::render(&ty, &canonical, binary, &self.session, &name);
+        let result = printed.map(|p| out.extend_from_slice(&p));
+        canonical.fill(0);
+        self.canonical = canonical;
+        result.map(|()| decrypted).map_err(Failure::Value)
+    }
+
+    /// Works out the type and format of each field of the result now arriving, once per
+    /// result (not per row).
+    fn result_types(&mut self, columns: Option<&Arc<Columns>>, formats: &Formats) {
+        let same = |a: Option<&Arc<Columns>>, b: Option<&Arc<Columns>>| match (a, b) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if same(self.result.columns.as_ref(), columns) && Arc::ptr_eq(&self.result.formats, formats)
+        {
+            return;
+        }
+        let policy = self.cloak.policy();
+        let fields = (columns
+            .map(|c| c.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .enumerate())
+        .map(|(i, source)| match source {
+            Source::Pii(column) => (policy.column_type(column), is_binary(formats, i)),
+            _ => (PgType::new(Kind::Text), false),
+        })
+        .collect();
+        self.result = ResultTypes {
+            columns: columns.cloned(),
+            formats: formats.clone(),
+            fields,
+        };
+    }
+
+    /// A RowDescription (or, for `parameters`, a ParameterDescription) with the declared
+    /// types of typed PII columns in place of text.
+    fn describe_types(&self, frame: Bytes, parameters: bool) -> Bytes {
+        let policy = self.cloak.policy();
+        let mut body = frame[Header::SIZE..].to_vec();
+        let state = lock(&self.state);
+        let mut changed = false;
+        if parameters {
+            let plan = state
+                .tracker
+                .describing_statement()
+                .and_then(|s| s.plan.as_ref());
+            for (&n, slot) in plan.map(|p| &p.params).into_iter().flatten() {
+                let ty = policy.column_type(&slot.column.to_string());
+                if ty.kind() != Kind::Text {
+                    let oid = if slot.array { ty.array_oid() } else { ty.oid() };
+                    set_parameter_type(&mut body, n - 1, oid);
+                    changed = true;
+                }
+            }
+        } else if let (Some(columns), Ok(description)) = (
+            state.tracker.described(),
+            RowDescription::decode(&frame[Header::SIZE..]),
+        ) {
+            for (source, offset) in columns.iter().zip(&description.type_offsets) {
+                let Source::Pii(column) = source else {
+                    continue;
+                };
+                let ty = policy.column_type(column);
+                if ty.kind() != Kind::Text {
+                    set_field_type(&mut body, *offset, ty.oid(), ty.typlen(), ty.typmod());
+                    changed = true;
+                }
+            }
+        }
+        if !changed {
+            return frame;
+        }
+        let mut out = frame[..Header::SIZE].to_vec();
+        out.extend_from_slice(&body);
+        Bytes::from(out)
     }
 
     /// ErrorResponse or NoticeResponse: pgcloak's message for a refused statement's marker;
@@ -248,9 +446,21 @@ impl ServerCloak {
             let end = tail
                 .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '$' | '-' | '_')))
                 .unwrap_or(tail.len());
-            match self.cloak.keyring.decrypt(&tail.as_bytes()[..end], None) {
-                Ok(plaintext) => out.push_str(&String::from_utf8_lossy(&plaintext)),
-                Err(_) => out.push_str("(a value encrypted by pgcloak that it cannot decrypt)"),
+            let envelope = &tail.as_bytes()[..end];
+            let ty = (self.cloak.keyring.column_of(envelope))
+                .map_or(PgType::new(Kind::Text), |c| {
+                    self.cloak.policy().column_type(c)
+                });
+            let printed = (self.cloak.keyring.decrypt(envelope, None).ok()).and_then(|p| {
+                Some(
+                    typed::render(&ty, &p, false, &self.session, &"")
+                        .ok()?
+                        .to_vec(),
+                )
+            });
+            match printed {
+                Some(plaintext) => out.push_str(&String::from_utf8_lossy(&plaintext)),
+                None => out.push_str("(a value encrypted by pgcloak that it cannot decrypt)"),
             }
             rest = &tail[end..];
         }
@@ -271,7 +481,13 @@ impl ServerCloak {
     }
 }
 
-/// The error for an envelope that does not decrypt; `column` is its source, when known.
+/// Why a field is not returned.
+enum Failure {
+    NotEncrypted,
+    Crypto(CryptoError),
+    Value(crate::sql::Refusal),
+}
+
 /// A COPY TO STDOUT whose rows pgcloak decrypts.
 struct CopyOut {
     dialect: Dialect,
@@ -354,6 +570,12 @@ impl Filter for ServerCloak {
             || match message {
                 // Its transaction status says whether this session's DDL was committed.
                 Backend::ReadyForQuery if state.tracker.awaits_commit() => body.is_none(),
+                // Typed PII columns and parameters are described with their declared type.
+                Backend::RowDescription | Backend::ParameterDescription
+                    if self.cloak.policy().has_typed() =>
+                {
+                    true
+                }
                 Backend::RowDescription | Backend::ParameterStatus | Backend::CommandComplete => {
                     body.is_none()
                 }
@@ -387,6 +609,11 @@ impl Filter for ServerCloak {
         }
         Ok(match message {
             Backend::DataRow => return self.data_row(frame),
+            Backend::RowDescription | Backend::ParameterDescription
+                if self.cloak.policy().has_typed() =>
+            {
+                self.describe_types(frame, message == Backend::ParameterDescription)
+            }
             Backend::ErrorResponse | Backend::NoticeResponse => self.message(frame),
             Backend::CopyData => self.copy_data(frame),
             _ => frame,
