@@ -275,6 +275,8 @@ async fn deterministic_typed_columns_are_searched_by_value() {
         ("ts", "infinity"),
         ("u", "a0eebc999c0b4ef8bb6d6bb9bd380a11"),
         ("vc", "hello"),
+        ("jb", "{\"b\":[1,2.5],\"a\":null}"),
+        ("tz", "2020-01-02 01:04:05Z"),
     ] {
         for table in ["pii", "real"] {
             let sql = format!("SELECT id FROM {table} WHERE {column} = {}", literal(value));
