@@ -11,7 +11,9 @@ Then create, filter by value (=, IN, IS NULL), bulk_create, update, save and rea
 Django's Python types, with Django's default client-side binding (values inlined by psycopg
 as `'1990-05-17'::date`) and with `server_side_binding` (parameters typed by psycopg).
 
-Usage: django_typed.py postgresql://user:pw@host:port/db
+Usage: django_typed.py postgresql://user:pw@host:port/db [default|server ...]
+
+`default` uses Django's client-side binding, `server` server_side_binding; both by default.
 
 Every check runs even if an earlier one failed; each prints "ok"/"FAIL" to stderr, with the
 SQL Django sent. Prints "django_typed OK" on stdout and exits 0 only if all passed.
@@ -139,96 +141,89 @@ def check_migrate():
         assert cursor.fetchone() == (1,)
 
 
-def check_create_and_read():
-    for alias in ALIASES:
-        objects = TypedPerson.objects.using(alias)
-        for i in (1, 2):
-            p = person(i, f"{alias}-create")
-            with Wire(alias):
-                p.save(using=alias)
-            same(p, objects.get(pk=p.pk))
-        empty = objects.create(email=f"{alias}-nulls@example.com")
-        got = objects.get(pk=empty.pk)
-        assert (got.dob, got.balance, got.active, got.prefs, got.joined) == (None,) * 5
-
-
-def check_filter():
-    for alias in ALIASES:
-        objects = TypedPerson.objects.using(alias)
-        p = person(1, f"{alias}-create")
-        for lookup in [
-            {"dob": p.dob},
-            {"balance": Decimal("0.250")},
-            {"prefs": {"tags": [1, 2.5], "n": 1, "tier": "silver"}},
-            {"joined": p.joined.astimezone(timezone.utc)},
-            {"dob__in": [p.dob, date(2100, 1, 1)]},
-            {"email": p.email, "balance__isnull": False},
-        ]:
-            with Wire(alias):
-                got = list(objects.filter(**lookup).values_list("email", flat=True))
-            assert got == [p.email], f"{alias} {lookup}: {got}"
-        assert objects.filter(dob__isnull=True).count() == 1
-        # Ranges and ordering stay refused on encrypted columns.
-        for query, column in [
-            (lambda: list(objects.filter(dob__gt=date(2000, 1, 1))), "dob"),
-            (lambda: list(objects.order_by("joined")[:1]), "joined"),
-            (lambda: list(objects.filter(prefs__tier="gold")), "prefs"),
-            (lambda: list(objects.filter(active=True)), "active"),
-        ]:
-            try:
-                query()
-                raise AssertionError(f"{column}: not refused")
-            except NotSupportedError as e:
-                refused(e, column)
-
-
-def check_bulk_create():
-    for alias in ALIASES:
-        objects = TypedPerson.objects.using(alias)
-        rows = [person(i, f"{alias}-bulk") for i in range(60)]
+def check_create_and_read(alias):
+    objects = TypedPerson.objects.using(alias)
+    for i in (1, 2):
+        p = person(i, f"{alias}-create")
         with Wire(alias):
-            created = objects.bulk_create(rows)
-        assert all(p.pk for p in created)
-        back = {q.email: q for q in objects.filter(email__in=[p.email for p in rows])}
-        assert len(back) == len(rows)
-        for p in rows:
-            same(p, back[p.email])
+            p.save(using=alias)
+        same(p, objects.get(pk=p.pk))
+    empty = objects.create(email=f"{alias}-nulls@example.com")
+    got = objects.get(pk=empty.pk)
+    assert (got.dob, got.balance, got.active, got.prefs, got.joined) == (None,) * 5
 
 
-def check_update_and_save():
-    for alias in ALIASES:
-        objects = TypedPerson.objects.using(alias)
-        email = f"{alias}-bulk5@example.com"
+def check_filter(alias):
+    objects = TypedPerson.objects.using(alias)
+    p = person(1, f"{alias}-create")
+    for lookup in [
+        {"dob": p.dob},
+        {"balance": Decimal("0.250")},
+        {"prefs": {"tags": [1, 2.5], "n": 1, "tier": "silver"}},
+        {"joined": p.joined.astimezone(timezone.utc)},
+        {"dob__in": [p.dob, date(2100, 1, 1)]},
+        {"email": p.email, "balance__isnull": False},
+    ]:
         with Wire(alias):
-            assert objects.filter(email=email).update(dob=date(1999, 12, 31), balance=Decimal("7.1")) == 1
-        p = objects.get(email=email)
-        assert (p.dob, p.balance) == (date(1999, 12, 31), Decimal("7.10"))
-        p.prefs, p.active, p.joined = {"changed": True}, False, datetime(2020, 2, 29, 23, 0, tzinfo=timezone.utc)
-        p.save()
-        q = objects.get(dob=date(1999, 12, 31), email=email)
-        same(p, q)
+            got = list(objects.filter(**lookup).values_list("email", flat=True))
+        assert got == [p.email], f"{alias} {lookup}: {got}"
+    assert objects.filter(dob__isnull=True).count() == 1
+    # Ranges and ordering stay refused on encrypted columns.
+    for query, column in [
+        (lambda: list(objects.filter(dob__gt=date(2000, 1, 1))), "dob"),
+        (lambda: list(objects.order_by("joined")[:1]), "joined"),
+        (lambda: list(objects.filter(prefs__tier="gold")), "prefs"),
+        (lambda: list(objects.filter(active=True)), "active"),
+    ]:
+        try:
+            query()
+            raise AssertionError(f"{column}: not refused")
+        except NotSupportedError as e:
+            refused(e, column)
 
 
-CHECKS = [
-    check_migration_with_real_types_is_refused,
-    check_migrate,
-    check_create_and_read,
-    check_filter,
-    check_bulk_create,
-    check_update_and_save,
-]
+def check_bulk_create(alias):
+    objects = TypedPerson.objects.using(alias)
+    rows = [person(i, f"{alias}-bulk") for i in range(60)]
+    with Wire(alias):
+        created = objects.bulk_create(rows)
+    assert all(p.pk for p in created)
+    back = {q.email: q for q in objects.filter(email__in=[p.email for p in rows])}
+    assert len(back) == len(rows)
+    for p in rows:
+        same(p, back[p.email])
+
+
+def check_update_and_save(alias):
+    objects = TypedPerson.objects.using(alias)
+    email = f"{alias}-bulk5@example.com"
+    with Wire(alias):
+        assert objects.filter(email=email).update(dob=date(1999, 12, 31), balance=Decimal("7.1")) == 1
+    p = objects.get(email=email)
+    assert (p.dob, p.balance) == (date(1999, 12, 31), Decimal("7.10"))
+    p.prefs, p.active, p.joined = {"changed": True}, False, datetime(2020, 2, 29, 23, 0, tzinfo=timezone.utc)
+    p.save()
+    q = objects.get(dob=date(1999, 12, 31), email=email)
+    same(p, q)
+
+
+SCHEMA = [check_migration_with_real_types_is_refused, check_migrate]
+CHECKS = [check_create_and_read, check_filter, check_bulk_create, check_update_and_save]
 
 
 def main():
     failed = 0
-    for check in CHECKS:
-        print(f"---- {check.__name__}", file=sys.stderr)
+    aliases = sys.argv[2:] or ALIASES
+    runs = [(check, ()) for check in SCHEMA] + [(check, (alias,)) for alias in aliases for check in CHECKS]
+    for check, args in runs:
+        name = " ".join([check.__name__, *args])
+        print(f"---- {name}", file=sys.stderr)
         try:
-            check()
-            print(f"ok   {check.__name__}", file=sys.stderr)
+            check(*args)
+            print(f"ok   {name}", file=sys.stderr)
         except Exception:
             failed += 1
-            print(f"FAIL {check.__name__}", file=sys.stderr)
+            print(f"FAIL {name}", file=sys.stderr)
             traceback.print_exc()
     if failed:
         sys.exit(1)

@@ -255,6 +255,12 @@ def check_date_style():
             # psycopg reads dates in this style itself.
             dates = [r[0] for r in conn.execute(f"SELECT dob FROM {PII} WHERE id < 100 ORDER BY id")]
             assert dates == [r[1] for r in EXPECTED], f"{style}: {dates}"
+        conn.execute("SET DateStyle = 'ISO, MDY'")
+        check_typed(select(conn, PII, "WHERE id < 100"))
+
+
+def check_date_style_input():
+    with connect() as conn:
         # Input in the session's order: 03/04/2020 is 3 April under DMY.
         conn.execute("SET DateStyle = 'SQL, DMY'")
         for table in TABLES:
@@ -263,8 +269,6 @@ def check_date_style():
             assert got == (date(2020, 4, 3),), f"{table}: {got}"
             assert conn.execute(f"SELECT id FROM {table} WHERE dob = %t", ("03/04/2020",)).fetchall() == [(30,)]
             conn.execute(f"DELETE FROM {table} WHERE id = 30")
-        conn.execute("SET DateStyle = 'ISO, MDY'")
-        check_typed(select(conn, PII, "WHERE id < 100"))
 
 
 def check_small_int_parameters():
@@ -300,6 +304,7 @@ CHECKS = [
     check_copy,
     check_binary_results,
     check_date_style,
+    check_date_style_input,
     check_small_int_parameters,
     check_naive_datetime_for_timestamptz,
 ]
