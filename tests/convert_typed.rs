@@ -355,3 +355,77 @@ fn alter_types_is_only_for_encrypt() {
         "{err}"
     );
 }
+
+/// The README's online path for a big table, run as written: a text column beside the
+/// `date` one, kept in step by a trigger, backfilled, swapped in; then `pgcloak encrypt`.
+#[test]
+fn the_online_path_of_the_readme_makes_a_typed_column_text_without_a_rewrite() {
+    let s = Setup::start();
+    let readme = include_str!("../README.md");
+    let start = readme
+        .find("```sql\n-- 1. A text column beside it")
+        .expect("the README's online path");
+    let block = &readme[start + "```sql\n".len()..];
+    let block = &block[..block.find("```").unwrap()];
+    let (step1, rest) = block.split_at(block.find("-- 2.").unwrap());
+    let (step2, step3) = rest.split_at(rest.find("-- 3.").unwrap());
+    let run = |sql: &str| {
+        let file = s.dir.join("step.sql");
+        std::fs::write(&file, sql).unwrap();
+        let path = file.to_str().unwrap();
+        common::stdout(&common::psql(
+            &s.dsn,
+            &["-v", "ON_ERROR_STOP=1", "-f", path],
+        ))
+    };
+    s.sql(
+        "CREATE TABLE customers (id int PRIMARY KEY, date_of_birth date);
+         INSERT INTO customers SELECT i, date '1970-01-01' + i FROM generate_series(1, 50) i;
+         INSERT INTO customers VALUES (51, NULL), (52, '0044-03-15 BC');",
+    );
+    let filenode = s.sql("SELECT pg_relation_filenode('customers')");
+    run(step1);
+    // Written meanwhile (under the database's DateStyle SQL, DMY): the trigger copies it.
+    s.sql("INSERT INTO customers VALUES (53, '31/12/1999'); UPDATE customers SET date_of_birth = '01/02/2003' WHERE id = 1");
+    run(step2);
+    run(step3);
+    assert_eq!(
+        s.sql("SELECT pg_relation_filenode('customers')"),
+        filenode,
+        "no rewrite"
+    );
+    let types = s.sql("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'customers'::regclass AND attname = 'date_of_birth'");
+    assert_eq!(types, "text");
+    let texts = s.sql("SELECT coalesce(date_of_birth, 'NULL') FROM customers WHERE id IN (1, 2, 51, 52, 53) ORDER BY id");
+    assert_eq!(
+        texts,
+        "2003-02-01\n1970-01-03\nNULL\n0044-03-15 BC\n1999-12-31"
+    );
+
+    let config = s.dir.join("customers.yaml");
+    let yaml = std::fs::read_to_string(&s.config).unwrap();
+    let yaml = yaml[..yaml.find("tables:").unwrap()].to_owned()
+        + "tables:\n  customers:\n    date_of_birth: { mode: deterministic, type: date, migrating: true }\n";
+    std::fs::write(&config, yaml).unwrap();
+    let output = Command::new(pgcloak_bin())
+        .args(["encrypt", "--config"])
+        .arg(&config)
+        .args(["--upstream-dsn", &s.dsn])
+        .output()
+        .unwrap();
+    let done = ok(&output);
+    assert!(done.contains("values: date_of_birth: 52"), "{done}");
+    assert!(
+        done.contains("no plaintext is left; remove `migrating: true`"),
+        "{done}"
+    );
+    let loaded = pgcloak::config::Config::load(&config).unwrap();
+    let cloak = pgcloak::cloak::Cloak::from_config(&loaded, &config)
+        .unwrap()
+        .unwrap();
+    let envelope = s.sql("SELECT date_of_birth FROM customers WHERE id = 53");
+    let plain = cloak
+        .keyring()
+        .decrypt(envelope.as_bytes(), Some("public.customers.date_of_birth"));
+    assert_eq!(&plain.unwrap()[..], b"1999-12-31");
+}
