@@ -69,31 +69,46 @@ pub fn text_array(elements: &[impl AsRef<[u8]>]) -> Vec<u8> {
 }
 
 /// Rewrites a binary-format array, mapping each non-NULL element through `encrypt`.
+/// `typed`: the element type of a typed PII column (`date` for `dob = ANY($1)`), accepted
+/// besides text types; the rewritten array's elements are text (the envelopes).
 pub fn map_binary<E>(
     value: &[u8],
+    typed: Option<u32>,
     mut encrypt: impl FnMut(&[u8]) -> Result<Vec<u8>, E>,
 ) -> Result<Result<Vec<u8>, E>, ArrayError> {
-    map_binary_to_many(value, |plain| encrypt(plain).map(|e| vec![e]))
+    map_binary_to_many(value, typed, |plain| encrypt(plain).map(|e| vec![e]))
 }
 
 /// [`map_binary`] with each non-NULL element replaced by as many as `encrypt` returns.
 pub fn map_binary_to_many<E>(
     value: &[u8],
+    typed: Option<u32>,
     mut encrypt: impl FnMut(&[u8]) -> Result<Vec<Vec<u8>>, E>,
 ) -> Result<Result<Vec<u8>, E>, ArrayError> {
     let mut input = value;
     let ndim = read_i32(&mut input)?;
     let has_null = read_i32(&mut input)?;
     let element_type = read_i32(&mut input)? as u32;
+    if ndim == 0 && typed == Some(element_type) {
+        let mut empty = value.to_vec();
+        empty[8..12].copy_from_slice(&25u32.to_be_bytes());
+        return Ok(Ok(empty));
+    }
     if ndim == 0 {
         return Ok(Ok(value.to_vec()));
     }
     if ndim != 1 {
         return Err(ArrayError("only one-dimensional arrays can be encrypted"));
     }
-    if !TEXT_ELEMENT_OIDS.contains(&element_type) {
-        return Err(ArrayError("the array's elements are not text"));
-    }
+    let element_type = match element_type {
+        oid if TEXT_ELEMENT_OIDS.contains(&oid) => oid,
+        oid if typed == Some(oid) => 25,
+        _ => {
+            return Err(ArrayError(
+                "the array's elements are not of the column's type",
+            ))
+        }
+    };
     let count = read_i32(&mut input)?;
     let lower_bound = read_i32(&mut input)?;
     let count = usize::try_from(count).map_err(|_| ArrayError("negative array length"))?;
@@ -302,21 +317,32 @@ mod tests {
     #[test]
     fn binary_arrays_are_rewritten_element_by_element() {
         let input = binary(&[Some(b"ab"), None, Some(b"")], 25);
-        let output = map_binary(&input, upper).unwrap().unwrap();
+        let output = map_binary(&input, None, upper).unwrap().unwrap();
         assert_eq!(output, binary(&[Some(b"AB"), None, Some(b"")], 25));
         let empty = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 25];
-        assert_eq!(map_binary(&empty, upper).unwrap().unwrap(), empty);
+        assert_eq!(map_binary(&empty, None, upper).unwrap().unwrap(), empty);
+    }
+
+    #[test]
+    fn binary_arrays_of_a_typed_column_become_text_arrays() {
+        let input = binary(&[Some(b"\0\0\0\x01")], 23);
+        let output = map_binary(&input, Some(23), upper).unwrap().unwrap();
+        assert_eq!(output, binary(&[Some(b"\0\0\0\x01")], 25));
+        let empty = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 23];
+        let output = map_binary(&empty, Some(23), upper).unwrap().unwrap();
+        assert_eq!(output[8..], [0, 0, 0, 25]);
+        assert!(map_binary(&input, Some(1082), upper).is_err());
     }
 
     #[test]
     fn binary_arrays_pgcloak_cannot_read_are_refused() {
-        assert!(map_binary(&binary(&[Some(b"\0\0\0\x01")], 23), upper).is_err());
+        assert!(map_binary(&binary(&[Some(b"\0\0\0\x01")], 23), None, upper).is_err());
         let mut truncated = binary(&[Some(b"abc")], 25);
         truncated.pop();
-        assert!(map_binary(&truncated, upper).is_err());
+        assert!(map_binary(&truncated, None, upper).is_err());
         let mut trailing = binary(&[Some(b"abc")], 25);
         trailing.push(0);
-        assert!(map_binary(&trailing, upper).is_err());
-        assert!(map_binary(&[0, 0], upper).is_err());
+        assert!(map_binary(&trailing, None, upper).is_err());
+        assert!(map_binary(&[0, 0], None, upper).is_err());
     }
 }

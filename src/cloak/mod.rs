@@ -11,6 +11,7 @@ mod client;
 pub mod copy;
 mod server;
 pub mod tracker;
+mod typed;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::crypto::Keyring;
 use crate::policy::Policy;
-use crate::sql::{AnalysisCache, CopyInPlan, Refusal};
+use crate::sql::{AnalysisCache, Refusal};
 use tracker::Tracker;
 
 pub use client::ClientCloak;
@@ -172,10 +173,6 @@ impl SessionState {
         let marker = format!("pgcloak_refused_{}", self.next_marker);
         self.refusals.insert(marker.clone(), refusal);
         marker
-    }
-
-    fn start_copy(&mut self, plan: &CopyInPlan) {
-        self.copy_in = Some(copy::CopyIn::new(plan.clone()));
     }
 }
 

@@ -13,14 +13,20 @@ use bytes::{Bytes, BytesMut};
 use super::catalog::ColumnMap;
 use super::copy::{decrypt_row, CopyOutError, Dialect, PiiField};
 use super::tracker::{Owner, Source};
+use super::typed::{self, Session};
 use super::{lock, Cloak, SessionState};
 use crate::crypto::{is_envelope, CryptoError};
+use crate::pgtype::{Kind, PgType};
 use crate::protocol::error::{error_response, Severity};
 use crate::protocol::filter::{Filter, FilterError};
 use crate::protocol::frame::Header;
 use crate::protocol::messages::{DataRow, ErrorFields};
 use crate::protocol::tags::Backend;
 use crate::sql::CopyOutFields;
+
+#[path = "server_typed.rs"]
+mod server_typed;
+use server_typed::ResultTypes;
 
 /// The envelope prefix, searched for in whole DataRows before decoding them.
 const ENVELOPE_PREFIX: &[u8] = b"pgc1$";
@@ -39,6 +45,14 @@ pub struct ServerCloak {
     /// Whether the frame whose header was just seen is held (decided before the tracker
     /// takes it, so that held frames reach it in `rewrite`, all others in `on_frame`).
     holding: bool,
+    /// The settings typed values are printed with (followed when the policy has typed
+    /// columns).
+    session: Session,
+    /// The types of the result now arriving, for the columns and formats they were
+    /// worked out from.
+    result: ResultTypes,
+    /// Scratch: a typed value's canonical form, between decryption and printing.
+    canonical: Vec<u8>,
 }
 
 impl ServerCloak {
@@ -50,6 +64,9 @@ impl ServerCloak {
             discarding: false,
             copy_out: None,
             holding: false,
+            session: Session::default(),
+            result: ResultTypes::default(),
+            canonical: Vec::new(),
         }
     }
 
@@ -75,6 +92,14 @@ impl ServerCloak {
         if state.tracker.take_ddl_committed() {
             self.cloak.catalog_changed();
         }
+        if message == Backend::ParameterStatus && self.cloak.policy().has_typed() {
+            let params = &state.tracker.params;
+            self.session = Session {
+                settings: params.settings.clone(),
+                unsupported: params.unsupported.clone(),
+                settled: true,
+            };
+        }
         if owner == Owner::Client {
             match message {
                 Backend::CopyOutResponse => {
@@ -88,6 +113,7 @@ impl ServerCloak {
                             pii: (pii.into_iter())
                                 .map(|(position, column)| PiiField {
                                     migrating: policy.is_migrating(&column),
+                                    ty: policy.column_type(&column),
                                     position,
                                     column,
                                 })
@@ -131,6 +157,7 @@ impl ServerCloak {
             keyring,
             &copy.pii,
             &mut copy.fields,
+            &self.session,
             &mut out,
         ) {
             Ok(()) => framed(out),
@@ -138,15 +165,20 @@ impl ServerCloak {
                 self.fail(&undecryptable(&error, column.as_deref()))
             }
             Err(CopyOutError::NotEncrypted(column)) => self.fail(&not_encrypted(&column)),
+            Err(CopyOutError::Value(refusal)) => self.fail_with(refusal.code, &refusal.message),
         }
     }
 
     /// The error a client gets instead of a row pgcloak must not return; the rest of the
     /// answer up to ReadyForQuery is dropped, as when a query fails mid-result.
     fn fail(&mut self, message: &str) -> Bytes {
+        self.fail_with(DATA_CORRUPTED, message)
+    }
+
+    fn fail_with(&mut self, code: &str, message: &str) -> Bytes {
         self.discarding = true;
         self.copy_out = None;
-        error_response(Severity::Error, DATA_CORRUPTED, message).freeze()
+        error_response(Severity::Error, code, message).freeze()
     }
 
     /// True when a DataRow with this body goes to the client as it is: no field of the
@@ -158,10 +190,16 @@ impl ServerCloak {
     }
 
     fn data_row(&mut self, frame: Bytes) -> Result<Bytes, FilterError> {
+        let typed = self.cloak.policy().has_typed();
         let columns = {
-            let state = lock(&self.state);
+            let shared = Arc::clone(&self.state);
+            let state = lock(&shared);
             if self.row_passes(&state, &frame[Header::SIZE..]) {
                 return Ok(frame);
+            }
+            if typed {
+                let formats = state.tracker.result_formats();
+                self.result_types(state.tracker.result_columns(), formats);
             }
             state.tracker.result_columns().cloned()
         };
@@ -187,25 +225,50 @@ impl ServerCloak {
             };
             let at = out.len();
             out.extend_from_slice(&[0; 4]);
-            if !is_envelope(value) {
-                // Plaintext of a `migrating` column is returned as it is (encrypt turns it
-                // into envelopes); anywhere else it is an error, never passed on silently.
-                if let Some(column) = column.filter(|c| !self.cloak.policy().is_migrating(c)) {
-                    return Ok(self.fail(&not_encrypted(column)));
+            let printed = match typed {
+                true => self.typed_field(i, value, source, &mut out),
+                false => self.field(value, source, &mut out),
+            };
+            match printed {
+                Ok(decrypted) => changed |= decrypted,
+                Err(Failure::NotEncrypted) => {
+                    return Ok(self.fail(&not_encrypted(column.unwrap_or("a PII column"))))
                 }
-                out.extend_from_slice(value);
-            } else {
-                match self.cloak.keyring.decrypt_into(value, column, &mut out) {
-                    Ok(()) => changed = true,
-                    // A plain column's text that merely looks like an envelope is its value.
-                    Err(_) if *source == Source::Plain => out.extend_from_slice(value),
-                    Err(error) => return Ok(self.fail(&undecryptable(&error, column))),
+                Err(Failure::Crypto(error)) => return Ok(self.fail(&undecryptable(&error, column))),
+                Err(Failure::Value(refusal)) => {
+                    return Ok(self.fail_with(refusal.code, &refusal.message))
                 }
             }
             let len = (out.len() - at - 4) as u32;
             out[at..at + 4].copy_from_slice(&len.to_be_bytes());
         }
         Ok(if changed { framed(out) } else { frame })
+    }
+
+    /// Appends one field's value as the client gets it; true when it was decrypted.
+    fn field(&self, value: &[u8], source: &Source, out: &mut Vec<u8>) -> Result<bool, Failure> {
+        let column = match source {
+            Source::Pii(column) => Some(column.as_str()),
+            _ => None,
+        };
+        if !is_envelope(value) {
+            // Plaintext of a `migrating` column is returned as it is (encrypt turns it
+            // into envelopes); anywhere else it is an error, never passed on silently.
+            if column.is_some_and(|c| !self.cloak.policy().is_migrating(c)) {
+                return Err(Failure::NotEncrypted);
+            }
+            out.extend_from_slice(value);
+            return Ok(false);
+        }
+        match self.cloak.keyring.decrypt_into(value, column, out) {
+            Ok(()) => Ok(true),
+            // A plain column's text that merely looks like an envelope is its value.
+            Err(_) if *source == Source::Plain => {
+                out.extend_from_slice(value);
+                Ok(false)
+            }
+            Err(error) => Err(Failure::Crypto(error)),
+        }
     }
 
     /// ErrorResponse or NoticeResponse: pgcloak's message for a refused statement's marker;
@@ -248,9 +311,21 @@ impl ServerCloak {
             let end = tail
                 .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '$' | '-' | '_')))
                 .unwrap_or(tail.len());
-            match self.cloak.keyring.decrypt(&tail.as_bytes()[..end], None) {
-                Ok(plaintext) => out.push_str(&String::from_utf8_lossy(&plaintext)),
-                Err(_) => out.push_str("(a value encrypted by pgcloak that it cannot decrypt)"),
+            let envelope = &tail.as_bytes()[..end];
+            let ty = (self.cloak.keyring.column_of(envelope))
+                .map_or(PgType::new(Kind::Text), |c| {
+                    self.cloak.policy().column_type(c)
+                });
+            let printed = (self.cloak.keyring.decrypt(envelope, None).ok()).and_then(|p| {
+                Some(
+                    typed::render(&ty, &p, false, &self.session, &"")
+                        .ok()?
+                        .to_vec(),
+                )
+            });
+            match printed {
+                Some(plaintext) => out.push_str(&String::from_utf8_lossy(&plaintext)),
+                None => out.push_str("(a value encrypted by pgcloak that it cannot decrypt)"),
             }
             rest = &tail[end..];
         }
@@ -271,7 +346,13 @@ impl ServerCloak {
     }
 }
 
-/// The error for an envelope that does not decrypt; `column` is its source, when known.
+/// Why a field is not returned.
+enum Failure {
+    NotEncrypted,
+    Crypto(CryptoError),
+    Value(crate::sql::Refusal),
+}
+
 /// A COPY TO STDOUT whose rows pgcloak decrypts.
 struct CopyOut {
     dialect: Dialect,
@@ -354,6 +435,12 @@ impl Filter for ServerCloak {
             || match message {
                 // Its transaction status says whether this session's DDL was committed.
                 Backend::ReadyForQuery if state.tracker.awaits_commit() => body.is_none(),
+                // Typed PII columns and parameters are described with their declared type.
+                Backend::RowDescription | Backend::ParameterDescription
+                    if self.cloak.policy().has_typed() =>
+                {
+                    true
+                }
                 Backend::RowDescription | Backend::ParameterStatus | Backend::CommandComplete => {
                     body.is_none()
                 }
@@ -387,6 +474,11 @@ impl Filter for ServerCloak {
         }
         Ok(match message {
             Backend::DataRow => return self.data_row(frame),
+            Backend::RowDescription | Backend::ParameterDescription
+                if self.cloak.policy().has_typed() =>
+            {
+                self.describe_types(frame, message == Backend::ParameterDescription)
+            }
             Backend::ErrorResponse | Backend::NoticeResponse => self.message(frame),
             Backend::CopyData => self.copy_data(frame),
             _ => frame,

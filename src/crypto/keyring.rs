@@ -221,6 +221,13 @@ impl Keyring {
         Some(&self.key_names[entry.key])
     }
 
+    /// The column whose key an envelope names (the owner of a shared key), if it is one of
+    /// this keyring's: says which column's type a value of unknown source has.
+    pub fn column_of(&self, envelope: &[u8]) -> Option<&str> {
+        let parsed = envelope::parse(envelope).ok()?;
+        Some(&self.entries[*self.by_kid.get(&parsed.kid)?].column)
+    }
+
     /// Whether an envelope of `column` is written as a new one would be: under the current
     /// master key and in the column's configured mode. False for anything else, plaintext
     /// included.

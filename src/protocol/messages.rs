@@ -281,11 +281,17 @@ impl DataRow {
     }
 }
 
-/// 'T': the columns of the rows that follow. Only each field's source is kept: the table
-/// OID and attribute number (both 0 for an expression).
+/// 'T': the columns of the rows that follow: each field's source (the table OID and
+/// attribute number, both 0 for an expression), its format, and where its type is written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RowDescription {
     pub sources: Vec<(u32, i16)>,
+    /// Each field's format code: 0 text, 1 binary (always 0 answering a Describe of a
+    /// statement, whose formats the Bind chooses).
+    pub formats: Vec<u16>,
+    /// The offset in the body of each field's type OID, followed by its size and modifier
+    /// (see [`set_field_type`]).
+    pub type_offsets: Vec<usize>,
 }
 
 impl RowDescription {
@@ -293,15 +299,51 @@ impl RowDescription {
         let mut r = Reader::new(body, "RowDescription");
         let n = r.count()?;
         let mut sources = Vec::with_capacity(n);
+        let mut formats = Vec::with_capacity(n);
+        let mut type_offsets = Vec::with_capacity(n);
         for _ in 0..n {
             r.cstr()?; // name
             let table = r.i32()? as u32;
             let attnum = r.u16()? as i16;
-            r.take(4 + 2 + 4 + 2)?; // type oid, size, modifier, format
+            type_offsets.push(body.len() - r.body.len());
+            r.take(4 + 2 + 4)?; // type oid, size, modifier
+            formats.push(r.u16()?);
             sources.push((table, attnum));
         }
         r.finish()?;
-        Ok(RowDescription { sources })
+        Ok(RowDescription {
+            sources,
+            formats,
+            type_offsets,
+        })
+    }
+}
+
+/// Writes a field's type OID, size and modifier at `offset` (from
+/// [`RowDescription::type_offsets`]) of a RowDescription body.
+pub fn set_field_type(body: &mut [u8], offset: usize, oid: u32, size: i16, modifier: i32) {
+    if let Some(at) = body.get_mut(offset..offset + 10) {
+        at[..4].copy_from_slice(&oid.to_be_bytes());
+        at[4..6].copy_from_slice(&size.to_be_bytes());
+        at[6..].copy_from_slice(&modifier.to_be_bytes());
+    }
+}
+
+/// 't': the type OIDs of a prepared statement's parameters.
+pub fn parameter_types(body: &[u8]) -> Result<Vec<u32>, MessageError> {
+    let mut r = Reader::new(body, "ParameterDescription");
+    let n = r.count()?;
+    let types = (0..n)
+        .map(|_| r.i32().map(|oid| oid as u32))
+        .collect::<Result<_, _>>()?;
+    r.finish()?;
+    Ok(types)
+}
+
+/// Writes parameter `i`'s (0-based) type OID into a ParameterDescription body.
+pub fn set_parameter_type(body: &mut [u8], i: usize, oid: u32) {
+    if let Some(at) = body.get_mut(2 + 4 * i..6 + 4 * i) {
+        at.copy_from_slice(&oid.to_be_bytes());
     }
 }
 
@@ -426,7 +468,28 @@ mod tests {
         }
         let description = RowDescription::decode(&body).unwrap();
         assert_eq!(description.sources, [(16385, 2), (0, 0)]);
+        assert_eq!(description.formats, [0, 0]);
         assert!(RowDescription::decode(&body[..body.len() - 1]).is_err());
+        // The second field becomes a date (OID 1082, 4 bytes, no modifier).
+        set_field_type(&mut body, description.type_offsets[1], 1082, 4, -1);
+        let end = body.len();
+        assert_eq!(
+            &body[end - 12..],
+            [0, 0, 4, 58, 0, 4, 255, 255, 255, 255, 0, 0]
+        );
+        assert_eq!(
+            RowDescription::decode(&body).unwrap().sources,
+            [(16385, 2), (0, 0)]
+        );
+    }
+
+    #[test]
+    fn parameter_types_are_read_and_written() {
+        let mut body = vec![0, 2, 0, 0, 0, 25, 0, 0, 0, 23];
+        assert_eq!(parameter_types(&body).unwrap(), [25, 23]);
+        set_parameter_type(&mut body, 0, 1082);
+        assert_eq!(parameter_types(&body).unwrap(), [1082, 23]);
+        assert!(parameter_types(&body[..9]).is_err());
     }
 
     #[test]

@@ -61,7 +61,7 @@ impl ClientCloak {
         error: &crate::cloak::copy::CopyError,
     ) -> Bytes {
         let marker = state.refuse(Refusal {
-            code: "22P04",
+            code: error.code(),
             message: format!("pgcloak: {error}"),
         });
         state.copy_in = None;
@@ -72,7 +72,12 @@ impl ClientCloak {
 
     pub(super) fn note_plan(&mut self, state: &mut SessionState, plan: &StatementPlan) {
         if let Some(copy) = &plan.copy_in {
-            state.start_copy(copy);
+            let policy = self.cloak.policy();
+            state.copy_in = Some(crate::cloak::copy::CopyIn::typed(
+                copy.clone(),
+                policy,
+                self.session.clone(),
+            ));
             self.copying = true;
         }
     }

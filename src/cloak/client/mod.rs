@@ -7,22 +7,19 @@ use bytes::{Bytes, BytesMut};
 
 mod copy_in;
 mod search;
+mod typed_values;
 
 use super::tracker::AmbiguousStatement;
+use super::typed::Session;
 use super::{lock, Cloak, SessionState};
 use crate::crypto::{is_envelope, CryptoError};
+use crate::pgtype::Kind;
 use crate::policy::ColumnId;
 use crate::protocol::filter::{BlockingJob, Filter, FilterError};
 use crate::protocol::frame::Header;
 use crate::protocol::messages::{Bind, MessageError, Parse, Query};
 use crate::protocol::tags::Frontend;
 use crate::sql::{literal_value, splice, Analysis, Refusal, StatementPlan};
-
-/// Parameter type OIDs a PII parameter may be declared with: unspecified, text, varchar,
-/// unknown.
-const TEXT_OIDS: [u32; 4] = [0, 25, 1043, 705];
-/// Unspecified, text[], varchar[]: what `column = ANY($n)` may declare.
-const TEXT_ARRAY_OIDS: [u32; 3] = [0, 1009, 1015];
 
 pub struct ClientCloak {
     cloak: Arc<Cloak>,
@@ -34,6 +31,9 @@ pub struct ClientCloak {
     copy_failed: bool,
     /// The analysis of a long statement, made on the blocking pool (see `prepare`).
     offloaded: Arc<Mutex<Option<(String, Analysis)>>>,
+    /// The settings values of typed PII columns are read with, as of the message now
+    /// being rewritten (followed only when the policy has typed columns).
+    session: Session,
 }
 
 /// Statements longer than this are analysed off the session's thread, so that the other
@@ -48,6 +48,7 @@ impl ClientCloak {
             copying: false,
             copy_failed: false,
             offloaded: Arc::default(),
+            session: Session::default(),
         }
     }
 
@@ -98,6 +99,10 @@ impl ClientCloak {
         let outcome = self.analyse(raw_sql, || Query::decode(body).map(|q| q.sql))?;
         let shared = Arc::clone(&self.state);
         let mut state = lock(&shared);
+        // Several statements in one Query: an earlier one may change the settings.
+        let text = raw_sql.trim_ascii_end();
+        let single = !text.strip_suffix(b";").unwrap_or(text).contains(&b';');
+        self.follow_session(&state, single && state.tracker.idle());
         let mut planned = None;
         let out = match outcome {
             Outcome::Plain => frame,
@@ -139,6 +144,7 @@ impl ClientCloak {
         })?;
         let shared = Arc::clone(&self.state);
         let mut state = lock(&shared);
+        self.follow_session(&state, state.tracker.idle());
         let (out, plan) = match outcome {
             Outcome::Plain => (frame, None),
             Outcome::Refused(refusal) => (refused_parse(&mut state, name.clone(), refusal), None),
@@ -146,7 +152,8 @@ impl ClientCloak {
                 let Some(mut parse) = decoded else {
                     return Ok(frame); // analyse decoded it, or returned early
                 };
-                let checked = check_param_types(&parse, &plan)
+                let checked = self
+                    .param_types(&mut parse, &plan)
                     .and_then(|()| self.check_session(&state, &plan))
                     .and_then(|()| self.encrypt_literals(&sql, &plan));
                 match checked {
@@ -170,7 +177,9 @@ impl ClientCloak {
                 "Bind",
             )));
         };
-        let mut state = lock(&self.state);
+        let shared = Arc::clone(&self.state);
+        let mut state = lock(&shared);
+        self.follow_session(&state, state.tracker.idle());
         let out = match state.tracker.bind_params(&statement) {
             Ok(Some(plan)) if !plan.params.is_empty() => {
                 let bind = Bind::decode(body).map_err(FilterError::MalformedClient)?;
@@ -185,7 +194,18 @@ impl ClientCloak {
                 refused_bind(&mut state, bind, refusal)
             }
         };
-        state.tracker.sent_bind(&portal, &statement);
+        match self.cloak.policy().has_typed() {
+            // The rows' formats decide how typed values are printed.
+            true => {
+                let formats = result_formats(body).ok_or(FilterError::MalformedClient(
+                    MessageError::Truncated("Bind"),
+                ))?;
+                state
+                    .tracker
+                    .sent_bind_formats(&portal, &statement, Arc::new(formats));
+            }
+            false => state.tracker.sent_bind(&portal, &statement),
+        }
         Ok(out)
     }
 
@@ -210,7 +230,7 @@ impl ClientCloak {
                 Ok(Some(forms)) => Ok(forms),
                 Err(refusal) => Err(refusal),
                 Ok(None) if slot.array => self.encrypt_array(&slot.column, value, binary),
-                Ok(None) => self.encrypt_value(&slot.column, value),
+                Ok(None) => self.encrypt_value(&slot.column, value, binary),
             };
             match encrypted {
                 Ok(ciphertext) => bind.params[n - 1] = Some(ciphertext),
@@ -318,7 +338,7 @@ impl ClientCloak {
     fn encrypt_literals(&self, sql: &str, plan: &StatementPlan) -> Result<String, Refusal> {
         self.check_forms(plan)?;
         let mut replacements = self.param_rewrites(plan)?;
-        if plan.literals.is_empty() && replacements.is_empty() {
+        if plan.literals.is_empty() && replacements.is_empty() && plan.casts.is_empty() {
             return Ok(sql.to_owned());
         }
         replacements.reserve(plan.literals.len());
@@ -331,10 +351,21 @@ impl ClientCloak {
             let ciphertext = if slot.array {
                 self.encrypt_array(&slot.column, value.as_bytes(), false)?
             } else {
-                self.encrypt_value(&slot.column, value.as_bytes())?
+                self.encrypt_value(&slot.column, value.as_bytes(), false)?
             };
             let text = String::from_utf8_lossy(&ciphertext);
             replacements.push((slot.range.clone(), format!("'{text}'")));
+        }
+        // In Postgres a typed PII column is text: casts to its type become casts to text
+        // (unless a rewrite replaced the operand they are part of).
+        let rewritten: Vec<_> = replacements.iter().map(|(r, _)| r.clone()).collect();
+        for cast in &plan.casts {
+            if !rewritten
+                .iter()
+                .any(|r| r.start <= cast.start && cast.end <= r.end)
+            {
+                replacements.push((cast.clone(), "text".to_owned()));
+            }
         }
         replacements.sort_by_key(|(range, _)| range.start);
         Ok(splice(sql, &replacements))
@@ -347,9 +378,10 @@ impl ClientCloak {
         value: &[u8],
         binary: bool,
     ) -> Result<Bytes, Refusal> {
-        let encrypt = |element: &[u8]| self.encrypt_value(column, element).map(|b| b.to_vec());
+        let encrypt =
+            |element: &[u8]| (self.encrypt_value(column, element, binary)).map(|b| b.to_vec());
         let mapped = if binary {
-            super::array::map_binary(value, encrypt)
+            super::array::map_binary(value, self.typed_element(column), encrypt)
         } else {
             super::array::map_text(value, encrypt)
         };
@@ -366,9 +398,14 @@ impl ClientCloak {
         }
     }
 
-    /// Encrypts one value for `column`. A value that already is an envelope of this
-    /// column (a restored dump) is kept, never encrypted twice.
-    fn encrypt_value(&self, column: &ColumnId, value: &[u8]) -> Result<Bytes, Refusal> {
+    /// Encrypts one value for `column`, sent as text or binary. A value that already is an
+    /// envelope of this column (a restored dump) is kept, never encrypted twice.
+    fn encrypt_value(
+        &self,
+        column: &ColumnId,
+        value: &[u8],
+        binary: bool,
+    ) -> Result<Bytes, Refusal> {
         let column_name = column.to_string();
         if is_envelope(value) {
             return match self.cloak.keyring.decrypt(value, Some(&column_name)) {
@@ -379,12 +416,13 @@ impl ClientCloak {
                 ))),
             };
         }
-        if std::str::from_utf8(value).is_err() {
+        let value = self.canonical(column, value, binary)?;
+        if std::str::from_utf8(&value).is_err() && self.column_type(column).kind() == Kind::Text {
             return Err(not_utf8(column));
         }
         self.cloak
             .keyring
-            .encrypt(&column_name, value)
+            .encrypt(&column_name, &value)
             .map(Bytes::from)
             .map_err(|e| Refusal {
                 code: "XX000",
@@ -512,27 +550,9 @@ fn bind_names(body: &[u8]) -> Option<(String, String)> {
     Some((portal, statement))
 }
 
-/// Declared parameter types must be text for PII parameters: the ciphertext is text.
-fn check_param_types(parse: &Parse, plan: &StatementPlan) -> Result<(), Refusal> {
-    for (&n, slot) in &plan.params {
-        let oid = parse.param_types.get(n - 1).copied().unwrap_or(0);
-        let allowed: &[u32] = if slot.array {
-            &TEXT_ARRAY_OIDS
-        } else {
-            &TEXT_OIDS
-        };
-        if !allowed.contains(&oid) {
-            return Err(Refusal {
-                code: "42804",
-                message: format!(
-                    "parameter ${n} is bound for the encrypted column {} but declared as {}; declare it as text (text[] for an array), or leave its type unspecified",
-                    slot.column,
-                    crate::sql::type_name(oid)
-                ),
-            });
-        }
-    }
-    Ok(())
+/// The result format codes at the end of a Bind body.
+fn result_formats(body: &[u8]) -> Option<Vec<u16>> {
+    Bind::decode(body).ok().map(|bind| bind.result_formats)
 }
 
 fn not_utf8(column: &ColumnId) -> Refusal {

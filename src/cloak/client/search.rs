@@ -158,11 +158,18 @@ impl ClientCloak {
 
     /// Every form a search for `value` in `column` must match, the current key's first. An
     /// envelope stays as it is (it is one stored form already).
-    fn forms(&self, column: &ColumnId, value: &[u8]) -> Result<Vec<Vec<u8>>, Refusal> {
+    fn forms(
+        &self,
+        column: &ColumnId,
+        value: &[u8],
+        binary: bool,
+    ) -> Result<Vec<Vec<u8>>, Refusal> {
         if is_envelope(value) {
-            return Ok(vec![self.encrypt_value(column, value)?.to_vec()]);
+            return Ok(vec![self.encrypt_value(column, value, binary)?.to_vec()]);
         }
-        if std::str::from_utf8(value).is_err() {
+        let value = &*self.canonical(column, value, binary)?;
+        let text = self.column_type(column).kind() == crate::pgtype::Kind::Text;
+        if text && std::str::from_utf8(value).is_err() {
             return Err(super::not_utf8(column));
         }
         let name = column.to_string();
@@ -196,7 +203,7 @@ impl ClientCloak {
             let forms = self.array_forms(&slot.column, value.as_bytes(), false)?;
             return Ok(Some((slot.range.clone(), quoted(&forms))));
         }
-        let forms = self.forms(&slot.column, value.as_bytes())?;
+        let forms = self.forms(&slot.column, value.as_bytes(), false)?;
         let all = || quoted(&array::text_array(&forms));
         let replaced = match search {
             Search::Equal => (
@@ -283,7 +290,7 @@ impl ClientCloak {
                 .array_forms(&slot.column, value, binary)
                 .map(|a| Some(Bytes::from(a)));
         }
-        let forms = self.forms(&slot.column, value)?;
+        let forms = self.forms(&slot.column, value, binary)?;
         Ok(Some(Bytes::from(array::text_array(&forms))))
     }
 
@@ -294,9 +301,9 @@ impl ClientCloak {
         value: &[u8],
         binary: bool,
     ) -> Result<Vec<u8>, Refusal> {
-        let forms = |element: &[u8]| self.forms(column, element);
+        let forms = |element: &[u8]| self.forms(column, element, binary);
         let mapped = match binary {
-            true => array::map_binary_to_many(value, forms),
+            true => array::map_binary_to_many(value, self.typed_element(column), forms),
             false => array::map_text_to_many(value, forms),
         };
         match mapped {

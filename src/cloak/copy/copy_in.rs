@@ -5,7 +5,10 @@
 
 use std::ops::Range;
 
+use crate::cloak::typed::{self, Session};
 use crate::crypto::{is_envelope, Keyring};
+use crate::pgtype::{Kind, PgType};
+use crate::policy::Policy;
 use crate::sql::CopyInPlan;
 
 use super::{CopyError, Dialect};
@@ -13,8 +16,11 @@ use super::{CopyError, Dialect};
 /// One COPY FROM STDIN in progress.
 pub struct CopyIn {
     dialect: Dialect,
-    /// Per field of a row, the PII column it fills (`schema.table.column`), if any.
-    columns: Vec<Option<String>>,
+    /// Per field of a row, the PII column it fills (`schema.table.column`), if any, and
+    /// the type the application sees.
+    columns: Vec<Option<(String, PgType)>>,
+    /// The settings typed fields are read with.
+    session: Session,
     /// Bytes of a row not yet complete.
     pending: Vec<u8>,
     /// Rows seen so far (for error messages and the header line).
@@ -25,12 +31,24 @@ pub struct CopyIn {
 }
 
 impl CopyIn {
+    /// A COPY whose PII columns are all text.
     pub fn new(plan: CopyInPlan) -> CopyIn {
+        CopyIn::typed(plan, &Policy::default(), Session::default())
+    }
+
+    /// A COPY whose PII fields are read as the policy's types, under `session`'s settings.
+    pub fn typed(plan: CopyInPlan, policy: &Policy, session: Session) -> CopyIn {
+        let column = |id: &crate::policy::ColumnId| {
+            let name = id.to_string();
+            let ty = policy.column_type(&name);
+            (name, ty)
+        };
         CopyIn {
             dialect: Dialect::new(&plan.options),
             columns: (plan.fields.iter())
-                .map(|c| c.as_ref().map(|c| c.to_string()))
+                .map(|c| c.as_ref().map(column))
                 .collect(),
+            session,
             pending: Vec::new(),
             rows: 0,
             finished: false,
@@ -151,8 +169,8 @@ impl CopyIn {
                 out.push(self.dialect.delimiter);
             }
             match column {
-                Some(column) if field != self.dialect.null.as_slice() => {
-                    self.encrypt(column, &self.dialect.value(field), keyring, out)?;
+                Some((column, ty)) if field != self.dialect.null.as_slice() => {
+                    self.encrypt(column, ty, &self.dialect.value(field), keyring, out)?;
                 }
                 _ => out.extend_from_slice(field),
             }
@@ -164,6 +182,7 @@ impl CopyIn {
     fn encrypt(
         &self,
         column: &str,
+        ty: &PgType,
         value: &[u8],
         keyring: &Keyring,
         out: &mut Vec<u8>,
@@ -178,6 +197,17 @@ impl CopyIn {
             keyring.decrypt(value, Some(column)).map_err(crypto)?;
             out.extend_from_slice(value);
             return Ok(());
+        }
+        if ty.kind() != Kind::Text {
+            let value =
+                typed::canonical(ty, value, false, &self.session, &column).map_err(|refusal| {
+                    CopyError::Value {
+                        row: self.rows,
+                        code: refusal.code,
+                        message: refusal.message,
+                    }
+                })?;
+            return keyring.encrypt_into(column, &value, out).map_err(crypto);
         }
         if std::str::from_utf8(value).is_err() {
             return Err(CopyError::NotUtf8 {

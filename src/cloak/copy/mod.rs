@@ -10,7 +10,9 @@ use std::ops::Range;
 
 use bytes::{BufMut, BytesMut};
 
+use super::typed::{self, Session};
 use crate::crypto::{is_envelope, CryptoError, Keyring};
+use crate::pgtype::{Kind, PgType};
 
 pub use copy_in::CopyIn;
 pub use dialect::Dialect;
@@ -31,12 +33,30 @@ pub enum CopyError {
     },
     #[error("COPY data for {column} on row {row} is not valid UTF-8")]
     NotUtf8 { column: String, row: u64 },
+    /// A typed PII field Postgres would refuse (`message` names the column, never the value).
+    #[error("COPY row {row}: {message}")]
+    Value {
+        row: u64,
+        code: &'static str,
+        message: String,
+    },
     #[error(
         "COPY with delimiter {0:?} cannot carry pgcloak ciphertext; use the default delimiter"
     )]
     Delimiter(char),
     #[error("COPY CSV with quote {0:?} cannot carry pgcloak ciphertext; use the default quote")]
     Quote(char),
+}
+
+impl CopyError {
+    /// The SQLSTATE the client gets: Postgres's for an invalid typed value, else 22P04
+    /// (bad_copy_file_format).
+    pub fn code(&self) -> &'static str {
+        match self {
+            CopyError::Value { code, .. } => code,
+            _ => "22P04",
+        }
+    }
 }
 
 /// Why a row of COPY TO output is not returned.
@@ -46,6 +66,8 @@ pub enum CopyOutError {
     Crypto(CryptoError, Option<String>),
     /// A PII column's field holds a value that is not an envelope.
     NotEncrypted(String),
+    /// A typed value that cannot be printed (a setting pgcloak does not follow).
+    Value(crate::sql::Refusal),
 }
 
 /// A field of COPY TO rows that holds a PII column.
@@ -55,19 +77,23 @@ pub struct PiiField {
     pub column: String,
     /// The column may still hold plaintext (`migrating: true`): returned as it is.
     pub migrating: bool,
+    /// The type its values are printed as.
+    pub ty: PgType,
 }
 
 /// Decrypts the envelopes in one row of COPY TO output (Postgres sends one row per
 /// CopyData), appending the row to `out`. Envelopes need no escaping or quoting, so each
 /// stands whole as a field. `pii` lists the fields that hold PII columns, in position order:
 /// each must be NULL or an envelope of that column, or plaintext where the column is
-/// `migrating`. `fields` is scratch space, reused across rows.
+/// `migrating`. `fields` is scratch space, reused across rows. Values of typed columns are
+/// printed as their type under `session`'s settings.
 pub fn decrypt_row(
     row: &[u8],
     dialect: &Dialect,
     keyring: &Keyring,
     pii: &[PiiField],
     fields: &mut Vec<Range<usize>>,
+    session: &Session,
     out: &mut Vec<u8>,
 ) -> Result<(), CopyOutError> {
     let body = row.strip_suffix(b"\n").unwrap_or(row);
@@ -88,7 +114,16 @@ pub fn decrypt_row(
         let value = dialect.value(field);
         if is_envelope(&value) {
             match keyring.decrypt(&value, column.map(|c| c.column.as_str())) {
-                Ok(plaintext) => dialect.write_field(&plaintext, quoted, out),
+                Ok(plaintext) => {
+                    let ty = match column {
+                        Some(c) => c.ty,
+                        None => PgType::new(Kind::Text),
+                    };
+                    let name = column.map_or("a typed PII column", |c| c.column.as_str());
+                    let printed = typed::render(&ty, &plaintext, false, session, &name)
+                        .map_err(CopyOutError::Value)?;
+                    dialect.write_field(&printed, quoted, out)
+                }
                 Err(error) => {
                     return Err(CopyOutError::Crypto(
                         error,
@@ -135,10 +170,21 @@ mod tests {
             position: 1,
             column: email.clone(),
             migrating: false,
+            ty: PgType::new(Kind::Text),
         }];
+        let session = Session::default();
         let decrypt_row = |row: &[u8], dialect: &Dialect| {
             let mut out = Vec::new();
-            decrypt_row(row, dialect, &keyring, &pii, &mut Vec::new(), &mut out).map(|()| out)
+            decrypt_row(
+                row,
+                dialect,
+                &keyring,
+                &pii,
+                &mut Vec::new(),
+                &session,
+                &mut out,
+            )
+            .map(|()| out)
         };
         let text = Dialect::new(&CopyOptions::default());
         let row = format!("7\t{envelope}\t{envelope}\n");

@@ -15,6 +15,7 @@ mod names;
 
 use super::catalog::{self, CatalogState, ColumnMap};
 pub use super::catalog::{Catalog, Generation, ATTEMPTS as CATALOG_ATTEMPTS};
+use crate::pgtype::{Settings, Unsupported};
 use crate::protocol::messages::RowDescription;
 use crate::protocol::tags::Backend;
 use crate::sql::StatementPlan;
@@ -46,11 +47,26 @@ pub struct Statement {
     maybe_gone: bool,
 }
 
+/// Result format codes as Bind gives them: none (all text), one (for every field), or one
+/// per field; 0 text, 1 binary.
+pub type Formats = Arc<Vec<u16>>;
+
+/// Whether field `i` of a result with these formats is binary.
+pub fn is_binary(formats: &[u16], i: usize) -> bool {
+    match formats {
+        [] => false,
+        [all] => *all == 1,
+        each => each.get(i) == Some(&1),
+    }
+}
+
 /// A portal the server holds.
 #[derive(Debug, Clone, Default)]
 struct Portal {
     /// The statement it was bound from.
     statement: String,
+    /// Its result formats, from the Bind.
+    formats: Formats,
     /// Its result columns, when a Describe of the portal answered.
     columns: Option<Arc<Columns>>,
 }
@@ -65,6 +81,7 @@ enum Due {
     Bind {
         portal: String,
         statement: String,
+        formats: Formats,
     },
     DescribeStatement(String),
     DescribePortal(String),
@@ -109,6 +126,11 @@ pub struct ServerParams {
     pub foreign_encoding: Option<String>,
     /// `standard_conforming_strings`: backslashes in '...' are literal when on.
     pub standard_conforming_strings: bool,
+    /// DateStyle, TimeZone, IntervalStyle: how values of typed PII columns are read and
+    /// printed.
+    pub settings: Settings,
+    /// A setting pgcloak cannot follow: typed PII values are refused until it changes.
+    pub unsupported: Option<Unsupported>,
 }
 
 impl Default for ServerParams {
@@ -116,6 +138,8 @@ impl Default for ServerParams {
         ServerParams {
             foreign_encoding: None,
             standard_conforming_strings: true,
+            settings: Settings::default(),
+            unsupported: None,
         }
     }
 }
@@ -143,6 +167,10 @@ pub struct Tracker {
     catalog: CatalogState,
     /// Result columns of the rows now arriving.
     current: Option<Arc<Columns>>,
+    /// Their formats.
+    current_formats: Formats,
+    /// The columns of the RowDescription received last.
+    described: Option<Arc<Columns>>,
     /// The client's CopyDone/CopyFail messages sent.
     copy_ends_sent: u64,
     /// The server is in copy-in mode until the client's copy end number `n` (0-based).
@@ -196,6 +224,24 @@ impl Tracker {
     /// Result columns of the rows now arriving, as far as known.
     pub fn result_columns(&self) -> Option<&Arc<Columns>> {
         self.current.as_ref()
+    }
+
+    /// The formats of the rows now arriving (see [`is_binary`]).
+    pub fn result_formats(&self) -> &Formats {
+        &self.current_formats
+    }
+
+    /// The columns of the RowDescription just received, as far as known.
+    pub fn described(&self) -> Option<&Arc<Columns>> {
+        self.described.as_ref()
+    }
+
+    /// The statement a ParameterDescription arriving now describes.
+    pub fn describing_statement(&self) -> Option<&Statement> {
+        match self.due.front()? {
+            Due::DescribeStatement(name) => self.statements.get(name),
+            _ => None,
+        }
     }
 
     /// A confirmed statement.
@@ -252,10 +298,16 @@ impl Tracker {
     }
 
     pub fn sent_bind(&mut self, portal: &str, statement: &str) {
+        self.sent_bind_formats(portal, statement, Formats::default());
+    }
+
+    /// A Bind with its result formats (needed when results hold typed PII columns).
+    pub fn sent_bind_formats(&mut self, portal: &str, statement: &str, formats: Formats) {
         self.unsynced = true;
         self.push(Due::Bind {
             portal: portal.to_owned(),
             statement: statement.to_owned(),
+            formats,
         });
     }
 
@@ -367,13 +419,17 @@ impl Tracker {
                 }
             }
             Backend::BindComplete => {
-                if let Some(Due::Bind { portal, statement }) =
-                    self.pop_if(|d| matches!(d, Due::Bind { .. }))
+                if let Some(Due::Bind {
+                    portal,
+                    statement,
+                    formats,
+                }) = self.pop_if(|d| matches!(d, Due::Bind { .. }))
                 {
                     self.portals.insert(
                         portal,
                         Portal {
                             statement,
+                            formats,
                             columns: None,
                         },
                     );
@@ -432,7 +488,9 @@ impl Tracker {
     /// RowDescription in front).
     fn start_front(&mut self) {
         if let Some(Due::Execute { portal, .. }) = self.due.front() {
-            self.current = self.portals.get(portal).and_then(|p| {
+            let portal = self.portals.get(portal);
+            self.current_formats = portal.map(|p| p.formats.clone()).unwrap_or_default();
+            self.current = portal.and_then(|p| {
                 p.columns.clone().or_else(|| {
                     self.statements
                         .get(&p.statement)
@@ -442,9 +500,9 @@ impl Tracker {
         }
     }
 
-    fn describe(&self, body: Option<&[u8]>) -> Option<Arc<Columns>> {
+    fn describe(&self, description: Option<&RowDescription>) -> Option<Arc<Columns>> {
         let map = self.columns()?;
-        let description = RowDescription::decode(body?).ok()?;
+        let description = description?;
         let source = |&(table, attnum): &(u32, i16)| match map.get(&(table, attnum)) {
             Some(column) => Source::Pii(column.clone()),
             None if table != 0 && attnum > 0 => Source::Plain,
@@ -454,7 +512,9 @@ impl Tracker {
     }
 
     fn row_description(&mut self, body: Option<&[u8]>) {
-        let columns = self.describe(body);
+        let description = body.and_then(|body| RowDescription::decode(body).ok());
+        let columns = self.describe(description.as_ref());
+        self.described = columns.clone();
         match self.due.front() {
             Some(Due::DescribeStatement(name)) => {
                 if let Some(statement) = self.statements.get_mut(name) {
@@ -468,8 +528,12 @@ impl Tracker {
                 }
                 self.pop_if(|_| true);
             }
-            // A simple Query's result set (or an Execute's, described anew).
-            _ => self.current = columns,
+            // A simple Query's result set (or an Execute's, described anew), in the
+            // formats it names.
+            _ => {
+                self.current = columns;
+                self.current_formats = Arc::new(description.map_or_else(Vec::new, |d| d.formats));
+            }
         }
     }
 
@@ -582,6 +646,19 @@ impl Tracker {
             }
             b"standard_conforming_strings" => {
                 self.params.standard_conforming_strings = value.eq_ignore_ascii_case("on");
+            }
+            b"DateStyle" | b"TimeZone" | b"IntervalStyle" => {
+                let name = String::from_utf8_lossy(name);
+                let params = &mut self.params;
+                // A setting that cannot be followed holds until the server reports one that
+                // can (for the same name).
+                match params.settings.set(&name, &value) {
+                    Ok(()) if params.unsupported.as_ref().is_some_and(|u| u.name == name) => {
+                        params.unsupported = None;
+                    }
+                    Ok(()) => {}
+                    Err(unsupported) => params.unsupported = Some(unsupported),
+                }
             }
             _ => {}
         }

@@ -1,0 +1,102 @@
+//! Values of typed PII columns on the client's side: the settings they are read with, the
+//! column's type, its canonical form, and declared parameter types.
+
+use std::borrow::Cow;
+
+use super::ClientCloak;
+use crate::cloak::typed::{self, Session};
+use crate::cloak::SessionState;
+use crate::pgtype::{Kind, PgType};
+use crate::policy::ColumnId;
+use crate::protocol::messages::Parse;
+use crate::sql::{Refusal, StatementPlan};
+
+/// Parameter type OIDs a PII parameter may be declared with: unspecified, text, varchar,
+/// unknown.
+const TEXT_OIDS: [u32; 4] = [0, 25, 1043, 705];
+/// Unspecified, text[], varchar[]: what `column = ANY($n)` may declare.
+const TEXT_ARRAY_OIDS: [u32; 3] = [0, 1009, 1015];
+
+impl ClientCloak {
+    /// Takes the session's confirmed settings for the values of the message now rewritten.
+    /// `settled`: nothing in flight may change them before the server reads those values.
+    pub(super) fn follow_session(&mut self, state: &SessionState, settled: bool) {
+        if self.cloak.policy().has_typed() {
+            let params = &state.tracker.params;
+            self.session = Session {
+                settings: params.settings.clone(),
+                unsupported: params.unsupported.clone(),
+                settled,
+            };
+        }
+    }
+
+    /// The type the application sees for `column`.
+    pub(super) fn column_type(&self, column: &ColumnId) -> PgType {
+        let policy = self.cloak.policy();
+        match policy.has_typed() {
+            true => policy.column_type(&column.to_string()),
+            false => PgType::new(Kind::Text),
+        }
+    }
+
+    /// The element type OID a binary array for a typed `column` carries (None for text).
+    pub(super) fn typed_element(&self, column: &ColumnId) -> Option<u32> {
+        let ty = self.column_type(column);
+        (ty.kind() != Kind::Text).then(|| ty.oid())
+    }
+
+    /// The bytes to encrypt for a value of `column` sent as text or binary: its canonical
+    /// form for a typed column (validated as Postgres would), the value itself for text.
+    pub(super) fn canonical<'v>(
+        &self,
+        column: &ColumnId,
+        value: &'v [u8],
+        binary: bool,
+    ) -> Result<Cow<'v, [u8]>, Refusal> {
+        typed::canonical(
+            &self.column_type(column),
+            value,
+            binary,
+            &self.session,
+            column,
+        )
+    }
+
+    /// Declared parameter types of PII parameters: text, unspecified, or a typed column's
+    /// own type (`date`, `date[]` for `= ANY`), which is declared to Postgres as text since
+    /// the ciphertext is text there.
+    pub(super) fn param_types(
+        &self,
+        parse: &mut Parse,
+        plan: &StatementPlan,
+    ) -> Result<(), Refusal> {
+        for (&n, slot) in &plan.params {
+            let Some(declared) = parse.param_types.get_mut(n - 1) else {
+                continue;
+            };
+            let ty = self.column_type(&slot.column);
+            let (allowed, own, text): (&[u32], u32, u32) = match slot.array {
+                true => (&TEXT_ARRAY_OIDS, ty.array_oid(), 1009),
+                false => (&TEXT_OIDS, ty.oid(), 25),
+            };
+            if *declared == own {
+                *declared = text;
+            } else if !allowed.contains(declared) {
+                let (name, array) = match ty.kind() {
+                    Kind::Text => ("text".to_owned(), "text[]".to_owned()),
+                    _ => (ty.name(), format!("{}[]", ty.name())),
+                };
+                return Err(Refusal {
+                    code: "42804",
+                    message: format!(
+                        "parameter ${n} is bound for the encrypted column {} but declared as {}; declare it as {name} ({array} for an array), or leave its type unspecified",
+                        slot.column,
+                        crate::sql::type_name(*declared)
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
