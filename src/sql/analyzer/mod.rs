@@ -33,7 +33,9 @@ use super::{
 use crate::crypto::Mode;
 
 use crate::policy::{ColumnId, Policy};
-pub(super) use values::{bound, is_text_type, strip, strip_text_array_cast, Bound};
+pub(super) use predicates::array_constructor_cast;
+pub(super) use recording::Place;
+pub(super) use values::{bound, bound_for, is_typed, seen_cast, strip, strip_for, Bound, SeenCast};
 use values::{placeholder, MAX_PARAMS};
 
 mod copy;
@@ -164,7 +166,28 @@ pub(super) fn analyze_statements(sql: &str, statements: &[Statement], policy: &P
         ));
     }
     plan.literals.sort_by_key(|slot| slot.range.start);
+    plan.casts.sort_by_key(|range| (range.start, range.end));
+    plan.casts.dedup();
+    if let Some(refusal) = overlapping_casts(&plan) {
+        return Analysis::Refused(refusal);
+    }
     Analysis::Plan(Arc::new(plan))
+}
+
+/// The rewrite replaces each cast's type name and each literal: they must not overlap
+/// (they cannot when the walk located them right; this keeps a mistake from garbling SQL).
+fn overlapping_casts(plan: &StatementPlan) -> Option<Refusal> {
+    let casts = plan.casts.windows(2).any(|w| w[0].end > w[1].start);
+    let literals = plan.casts.iter().any(|cast| {
+        plan.literals
+            .iter()
+            .any(|slot| cast.start < slot.range.end && slot.range.start < cast.end)
+    });
+    (casts || literals).then(|| {
+        Refusal::unsupported(
+            "pgcloak could not tell apart the casts and values bound for encrypted columns in this statement; write each cast as value::type, or bind the values as parameters".into(),
+        )
+    })
 }
 
 pub(super) struct Walk<'a> {
