@@ -128,8 +128,9 @@ pub struct LiteralSlot {
     /// Where the value is searched for (None: it is written).
     pub search: Option<Search>,
     /// For [`Search::Equal`] and [`Search::NotEqual`]: the compared operand, the literal with
-    /// the parentheses and text casts around it, which a search for several forms replaces
-    /// (None when it could not be found in the text).
+    /// the parentheses and casts around it (to text, or to a typed column's declared type,
+    /// whose type names are in [`StatementPlan::casts`] too), which a search for several
+    /// forms replaces (None when it could not be found in the text).
     pub operand: Option<std::ops::Range<usize>>,
 }
 

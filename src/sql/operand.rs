@@ -227,4 +227,32 @@ mod tests {
             "not stripped by the analysis"
         );
     }
+
+    #[test]
+    fn casts_to_a_declared_type_are_located() {
+        let date = PgType::parse("date").unwrap();
+        let sql = "SELECT 1 FROM t WHERE d = CAST(($1)::text AS date) AND e = 1";
+        let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap();
+        let Statement::Query(query) = &statements[0] else {
+            panic!()
+        };
+        let SetExpr::Select(select) = &*query.body else {
+            panic!()
+        };
+        let Some(Expr::BinaryOp { left, .. }) = &select.selection else {
+            panic!()
+        };
+        let Expr::BinaryOp { right, .. } = &**left else {
+            panic!()
+        };
+        let value = sql.find("$1").unwrap();
+        let found = locate(sql, right, value..value + 2, &date, false).unwrap();
+        assert_eq!(&sql[found.extent], "CAST(($1)::text AS date)");
+        let casts: Vec<&str> = found.casts.iter().map(|r| &sql[r.clone()]).collect();
+        assert_eq!(casts, ["date"]);
+        assert!(declares(right, &date, false));
+        assert!(!declares(right, &PgType::new(Kind::Text), false));
+        // Not seen through for a text column at all.
+        assert_eq!(operand_extent(sql, right, value..value + 2), None);
+    }
 }

@@ -12,7 +12,7 @@ use sqlparser::ast::{
 };
 
 use super::analyzer::{
-    array_constructor_cast, bound_for, strip, strip_for, Bound, Place, Result, Walk,
+    array_constructor_cast, bound_for, is_typed, strip, strip_for, Bound, Place, Result, Walk,
 };
 use super::names::{name_parts, normalize, PiiColumn};
 use super::Refusal;
@@ -71,11 +71,15 @@ impl Walk<'_> {
     /// An array whose elements are written into `column`.
     fn bind_array(&mut self, array: &Expr, column: &PiiColumn) -> Result {
         let ty = self.declared_type(column);
+        let element = if is_typed(&ty) {
+            ty.name()
+        } else {
+            "varchar".to_owned()
+        };
         let cannot = || {
             Refusal::unsupported(format!(
-                "the array inserted into {} cannot be encrypted by pgcloak: pass it as a parameter or literal of type text[] (or {}[]) (or as ARRAY[...] of literals and parameters), without a length limit on its elements",
-                column.id,
-                ty.name()
+                "the array inserted into {} cannot be encrypted by pgcloak: pass it as a parameter or literal of type text[] or {element}[] (or as ARRAY[...] of literals and parameters), without a length limit on its elements",
+                column.id
             ))
         };
         let place = Place::written(array, true);

@@ -34,8 +34,10 @@ use crate::crypto::Mode;
 
 use crate::policy::{ColumnId, Policy};
 pub(super) use predicates::array_constructor_cast;
-pub(super) use recording::Place;
-pub(super) use values::{bound, bound_for, is_typed, seen_cast, strip, strip_for, Bound, SeenCast};
+pub(super) use recording::{foreign_cast_refusal, Place};
+pub(super) use values::{
+    bound, bound_for, foreign_cast, is_typed, seen_cast, strip, strip_for, Bound, SeenCast,
+};
 use values::{placeholder, MAX_PARAMS};
 
 mod copy;
@@ -177,13 +179,16 @@ pub(super) fn analyze_statements(sql: &str, statements: &[Statement], policy: &P
 /// The rewrite replaces each cast's type name and each literal: they must not overlap
 /// (they cannot when the walk located them right; this keeps a mistake from garbling SQL).
 fn overlapping_casts(plan: &StatementPlan) -> Option<Refusal> {
-    let casts = plan.casts.windows(2).any(|w| w[0].end > w[1].start);
-    let literals = plan.casts.iter().any(|cast| {
-        plan.literals
-            .iter()
-            .any(|slot| cast.start < slot.range.end && slot.range.start < cast.end)
-    });
-    (casts || literals).then(|| {
+    // Both lists are sorted: one merged pass, linear in a bulk INSERT's thousands of slots.
+    let mut ranges: Vec<&std::ops::Range<usize>> = plan
+        .literals
+        .iter()
+        .map(|slot| &slot.range)
+        .chain(&plan.casts)
+        .collect();
+    ranges.sort_by_key(|range| range.start);
+    let overlap = ranges.windows(2).any(|w| w[0].end > w[1].start);
+    overlap.then(|| {
         Refusal::unsupported(
             "pgcloak could not tell apart the casts and values bound for encrypted columns in this statement; write each cast as value::type, or bind the values as parameters".into(),
         )

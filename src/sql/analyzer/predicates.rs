@@ -92,6 +92,10 @@ impl Walk<'_> {
                     (_, Expr::Subquery(subquery)) => {
                         self.compare_with_query(left, subquery, "= ANY(SELECT ...)")
                     }
+                    (Some(column), _) => match foreign_cast(right, &ty, true) {
+                        Some(cast) => Err(foreign_cast_refusal(&column, &ty, &cast)),
+                        None => self.other(expr),
+                    },
                     _ => self.other(expr),
                 }
             }
@@ -226,14 +230,18 @@ impl Walk<'_> {
         search: Search,
     ) -> Result {
         let place = Place::searched(expr, false, search);
-        match bound_for(expr, &self.declared_type(column), false) {
+        let ty = self.declared_type(column);
+        match bound_for(expr, &ty, false) {
             Bound::Literal(value, span) => self.bind_literal(value, span, column, place),
             Bound::Param(n, span) => self.bind_param(n, span, column, place),
             Bound::Null => self.casts_around(expr, column, false),
-            Bound::Default | Bound::Other => Err(Refusal::unsupported(format!(
+            Bound::Default | Bound::Other => match foreign_cast(expr, &ty, false) {
+                Some(cast) => Err(foreign_cast_refusal(column, &ty, &cast)),
+                None => Err(Refusal::unsupported(format!(
                 "{} is encrypted by pgcloak and can only be compared with a literal or a bind parameter (cast, if at all, to text or to its declared type without another modifier), not an expression; compute the value in the application and pass it as a parameter",
                 column.id
             ))),
+            },
         }
     }
 

@@ -192,3 +192,20 @@ fn unlocatable_cast(column: &PiiColumn, ty: &PgType) -> Refusal {
         ty.name()
     ))
 }
+
+/// A value for `column` cast to `cast`, another type than its declared type `ty` or text.
+pub(in crate::sql) fn foreign_cast_refusal(column: &PiiColumn, ty: &PgType, cast: &str) -> Refusal {
+    let fix = if is_typed(ty) {
+        format!(
+            "cast it to {} (with no other modifier) or to text",
+            ty.name()
+        )
+    } else {
+        "cast it to text".to_owned()
+    };
+    Refusal::unsupported(format!(
+        "the value for {} is cast to {cast}, which is not the column's type ({}) in the pgcloak policy: the cast could change the value, or make Postgres read the encrypted text as {cast}; {fix}, or leave the cast out",
+        column.id,
+        ty.name()
+    ))
+}

@@ -104,6 +104,27 @@ pub(in crate::sql) fn strip_for<'e>(expr: &'e Expr, ty: &PgType, arrays: bool) -
     }
 }
 
+/// The type of a cast not seen through for a column of type `ty` right around a literal or
+/// parameter (`$1::bigint` for an integer column, `DATE '...'` for a text one), for the
+/// refusal's message.
+pub(in crate::sql) fn foreign_cast(expr: &Expr, ty: &PgType, arrays: bool) -> Option<String> {
+    match strip_for(expr, ty, arrays) {
+        Expr::Cast {
+            expr: inner,
+            data_type,
+            ..
+        } if matches!(
+            strip_for(inner, ty, arrays),
+            Expr::Value(_) | Expr::TypedString(_)
+        ) =>
+        {
+            Some(data_type.to_string().to_lowercase())
+        }
+        Expr::TypedString(typed) => Some(typed.data_type.to_string().to_lowercase()),
+        _ => None,
+    }
+}
+
 /// A type a PII value or column may be cast to without changing it: text, varchar without
 /// a length. (An explicit cast to `varchar(n)` silently truncates the ciphertext; `citext`
 /// would compare ciphertexts case-insensitively, so `email::citext = 'ANN@X.COM'` would

@@ -299,7 +299,8 @@ impl Walk<'_> {
         assignment: bool,
     ) -> Result {
         let place = Place::written(expr, false);
-        match bound_for(expr, &self.declared_type(column), false) {
+        let ty = self.declared_type(column);
+        match bound_for(expr, &ty, false) {
             Bound::Literal(value, span) => self.bind_literal(value, span, column, place),
             Bound::Param(n, span) => self.bind_param(n, span, column, place),
             Bound::Null => self.casts_around(expr, column, false),
@@ -311,6 +312,9 @@ impl Walk<'_> {
                 if assignment && same_column {
                     self.recognise(expr);
                     return Ok(());
+                }
+                if let Some(cast) = foreign_cast(expr, &ty, false) {
+                    return Err(foreign_cast_refusal(column, &ty, &cast));
                 }
                 Err(Refusal::unsupported(format!(
                     "pgcloak cannot encrypt the value for {}: it is an expression, not a literal or bind parameter; compute the value in the application and bind it as a parameter",
