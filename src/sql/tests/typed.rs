@@ -430,3 +430,21 @@ fn typed_columns_keep_the_refusals_of_pii_columns() {
         ("UPDATE people SET dob = dob::date", "expression"),
     ]);
 }
+
+#[test]
+fn a_typed_column_is_created_as_text() {
+    assert!(matches!(
+        analyze("CREATE TABLE people (id int, dob text)", &typed_policy()),
+        Analysis::Plan(_)
+    ));
+    typed_refusals(&[
+        (
+            "CREATE TABLE people (id int, dob date)",
+            "declare it as text (or varchar), not date; the application still sees it as date",
+        ),
+        (
+            "ALTER TABLE people ALTER COLUMN amount TYPE numeric(10,2)",
+            "sees it as numeric(10,2)",
+        ),
+    ]);
+}
