@@ -184,6 +184,18 @@ impl Walk<'_> {
         }
     }
 
+    /// The text range of a column definition's type when it is the typed PII column's
+    /// declared type (same type and modifier), found right after the column's name.
+    /// Whether a column definition's type is the typed PII column's declared type (same
+    /// type and modifier), found right after the column's name: then it is written as
+    /// `text`.
+    fn declared_type_written(&mut self, def: &ColumnDef, declared: &PgType) -> bool {
+        let printed = def.data_type.to_string();
+        declared.kind() != Kind::Text
+            && PgType::parse(&printed).is_ok_and(|ty| ty == *declared)
+            && self.type_as_text_after(def.name.span, &printed)
+    }
+
     fn column_def(&mut self, def: &ColumnDef, table: Option<&TableKey>) -> Result {
         let pii = table.and_then(|t| self.column(t, &normalize(&def.name)));
         for option in &def.options {
@@ -194,7 +206,12 @@ impl Walk<'_> {
         let Some(column) = pii else {
             return Ok(());
         };
-        column_type(&column, &def.data_type, &self.declared_type(&column))?;
+        let declared = self.declared_type(&column);
+        // `dob date` for a column the policy declares `type: date` (what an ORM's migration
+        // writes): created as text, which the application still sees as date.
+        if !self.declared_type_written(def, &declared) {
+            column_type(&column, &def.data_type, &declared)?;
+        }
         for option in &def.options {
             match &option.option {
                 ColumnOption::Default(value) => self.default_value(&column, value)?,

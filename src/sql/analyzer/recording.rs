@@ -40,6 +40,25 @@ impl<'e> Place<'e> {
 }
 
 impl Walk<'_> {
+    /// Records the type name written right after `name` (a column definition's) as one to
+    /// write as `text`, if it is there and spells `printed`.
+    pub(in crate::sql) fn type_as_text_after(&mut self, name: Span, printed: &str) -> bool {
+        let sql = self.index.text();
+        let range = (self.index.range(name))
+            .and_then(|name| crate::sql::type_text::type_name_after(sql, name.end))
+            .filter(|r| {
+                sql.get(r.clone())
+                    .is_some_and(|w| crate::sql::type_text::names(w, printed))
+            });
+        match range {
+            Some(range) => {
+                self.plan.casts.push(range);
+                true
+            }
+            None => false,
+        }
+    }
+
     pub(in crate::sql) fn bind_literal(
         &mut self,
         kind: LiteralKind,

@@ -437,11 +437,27 @@ fn a_typed_column_is_created_as_text() {
         analyze("CREATE TABLE people (id int, dob text)", &typed_policy()),
         Analysis::Plan(_)
     ));
+    // The declared type itself, as an ORM's migration writes it, is created as text.
+    assert_eq!(
+        rewritten(
+            "CREATE TABLE people (id int, dob date NOT NULL, amount NUMERIC(10, 2), seen timestamp with time zone, age integer)"
+        ),
+        "CREATE TABLE people (id int, dob text NOT NULL, amount text, seen text, age text)"
+    );
+    assert_eq!(
+        rewritten("ALTER TABLE people ADD COLUMN active boolean"),
+        "ALTER TABLE people ADD COLUMN active text"
+    );
     typed_refusals(&[
         (
-            "CREATE TABLE people (id int, dob date)",
-            "declare it as text (or varchar), not date; the application still sees it as date",
+            "CREATE TABLE people (id int, dob timestamp)",
+            "declare it as text (or varchar), not timestamp; the application still sees it as date",
         ),
+        (
+            "CREATE TABLE people (id int, amount numeric(12,2))",
+            "sees it as numeric(10,2)",
+        ),
+        ("CREATE TABLE people (id int, dob /* c */ date)", "not date"),
         (
             "ALTER TABLE people ALTER COLUMN amount TYPE numeric(10,2)",
             "sees it as numeric(10,2)",
