@@ -7,6 +7,11 @@ use pgcloak::config::Config;
 
 use crate::convert::{self, Direction, Options};
 
+/// `"name"`, quotes doubled.
+fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
 #[derive(clap::Args)]
 pub struct ConvertArgs {
     /// The YAML config file (its policy and keys).
@@ -31,6 +36,11 @@ pub struct ConvertArgs {
     /// Count what would change; change nothing.
     #[arg(long)]
     dry_run: bool,
+    /// encrypt: first make typed PII columns (`type: date`, ...) that are not text in
+    /// Postgres yet text, one ALTER TABLE per table. It rewrites the table under an ACCESS
+    /// EXCLUSIVE lock: the application's reads and writes of it wait until it is done.
+    #[arg(long)]
+    alter_types: bool,
 }
 
 pub fn run(direction: Direction, args: ConvertArgs) -> Result<(), String> {
@@ -53,7 +63,14 @@ pub fn run(direction: Direction, args: ConvertArgs) -> Result<(), String> {
         columns: args.columns,
         batch_size: args.batch_size as usize,
         dry_run: args.dry_run,
+        alter_types: args.alter_types,
     };
+    if options.alter_types && direction != Direction::Encrypt {
+        return Err(format!(
+            "--alter-types is for `pgcloak encrypt`, not `{}`",
+            direction.verb()
+        ));
+    }
     let tables = convert::plan(cloak.policy(), &options)?;
     let pg: tokio_postgres::Config = args
         .upstream_dsn
@@ -77,21 +94,62 @@ pub fn run(direction: Direction, args: ConvertArgs) -> Result<(), String> {
         for _ in 0..if options.dry_run { 1 } else { args.jobs } {
             writers.push(std::sync::Arc::new(connect().await?));
         }
-        let mut failures = 0;
+        // Every column's Postgres type first: a column that cannot be converted stops the
+        // run before any table is touched.
+        let mut alters = Vec::with_capacity(tables.len());
+        let mut problems = Vec::new();
         for (schema, table, columns) in &tables {
+            let stored = convert::types::stored_types(&client, schema, table, columns)
+                .await
+                .map_err(|e| format!("{schema}.{table}: {}", crate::check::chain(&e)))?;
+            let policy = cloak.policy();
+            match convert::types::to_alter(policy, columns, &stored, direction, options.alter_types) {
+                Ok(alter) => alters.push(alter),
+                Err(lines) => problems.extend(lines),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(format!(
+                "{} column(s) cannot be converted as they are:\n  {}",
+                problems.len(),
+                problems.join("\n  ")
+            ));
+        }
+        let mut failures = 0;
+        for ((schema, table, columns), alter) in tables.iter().zip(alters) {
+            let shown = format!("{schema}.{table}");
+            if !alter.is_empty() {
+                let name = format!("{}.{}", ident(schema), ident(table));
+                let sql = convert::types::alter_sql(&name, &alter);
+                let lock = format!("rewrites {shown} under an ACCESS EXCLUSIVE lock: the application's reads and writes of it wait until it is done");
+                if options.dry_run {
+                    println!("{shown}: would run {sql} (this {lock})");
+                } else {
+                    println!("{shown}: {sql} (this {lock}) ...");
+                    let (altered, took) = convert::timed(convert::types::alter(&client, &sql)).await;
+                    altered.map_err(|e| format!("{shown}: {}", crate::check::chain(&e)))?;
+                    println!("{shown}: column type(s) altered to text in {:.1} s", took.as_secs_f64());
+                }
+            }
+            let work = convert::TableColumns {
+                schema,
+                table,
+                columns,
+                types: (columns.iter())
+                    .map(|c| cloak.policy().column_type(&c.to_string()))
+                    .collect(),
+                not_text: if options.dry_run { alter } else { Vec::new() },
+            };
             let (outcome, took) = convert::timed(convert::run_table(
                 &client,
                 &writers,
                 cloak.keyring(),
-                schema,
-                table,
-                columns,
+                &work,
                 &options,
             ))
             .await;
             let outcome = outcome?;
             failures += outcome.failed.iter().map(|(_, n)| n).sum::<u64>();
-            let shown = format!("{schema}.{table}");
             println!(
                 "{}",
                 convert::summary(&shown, &outcome, direction, options.dry_run, took)
@@ -101,6 +159,14 @@ pub fn run(direction: Direction, args: ConvertArgs) -> Result<(), String> {
                     let id = format!("{schema}.{table}.{column}");
                     if *n == 0 && cloak.policy().is_changing_mode(&id) {
                         println!("{id}: every value is in its new mode; remove `previous_mode` from its policy");
+                    }
+                }
+            }
+            if direction == Direction::Decrypt && !options.dry_run {
+                for (column, ty) in columns.iter().zip(&work.types) {
+                    if ty.kind() != pgcloak::pgtype::Kind::Text {
+                        let (name, c, ty) = (format!("{}.{}", ident(schema), ident(table)), ident(&column.column), ty.name());
+                        println!("{column}: its values are the canonical text of {ty}; once no envelope is left, give it its type back: ALTER TABLE {name} ALTER COLUMN {c} TYPE {ty} USING {c}::{ty}");
                     }
                 }
             }

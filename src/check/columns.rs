@@ -4,7 +4,10 @@
 //! clear. [`CATALOG_QUERY`] fetches the facts; [`check_column`] and [`classify`] are pure.
 
 use pgcloak::crypto::{envelope_len, Mode};
+use pgcloak::pgtype::{Kind, PgType};
 use pgcloak::policy::ColumnId;
+
+use crate::convert::types::{is_string_type, not_text_yet, undeclared_not_text};
 
 /// A `varchar(n)` must hold the ciphertext of at least this many plaintext bytes.
 const MIN_PLAINTEXT: usize = 64;
@@ -33,10 +36,12 @@ pub(super) struct CatalogRow {
 
 const RENAME: &str = "or correct the name under `tables`";
 
-/// The OK line of one configured column, or its problem line.
+/// The OK line of one configured column (declared with type `declared`), or its problem
+/// line.
 pub(super) fn check_column(
     id: &ColumnId,
     mode: Mode,
+    declared: &PgType,
     rows: &[CatalogRow],
 ) -> Result<String, String> {
     let same = |a: &str, b: &str| a.to_lowercase() == b.to_lowercase();
@@ -73,6 +78,13 @@ pub(super) fn check_column(
             None => format!("{id}: column does not exist: {alter} ADD COLUMN {col} text, {RENAME}"),
         });
     };
+    // Not text at all: `pgcloak encrypt` says the same about these.
+    if !is_string_type(type_name) {
+        return Err(match declared.kind() {
+            Kind::Text => undeclared_not_text(id, type_name),
+            _ => not_text_yet(id, type_name, declared),
+        });
+    }
     if let Err(why) = classify(type_name, mode) {
         return Err(format!("{id}: {why}: {alter} ALTER COLUMN {col} TYPE text"));
     }
@@ -88,7 +100,11 @@ pub(super) fn check_column(
         ),
         None => String::new(),
     };
-    Ok(format!("{id}: {type_name}, {mode} — ok{holds}"))
+    let shown = match declared.kind() {
+        Kind::Text => String::new(),
+        _ => format!(" (the application sees {})", declared.name()),
+    };
+    Ok(format!("{id}: {type_name}, {mode}{shown} — ok{holds}"))
 }
 
 /// `n` of `character varying(n)`.
@@ -208,14 +224,15 @@ mod tests {
                 table,
                 column,
             };
-            check_column(&id, Mode::Deterministic, &rows)
+            check_column(&id, Mode::Deterministic, &PgType::new(Kind::Text), &rows)
         };
         let ok = check("users", "email").unwrap();
         assert_eq!(ok, "public.users.email: text, deterministic — ok");
         let problem = |table, column| check(table, column).unwrap_err();
         let age = problem("users", "age");
         assert!(age.starts_with("public.users.age: integer cannot hold"));
-        assert!(age.ends_with("ALTER TABLE public.users ALTER COLUMN age TYPE text"));
+        assert!(age.contains("ALTER TABLE public.users ALTER COLUMN age TYPE text USING age::text"));
+        assert!(age.contains("declare `type: integer`"), "{age}");
         assert!(problem("users", "Email").contains("but email does; Postgres folds unquoted"));
         assert!(problem("users", "phone").contains("ADD COLUMN phone text"));
         assert!(problem("users", "nick").ends_with("ALTER COLUMN nick DROP DEFAULT"));

@@ -62,7 +62,8 @@ pub fn upstream(
         let mut problems = Vec::new();
         let mut present = Vec::new();
         for (id, mode) in &columns {
-            match check_column(id, *mode, &rows) {
+            let declared = policy.column_type(&id.to_string());
+            match check_column(id, *mode, &declared, &rows) {
                 Ok(line) => {
                     println!("{line}");
                     present.push(id);

@@ -13,14 +13,18 @@
 //! - rotate: an envelope under another key, or in the other mode, → one under the current
 //!   key in the configured mode.
 //! - decrypt: an envelope → its plaintext (the way out of pgcloak).
+//!
+//! A column declared with a `type` is converted in its canonical form (see [`types`]).
 
 mod progress;
 mod sql;
+pub mod types;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pgcloak::crypto::Keyring;
+use pgcloak::pgtype::{PgType, Settings};
 use pgcloak::policy::{ColumnId, Policy};
 use tokio_postgres::Client;
 
@@ -35,7 +39,7 @@ pub enum Direction {
 }
 
 impl Direction {
-    fn verb(self) -> &'static str {
+    pub fn verb(self) -> &'static str {
         match self {
             Direction::Encrypt => "encrypt",
             Direction::Rotate => "rotate",
@@ -54,6 +58,8 @@ pub struct Options {
     pub batch_size: usize,
     /// Count what would change, change nothing.
     pub dry_run: bool,
+    /// Make typed PII columns that are not text yet text first (`--alter-types`).
+    pub alter_types: bool,
 }
 
 /// What a run did to one table.
@@ -114,6 +120,17 @@ pub fn plan(
     Ok(tables)
 }
 
+/// The PII columns of one table to convert, with their declared types.
+pub struct TableColumns<'a> {
+    pub schema: &'a str,
+    pub table: &'a str,
+    pub columns: &'a [ColumnId],
+    pub types: Vec<PgType>,
+    /// Columns that are not text in Postgres yet (a dry run of `--alter-types`): every
+    /// value is plaintext.
+    pub not_text: Vec<ColumnId>,
+}
+
 /// Converts one table.
 /// `client` reads the batches and each of `writers` (other connections to the same database)
 /// writes one at a time.
@@ -121,11 +138,10 @@ pub async fn run_table(
     client: &Client,
     writers: &[Arc<Client>],
     keyring: &Keyring,
-    schema: &str,
-    table: &str,
-    columns: &[ColumnId],
+    work: &TableColumns<'_>,
     options: &Options,
 ) -> Result<Outcome, String> {
+    let (schema, table, columns) = (work.schema, work.table, work.columns);
     let name = format!("{}.{}", ident(schema), ident(table));
     let shown = format!("{schema}.{table}");
     let failed = |e: tokio_postgres::Error| format!("{shown}: {}", crate::check::chain(&e));
@@ -137,8 +153,14 @@ pub async fn run_table(
             (c.column.clone(), header)
         })
         .collect();
+    let pending: Vec<String> = (with_headers.iter().zip(columns))
+        .map(|((c, header), id)| match work.not_text.contains(id) {
+            true => format!("({} IS NOT NULL)", ident(c)),
+            false => sql::needs(options.direction, c, header),
+        })
+        .collect();
     let counts = client
-        .query_one(&sql::count(&name, &with_headers, options.direction), &[])
+        .query_one(&sql::count(&name, &pending), &[])
         .await
         .map_err(failed)?;
     let pending: Vec<u64> = (1..=columns.len())
@@ -197,14 +219,10 @@ pub async fn run_table(
         })
         .collect();
     drop(batches);
+    let settings = Settings::default();
     let read = |rows: Vec<tokio_postgres::Row>| {
-        Batch::of(
-            &rows,
-            keys.columns.len(),
-            columns,
-            keyring,
-            options.direction,
-        )
+        let how = (keyring, &settings, options.direction);
+        Batch::of(&rows, keys.columns.len(), columns, &work.types, how)
     };
     let reading = async {
         let mut batch = read(client.query(&first, &[]).await.map_err(failed)?);
@@ -286,13 +304,13 @@ struct Batch {
 }
 
 impl Batch {
-    /// `rows`: `k` key columns as text, then one column per PII column.
+    /// `rows`: `k` key columns as text, then one column per PII column (of `types`).
     fn of(
         rows: &[tokio_postgres::Row],
         k: usize,
         columns: &[ColumnId],
-        keyring: &Keyring,
-        direction: Direction,
+        types: &[PgType],
+        (keyring, settings, direction): (&Keyring, &Settings, Direction),
     ) -> Batch {
         let key = |row: Option<&tokio_postgres::Row>| -> Vec<String> {
             row.map_or_else(Vec::new, |row| (0..k).map(|i| row.get(i)).collect())
@@ -309,9 +327,10 @@ impl Batch {
         };
         for row in rows {
             let mut converted = Vec::with_capacity(columns.len());
-            for (i, name) in names.iter().enumerate() {
+            for (i, (name, ty)) in names.iter().zip(types).enumerate() {
                 let old: Option<String> = row.get(k + i);
-                let new = match old.as_deref().map(|v| convert(keyring, name, v, direction)) {
+                let convert = |v| types::convert(keyring, name, ty, settings, v, direction);
+                let new = match old.as_deref().map(convert) {
                     Some(Ok(Some(new))) => {
                         batch.values[i] += 1;
                         Some(new)
@@ -342,37 +361,6 @@ impl Batch {
     }
 }
 
-/// One value converted, Ok(None) when it needs nothing, Err when it cannot be (left as is).
-fn convert(
-    keyring: &Keyring,
-    name: &str,
-    value: &str,
-    direction: Direction,
-) -> Result<Option<String>, ()> {
-    let envelope = pgcloak::crypto::is_envelope(value.as_bytes());
-    match direction {
-        Direction::Encrypt if envelope => Ok(None),
-        Direction::Encrypt => keyring
-            .encrypt(name, value.as_bytes())
-            .map(Some)
-            .map_err(drop),
-        Direction::Rotate if !envelope || keyring.is_current(value.as_bytes(), name) => Ok(None),
-        Direction::Rotate => {
-            let plain = keyring
-                .decrypt(value.as_bytes(), Some(name))
-                .map_err(drop)?;
-            keyring.encrypt(name, &plain).map(Some).map_err(drop)
-        }
-        Direction::Decrypt if !envelope => Ok(None),
-        Direction::Decrypt => {
-            let plain = keyring
-                .decrypt(value.as_bytes(), Some(name))
-                .map_err(drop)?;
-            String::from_utf8(plain.to_vec()).map(Some).map_err(drop)
-        }
-    }
-}
-
 /// Per column, the values that are still plaintext.
 pub async fn plaintext_left(
     client: &Client,
@@ -381,13 +369,11 @@ pub async fn plaintext_left(
     columns: &[ColumnId],
 ) -> Result<Vec<(ColumnId, u64)>, tokio_postgres::Error> {
     let name = format!("{}.{}", ident(schema), ident(table));
-    let pairs: Vec<(String, String)> = columns
+    let pending: Vec<String> = columns
         .iter()
-        .map(|c| (c.column.clone(), String::new()))
+        .map(|c| sql::needs(Direction::Encrypt, &c.column, ""))
         .collect();
-    let row = client
-        .query_one(&sql::count(&name, &pairs, Direction::Encrypt), &[])
-        .await?;
+    let row = client.query_one(&sql::count(&name, &pending), &[]).await?;
     Ok(columns
         .iter()
         .enumerate()

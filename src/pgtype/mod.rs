@@ -84,6 +84,25 @@ impl ValueError {
         }
     }
 
+    /// The message without the input it quotes without the input it quotes (`invalid input syntax for type date: "x"`,
+    /// `value "99999" is out of range for type smallint`, `"1e99" is out of range for type
+    /// real`, `invalid byte sequence for encoding "UTF8": 0x00`).
+    pub fn without_value(&self) -> String {
+        let mut cut = self.message.as_str();
+        for marker in [": \"", "\": "] {
+            if let Some(at) = cut.find(marker) {
+                // Keep the closing quote of `"UTF8": ...`, drop the opening one of `: "x"`.
+                let keep = if marker.starts_with('"') { at + 1 } else { at };
+                cut = &cut[..keep];
+            }
+        }
+        const RANGE: &str = "\" is out of range for type ";
+        match cut.rfind(RANGE) {
+            Some(at) => format!("value{}", &cut[at + 1..]),
+            None => cut.to_owned(),
+        }
+    }
+
     /// The canonical bytes do not decode: the envelope held something this type cannot.
     pub(crate) fn corrupt(ty: &str) -> ValueError {
         ValueError::new(
@@ -225,5 +244,36 @@ pub fn to_json(ty: &PgType, canonical: &[u8]) -> serde_json::Value {
         Json | Jsonb => serde_json::from_slice(canonical).unwrap_or_else(|_| Value::String(text())),
         Bytea => Value::String(bytes::bytea_out(canonical, &Settings::default())),
         Date | Time | Timestamp | Timestamptz | Text | Varchar | Uuid => Value::String(text()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ValueError;
+
+    #[test]
+    fn quoted_inputs_are_cut_from_messages() {
+        let cases = [
+            (
+                "invalid input syntax for type date: \"x\"",
+                "invalid input syntax for type date",
+            ),
+            (
+                "value \"1\" is out of range for type integer",
+                "value is out of range for type integer",
+            ),
+            (
+                "\"1e99\" is out of range for type real",
+                "value is out of range for type real",
+            ),
+            (
+                "invalid byte sequence for encoding \"UTF8\": 0x00",
+                "invalid byte sequence for encoding \"UTF8\"",
+            ),
+            ("numeric field overflow", "numeric field overflow"),
+        ];
+        for (message, cut) in cases {
+            assert_eq!(ValueError::new("22P02", message).without_value(), cut);
+        }
     }
 }

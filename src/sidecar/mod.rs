@@ -6,7 +6,7 @@
 //!
 //! Files: `config` (the `sidecar` section), `jose` (JWE/JWS), `claims` (JWT claims in a
 //! record, the replay guard), `record` (columns, PII
-//! encryption, row JSON), `store` (pool, catalog, INSERT/SELECT), `routes` (handlers),
+//! encryption, row JSON), `typed` (JSON values of typed PII columns), `store` (pool, catalog, INSERT/SELECT), `routes` (handlers),
 //! `metrics` (Prometheus text), `error` (statuses and JSON errors).
 
 mod claims;
@@ -18,6 +18,7 @@ mod metrics;
 mod record;
 mod routes;
 mod store;
+mod typed;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,6 +1,7 @@
 //! Between a party's JSON and the table's row: which columns a record may set, encryption of
-//! the PII columns' values with the proxy's keyring, and the JSON of a fetched row and of a
-//! primary key (a scalar, or an object for composite keys).
+//! the PII columns' values with the proxy's keyring (typed ones in their canonical form, see
+//! [`super::typed`]), and the JSON of a fetched row and of a primary key (a scalar, or an
+//! object for composite keys).
 
 use std::collections::BTreeSet;
 
@@ -8,8 +9,10 @@ use serde_json::{Map, Number, Value};
 
 use super::error::{ApiError, Reason};
 use super::store::{JsonKind, TableInfo, TextParam};
+use super::typed::{self, text_of};
 use crate::cloak::Cloak;
 use crate::crypto::{is_envelope, Mode};
+use crate::pgtype::{Kind, PgType};
 
 /// The columns and text values of one INSERT, PII values already envelopes.
 pub struct Insert {
@@ -17,24 +20,48 @@ pub struct Insert {
     pub values: Vec<TextParam>,
 }
 
-/// The configured mode and keyring identity of a column, if it is PII.
-fn pii(cloak: &Cloak, table: &TableInfo, column: &str) -> Option<(Mode, String)> {
+/// A PII column: its mode, keyring identity and declared type.
+struct Pii {
+    mode: Mode,
+    id: String,
+    ty: PgType,
+}
+
+/// The configured mode, keyring identity and type of a column, if it is PII.
+fn pii(cloak: &Cloak, table: &TableInfo, column: &str) -> Option<Pii> {
     let policy = cloak
         .policy()
         .table(Some(&table.name.schema), &table.name.table)?;
     let mode = *policy.columns.get(column)?;
-    Some((mode, format!("{}.{column}", table.name)))
+    let id = format!("{}.{column}", table.name);
+    let ty = cloak.policy().column_type(&id);
+    Some(Pii { mode, id, ty })
 }
 
-/// The text a JSON value is bound as; `None` for null.
-fn text_of(value: &Value) -> Option<String> {
-    match value {
-        Value::Null => None,
-        Value::String(s) => Some(s.clone()),
-        Value::Bool(b) => Some(b.to_string()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Array(_) | Value::Object(_) => Some(value.to_string()),
-    }
+/// The envelope of a PII column's JSON value (None for null): its canonical form for its
+/// declared type, encrypted. A value that does not fit the type is refused naming the
+/// column and, where Postgres would refuse it too, Postgres's SQLSTATE; never the value.
+fn encrypt(cloak: &Cloak, pii: &Pii, value: &Value) -> Result<Option<String>, ApiError> {
+    let canonical = typed::canonical(&pii.ty, value).map_err(|refusal| {
+        let code = refusal
+            .sqlstate
+            .map(|s| format!(" (SQLSTATE {s})"))
+            .unwrap_or_default();
+        let message = format!(
+            "the value of {} does not fit its type {}: {}{code}",
+            pii.id,
+            pii.ty.name(),
+            refusal.why
+        );
+        ApiError::new(Reason::InvalidValue, message)
+    })?;
+    let Some(canonical) = canonical else {
+        return Ok(None);
+    };
+    let envelope = cloak.keyring().encrypt(&pii.id, &canonical);
+    let envelope =
+        envelope.map_err(|_| ApiError::internal(format!("cannot encrypt {}", pii.id)))?;
+    Ok(Some(envelope))
 }
 
 /// Checks a record against the table and the party's permission, and encrypts the values
@@ -69,27 +96,42 @@ pub fn prepare_insert(
         values: Vec::with_capacity(record.len()),
     };
     for (column, value) in record {
-        let text = text_of(&value);
-        if text.as_deref().is_some_and(|t| is_envelope(t.as_bytes())) {
+        let looks_sealed = match &value {
+            Value::String(s) => is_envelope(s.as_bytes()),
+            _ => false,
+        };
+        if looks_sealed {
             // Stored as is, a copied ciphertext would be decrypted for whoever reads it.
             let message = format!(
                 "the value of {name}.{column} looks like a pgcloak ciphertext; send plaintext"
             );
             return Err(ApiError::new(Reason::InvalidValue, message));
         }
-        let text = match (text, pii(cloak, table, &column)) {
-            (Some(plain), Some((_, id))) => Some(
-                cloak
-                    .keyring()
-                    .encrypt(&id, plain.as_bytes())
-                    .map_err(|_| ApiError::internal(format!("cannot encrypt {id}")))?,
-            ),
-            (text, _) => text,
+        let text = match pii(cloak, table, &column) {
+            Some(pii) => {
+                holds_envelopes(table, &column, &pii)?;
+                encrypt(cloak, &pii, &value)?
+            }
+            None => text_of(&value),
         };
         insert.columns.push(column);
         insert.values.push(TextParam(text));
     }
     Ok(insert)
+}
+
+/// Refuses a PII column whose Postgres type cannot hold envelopes (a typed column not
+/// converted yet): Postgres would refuse the envelope, and the party is not at fault.
+fn holds_envelopes(table: &TableInfo, column: &str, pii: &Pii) -> Result<(), ApiError> {
+    if table.column(column).is_none_or(|c| c.holds_text) {
+        return Ok(());
+    }
+    let message = format!(
+        "{} is a PII column but not text in the database, so it cannot hold ciphertext; \
+         `pgcloak check --upstream-dsn` says how to convert it",
+        pii.id
+    );
+    Err(ApiError::internal(message))
 }
 
 /// A column name safe to quote in a message: names are the party's keys, not values, but
@@ -113,13 +155,16 @@ fn json_of(
     let Some(text) = text else {
         return Ok(Value::Null);
     };
-    if let Some((_, id)) = pii(cloak, table, column) {
+    if let Some(Pii { id, ty, .. }) = pii(cloak, table, column) {
         let plain = cloak
             .keyring()
             .decrypt(text.as_bytes(), Some(&id))
             .map_err(|_| {
                 ApiError::internal(format!("the stored value of {id} cannot be decrypted"))
             })?;
+        if ty.kind() != Kind::Text {
+            return Ok(typed::json_of(&ty, &plain));
+        }
         let plain = String::from_utf8(plain.to_vec())
             .map_err(|_| ApiError::internal(format!("the stored value of {id} is not UTF-8")))?;
         return Ok(Value::String(plain));
@@ -176,12 +221,12 @@ pub fn row_json(
 /// encrypted to match what is stored.
 pub fn parse_id(cloak: &Cloak, table: &TableInfo, id: &str) -> Result<Vec<TextParam>, ApiError> {
     let name = &table.name;
-    let texts: Vec<Option<String>> = match table.primary_key.as_slice() {
+    let values: Vec<Value> = match table.primary_key.as_slice() {
         [] => {
             let message = format!("{name} has no primary key, so its records cannot be fetched");
             return Err(ApiError::new(Reason::NotFound, message));
         }
-        [_] => vec![Some(id.to_owned())],
+        [_] => vec![Value::String(id.to_owned())],
         columns => {
             let columns_list = columns.join(", ");
             let bad = || {
@@ -190,37 +235,34 @@ pub fn parse_id(cloak: &Cloak, table: &TableInfo, id: &str) -> Result<Vec<TextPa
                 );
                 ApiError::new(Reason::MalformedBody, message)
             };
-            let Ok(Value::Object(object)) = serde_json::from_str::<Value>(id) else {
+            let Ok(Value::Object(mut object)) = serde_json::from_str::<Value>(id) else {
                 return Err(bad());
             };
             if object.len() != columns.len() {
                 return Err(bad());
             }
-            let mut texts = Vec::with_capacity(columns.len());
+            let mut values = Vec::with_capacity(columns.len());
             for column in columns {
-                match object.get(column) {
+                match object.remove(column) {
                     Some(Value::Null) | None => return Err(bad()),
-                    Some(value) => texts.push(text_of(value)),
+                    Some(value) => values.push(value),
                 }
             }
-            texts
+            values
         }
     };
-    let mut params = Vec::with_capacity(texts.len());
-    for (column, text) in table.primary_key.iter().zip(texts) {
-        let text = match (text, pii(cloak, table, column)) {
-            (Some(plain), Some((Mode::Deterministic, id))) => Some(
-                cloak
-                    .keyring()
-                    .encrypt(&id, plain.as_bytes())
-                    .map_err(|_| ApiError::internal(format!("cannot encrypt {id}")))?,
-            ),
-            (_, Some((Mode::Randomized, id))) => {
-                let message =
-                    format!("{id} is a randomized PII column: records cannot be looked up by it");
+    let mut params = Vec::with_capacity(values.len());
+    for (column, value) in table.primary_key.iter().zip(values) {
+        let text = match pii(cloak, table, column) {
+            Some(pii) if pii.mode == Mode::Deterministic => encrypt(cloak, &pii, &value)?,
+            Some(pii) => {
+                let message = format!(
+                    "{} is a randomized PII column: records cannot be looked up by it",
+                    pii.id
+                );
                 return Err(ApiError::new(Reason::NotFound, message));
             }
-            (text, _) => text,
+            None => text_of(&value),
         };
         params.push(TextParam(text));
     }

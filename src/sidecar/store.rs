@@ -47,6 +47,8 @@ pub enum JsonKind {
 pub struct ColumnInfo {
     pub name: String,
     pub kind: JsonKind,
+    /// A string type (`text`, `varchar`, ...), which can hold a ciphertext envelope.
+    pub holds_text: bool,
 }
 
 /// A table's columns and primary key.
@@ -181,7 +183,12 @@ impl Store {
             if let Some(position) = row.get::<_, Option<i64>>(3) {
                 key.push((position, column.clone()));
             }
-            columns.push(ColumnInfo { name: column, kind });
+            let holds_text = category == "S";
+            columns.push(ColumnInfo {
+                name: column,
+                kind,
+                holds_text,
+            });
         }
         key.sort();
         let info = Arc::new(TableInfo {

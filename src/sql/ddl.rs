@@ -15,6 +15,7 @@ use super::analyzer::{bound, Bound, Result, Walk};
 use super::names::{configured_table, normalize, PiiColumn, TableKey};
 use super::Refusal;
 use crate::crypto::{envelope_len, Mode};
+use crate::pgtype::{Kind, PgType};
 
 impl Walk<'_> {
     pub(super) fn create_table(&mut self, create: &CreateTable) -> Result {
@@ -87,7 +88,7 @@ impl Walk<'_> {
                         .as_ref()
                         .and_then(|t| self.column(t, &normalize(column_name)));
                     if let Some(column) = column {
-                        column_type(&column, data_type)?;
+                        column_type(&column, data_type, &self.declared_type(&column))?;
                         if let Some(using) = using {
                             self.conversion(&column, using)?;
                         }
@@ -183,6 +184,18 @@ impl Walk<'_> {
         }
     }
 
+    /// The text range of a column definition's type when it is the typed PII column's
+    /// declared type (same type and modifier), found right after the column's name.
+    /// Whether a column definition's type is the typed PII column's declared type (same
+    /// type and modifier), found right after the column's name: then it is written as
+    /// `text`.
+    fn declared_type_written(&mut self, def: &ColumnDef, declared: &PgType) -> bool {
+        let printed = def.data_type.to_string();
+        declared.kind() != Kind::Text
+            && PgType::parse(&printed).is_ok_and(|ty| ty == *declared)
+            && self.type_as_text_after(def.name.span, &printed)
+    }
+
     fn column_def(&mut self, def: &ColumnDef, table: Option<&TableKey>) -> Result {
         let pii = table.and_then(|t| self.column(t, &normalize(&def.name)));
         for option in &def.options {
@@ -193,7 +206,12 @@ impl Walk<'_> {
         let Some(column) = pii else {
             return Ok(());
         };
-        column_type(&column, &def.data_type)?;
+        let declared = self.declared_type(&column);
+        // `dob date` for a column the policy declares `type: date` (what an ORM's migration
+        // writes): created as text, which the application still sees as date.
+        if !self.declared_type_written(def, &declared) {
+            column_type(&column, &def.data_type, &declared)?;
+        }
         for option in &def.options {
             match &option.option {
                 ColumnOption::Default(value) => self.default_value(&column, value)?,
@@ -339,7 +357,8 @@ impl Walk<'_> {
 /// `text`, or `varchar` (Postgres refuses values over a length limit, loudly). `citext`
 /// would compare ciphertexts case-insensitively, `char(n)` pads them, other types cannot
 /// hold them.
-fn column_type(column: &PiiColumn, data_type: &DataType) -> Result {
+/// A typed column (`declared`, from the policy) is text in Postgres all the same.
+fn column_type(column: &PiiColumn, data_type: &DataType, declared: &PgType) -> Result {
     let length = match data_type {
         DataType::Text | DataType::Varchar(None) | DataType::CharacterVarying(None) => None,
         DataType::Varchar(Some(length)) | DataType::CharacterVarying(Some(length)) => {
@@ -349,11 +368,19 @@ fn column_type(column: &PiiColumn, data_type: &DataType) -> Result {
             }
         }
         _ => {
+            let seen = if declared.kind() == Kind::Text {
+                String::new()
+            } else {
+                format!(
+                    "; the application still sees it as {}, the type the pgcloak policy declares",
+                    declared.name()
+                )
+            };
             return Err(Refusal::unsupported(format!(
-                "{} is encrypted by pgcloak and its ciphertext is text: declare it as text (or varchar), not {}",
+                "{} is encrypted by pgcloak and its ciphertext is text: declare it as text (or varchar), not {}{seen}",
                 column.id,
                 data_type.to_string().to_lowercase()
-            )))
+            )));
         }
     };
     let Some(length) = length.map(|l| usize::try_from(l).unwrap_or(usize::MAX)) else {

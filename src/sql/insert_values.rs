@@ -10,7 +10,7 @@ use sqlparser::ast::{
     Expr, Query, Select, SelectItem, SetExpr, TableFactor, Values, Visit, Visitor,
 };
 
-use super::analyzer::{strip, Result, Walk};
+use super::analyzer::{strip, strip_for, Result, Walk};
 use super::names::{normalize, PiiColumn};
 
 impl Walk<'_> {
@@ -30,15 +30,22 @@ impl Walk<'_> {
         // For each target column, the VALUES column it is taken from.
         let mut sources = Vec::with_capacity(targets.len());
         let mut others = Vec::new();
+        // The casts to a typed target's declared type around the VALUES column selected.
+        let mut casts = Vec::new();
         for (item, target) in select.projection.iter().zip(targets) {
             let expr = match item {
                 SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } => expr,
                 _ => return Ok(false),
             };
-            let source = value_column(strip(expr), &names);
+            let source = match target {
+                Some(column) => {
+                    value_column(strip_for(expr, &self.declared_type(column), false), &names)
+                }
+                None => value_column(strip(expr), &names),
+            };
             match (target, source) {
                 (Some(_), None) => return Ok(false),
-                (Some(_), Some(_)) => {}
+                (Some(column), Some(_)) => casts.push((expr, column)),
                 (None, _) => others.push(expr),
             }
             sources.push(source.filter(|_| target.is_some()));
@@ -60,6 +67,9 @@ impl Walk<'_> {
                     self.bind_write_value(&row.content[*k], column, false)?;
                 }
             }
+        }
+        for (expr, column) in casts {
+            self.casts_around(expr, column, false)?;
         }
         for (k, _) in bound.iter().enumerate().filter(|(_, b)| !**b) {
             for row in &values.rows {

@@ -22,6 +22,7 @@ mod splice;
 #[cfg(test)]
 mod tests;
 mod type_names;
+mod type_text;
 mod unnest;
 
 use std::collections::BTreeMap;
@@ -87,7 +88,11 @@ pub struct StatementPlan {
     /// Byte ranges of type names in casts to a typed PII column's declared type around a
     /// value bound for it (`date` in `$1::date`, `'2020-01-02'::date`, `DATE '2020-01-02'`,
     /// `CAST($1 AS date)`, `$1::date[]`): in Postgres the column is text, so the rewrite puts
-    /// `text` there. Sorted, not overlapping each other or any literal's range.
+    /// `text` there. Sorted, not overlapping each other or any literal's range. A range is
+    /// the type's words and modifier (`timestamp with time zone`, `numeric(10,2)`), never an
+    /// array's `[]`; for `DATE '...'` it is the `DATE` before the literal. A cast inside a
+    /// search operand (see [`LiteralSlot::operand`]) is listed too: a rewrite that replaces
+    /// the operand drops the casts inside it.
     pub casts: Vec<std::ops::Range<usize>>,
 }
 
@@ -123,8 +128,9 @@ pub struct LiteralSlot {
     /// Where the value is searched for (None: it is written).
     pub search: Option<Search>,
     /// For [`Search::Equal`] and [`Search::NotEqual`]: the compared operand, the literal with
-    /// the parentheses and text casts around it, which a search for several forms replaces
-    /// (None when it could not be found in the text).
+    /// the parentheses and casts around it (to text, or to a typed column's declared type,
+    /// whose type names are in [`StatementPlan::casts`] too), which a search for several
+    /// forms replaces (None when it could not be found in the text).
     pub operand: Option<std::ops::Range<usize>>,
 }
 
@@ -165,8 +171,16 @@ pub enum LiteralKind {
     Escaped,
     /// `$tag$...$tag$`
     DollarQuoted,
-    /// A number a text column stores as written (`42`, `1.50`).
+    /// A number literal, as written: for a text column only in the form it stores verbatim
+    /// (`42`, `1.50`), for an integer, numeric, real or double precision column any
+    /// (`1e5`, `007`, `.5`), which the cloak canonicalises. [`literal_value`]: the text.
     Number,
+    /// A unary minus on a number literal (`-5`, `- 5`; number-typed columns only): the range
+    /// runs from the minus to the number's end. [`literal_value`]: `-` and the number (`-5`).
+    NegativeNumber,
+    /// `true` or `false` in any case (boolean columns only). [`literal_value`]: `true` or
+    /// `false`.
+    Boolean,
 }
 
 /// A bind parameter whose value must be encrypted for `column`.

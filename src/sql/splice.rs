@@ -99,8 +99,23 @@ pub fn literal_value(sql: &str, slot: &LiteralSlot) -> Result<String, Refusal> {
         ))
     };
     let text = sql.get(slot.range.clone()).ok_or_else(lost)?;
-    if slot.kind == LiteralKind::Number {
-        return Ok(text.to_owned());
+    match slot.kind {
+        LiteralKind::Number => return Ok(text.to_owned()),
+        LiteralKind::Boolean if text.eq_ignore_ascii_case("true") => return Ok("true".into()),
+        LiteralKind::Boolean if text.eq_ignore_ascii_case("false") => return Ok("false".into()),
+        LiteralKind::Boolean => return Err(lost()),
+        LiteralKind::NegativeNumber => {
+            // Blanks may stand between the minus and the number; a comment may not.
+            let number = text.strip_prefix('-').ok_or_else(lost)?.trim_start();
+            let tokens = Tokenizer::new(&PostgreSqlDialect {}, number)
+                .tokenize()
+                .map_err(|_| lost())?;
+            return match <[Token; 1]>::try_from(tokens) {
+                Ok([Token::Number(n, false)]) => Ok(format!("-{n}")),
+                _ => Err(lost()),
+            };
+        }
+        _ => {}
     }
     // The tokenizer's error quotes the text: it is not passed on.
     let tokens = Tokenizer::new(&PostgreSqlDialect {}, text)
@@ -214,6 +229,20 @@ mod tests {
         assert_eq!(value("$q$x'y$q$", LiteralKind::DollarQuoted), "x'y");
         assert_eq!(value("1.50", LiteralKind::Number), "1.50");
         assert_eq!(value("'é'", LiteralKind::Quoted), "é");
+    }
+
+    #[test]
+    fn numbers_and_booleans_are_read_as_written() {
+        let sql = "SELECT 1e5, - 5, -.5, TRUE, false, - /* c */ 5, tru";
+        let value = |literal, kind| literal_value(sql, &slot(sql, literal, kind));
+        assert_eq!(value("1e5", LiteralKind::Number).unwrap(), "1e5");
+        assert_eq!(value("- 5", LiteralKind::NegativeNumber).unwrap(), "-5");
+        assert_eq!(value("-.5", LiteralKind::NegativeNumber).unwrap(), "-.5");
+        assert_eq!(value("TRUE", LiteralKind::Boolean).unwrap(), "true");
+        assert_eq!(value("false", LiteralKind::Boolean).unwrap(), "false");
+        assert!(value("- /* c */ 5", LiteralKind::NegativeNumber).is_err());
+        assert!(value("1e5", LiteralKind::NegativeNumber).is_err());
+        assert!(value("tru", LiteralKind::Boolean).is_err());
     }
 
     #[test]

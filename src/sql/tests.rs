@@ -15,6 +15,7 @@ mod queries;
 mod relations;
 mod scs;
 mod searches;
+mod typed;
 
 fn policy() -> Policy {
     let yaml = "

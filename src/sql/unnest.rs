@@ -11,7 +11,9 @@ use sqlparser::ast::{
     SelectItemQualifiedWildcardKind, SetExpr, TableFactor,
 };
 
-use super::analyzer::{bound, strip, strip_text_array_cast, Bound, Result, Walk};
+use super::analyzer::{
+    array_constructor_cast, bound_for, is_typed, strip, strip_for, Bound, Place, Result, Walk,
+};
 use super::names::{name_parts, normalize, PiiColumn};
 use super::Refusal;
 
@@ -68,25 +70,35 @@ impl Walk<'_> {
 
     /// An array whose elements are written into `column`.
     fn bind_array(&mut self, array: &Expr, column: &PiiColumn) -> Result {
+        let ty = self.declared_type(column);
+        let element = if is_typed(&ty) {
+            ty.name()
+        } else {
+            "varchar".to_owned()
+        };
         let cannot = || {
             Refusal::unsupported(format!(
-                "the array inserted into {} cannot be encrypted by pgcloak: pass it as a parameter or literal of type text[] or varchar[] (or as ARRAY[...] of literals and parameters), without a length limit on its elements",
+                "the array inserted into {} cannot be encrypted by pgcloak: pass it as a parameter or literal of type text[] or {element}[] (or as ARRAY[...] of literals and parameters), without a length limit on its elements",
                 column.id
             ))
         };
-        match strip_text_array_cast(array) {
-            Expr::Array(array) => {
-                for element in &array.elem {
+        let place = Place::written(array, true);
+        match strip_for(array, &ty, true) {
+            Expr::Array(elements) => {
+                if super::operand::declares(array, &ty, true) {
+                    return Err(array_constructor_cast(column, &ty));
+                }
+                for element in &elements.elem {
                     self.bind_write_value(element, column, false)?;
                 }
                 Ok(())
             }
-            inner @ Expr::Value(_) => match bound(inner) {
-                Bound::Param(n, span) => self.bind_param(n, span, column, true, None),
+            inner @ Expr::Value(_) => match bound_for(array, &ty, true) {
+                Bound::Param(n, span) => self.bind_param(n, span, column, place),
                 Bound::Literal(value, span) if is_array_literal(inner) => {
-                    self.bind_literal(value, span, &column.id, true, None)
+                    self.bind_literal(value, span, column, place)
                 }
-                Bound::Null => Ok(()),
+                Bound::Null => self.casts_around(array, column, true),
                 _ => Err(cannot()),
             },
             _ => Err(cannot()),

@@ -19,7 +19,7 @@ use crate::protocol::filter::{BlockingJob, Filter, FilterError};
 use crate::protocol::frame::Header;
 use crate::protocol::messages::{Bind, MessageError, Parse, Query};
 use crate::protocol::tags::Frontend;
-use crate::sql::{literal_value, splice, Analysis, Refusal, StatementPlan};
+use crate::sql::{literal_value, splice, Analysis, LiteralKind, Refusal, StatementPlan};
 
 pub struct ClientCloak {
     cloak: Arc<Cloak>,
@@ -217,6 +217,14 @@ impl ClientCloak {
         plan: &StatementPlan,
     ) -> Bytes {
         let searched = self.searched_params(plan);
+        let typed_searches: std::collections::BTreeSet<usize> =
+            match self.cloak.policy().has_typed() {
+                true => (plan.param_uses.iter())
+                    .filter(|u| u.search.is_some())
+                    .map(|u| u.n)
+                    .collect(),
+                false => Default::default(),
+            };
         for (&n, slot) in &plan.params {
             let Some(Some(value)) = n.checked_sub(1).and_then(|i| bind.params.get(i)) else {
                 continue; // NULL stays NULL; a missing parameter is the server's error
@@ -226,6 +234,11 @@ impl ClientCloak {
                 [one] => *one == 1,
                 formats => formats.get(n - 1) == Some(&1),
             };
+            if typed_searches.contains(&n) && !slot.array {
+                if let Err(refusal) = self.check_search(&slot.column, value, binary, false) {
+                    return refused_bind(state, bind, refusal);
+                }
+            }
             let encrypted = match self.search_param(&searched, n, slot, value, binary) {
                 Ok(Some(forms)) => Ok(forms),
                 Err(refusal) => Err(refusal),
@@ -342,8 +355,13 @@ impl ClientCloak {
             return Ok(sql.to_owned());
         }
         replacements.reserve(plan.literals.len());
+        let typed = self.cloak.policy().has_typed();
         for slot in &plan.literals {
             let value = literal_value(sql, slot)?;
+            if typed && slot.search.is_some() {
+                let number = matches!(slot.kind, LiteralKind::Number | LiteralKind::NegativeNumber);
+                self.check_search(&slot.column, value.as_bytes(), false, number)?;
+            }
             if let Some(replaced) = self.search_literal(slot, &value)? {
                 replacements.push(replaced);
                 continue;

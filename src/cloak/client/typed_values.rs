@@ -99,4 +99,70 @@ impl ClientCloak {
         }
         Ok(())
     }
+
+    /// Refuses a search value that Postgres would compare otherwise than pgcloak compares
+    /// canonical forms: one a `numeric(p,s)` column cannot hold exactly (Postgres compares
+    /// it unrounded and finds nothing; rounded, it would find values), and an unquoted
+    /// number compared with a `real` column (Postgres compares in double precision).
+    pub(super) fn check_search(
+        &self,
+        column: &ColumnId,
+        value: &[u8],
+        binary: bool,
+        unquoted_number: bool,
+    ) -> Result<(), Refusal> {
+        let ty = self.column_type(column);
+        match ty.kind() {
+            Kind::Float4 if unquoted_number => Err(Refusal::unsupported(format!(
+                "an unquoted number compared with {column} (real) is compared in double precision by Postgres, which pgcloak cannot do on ciphertext; quote it ('1.1') or pass it as a parameter"
+            ))),
+            Kind::Numeric if ty.typmod() >= 0 => {
+                let unrounded = PgType::new(Kind::Numeric);
+                let exact = typed::canonical(&unrounded, value, binary, &self.session, column)?;
+                let rounded = self.canonical(column, value, binary)?;
+                match same_number(&exact, &rounded) {
+                    true => Ok(()),
+                    false => Err(Refusal::unsupported(format!(
+                        "the value compared with {column} has more digits than {} holds, so Postgres would find no row equal to it, while its rounded form would match; round it to the column's scale",
+                        ty.name()
+                    ))),
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Whether a canonical numeric without typmod (no trailing fractional zeros) and one with a
+/// fixed scale are the same number.
+fn same_number(exact: &[u8], fixed: &[u8]) -> bool {
+    let trimmed = match fixed.contains(&b'.') {
+        true => {
+            let t = fixed.trim_ascii_end();
+            let mut end = t.len();
+            while end > 0 && t[end - 1] == b'0' {
+                end -= 1;
+            }
+            if end > 0 && t[end - 1] == b'.' {
+                end -= 1;
+            }
+            &t[..end]
+        }
+        false => fixed,
+    };
+    exact == trimmed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_number;
+
+    #[test]
+    fn numbers_compare_across_scales() {
+        assert!(same_number(b"1.5", b"1.50"));
+        assert!(same_number(b"2", b"2.00"));
+        assert!(same_number(b"20", b"20"));
+        assert!(!same_number(b"1.505", b"1.51"));
+        assert!(same_number(b"NaN", b"NaN"));
+    }
 }

@@ -33,7 +33,11 @@ use super::{
 use crate::crypto::Mode;
 
 use crate::policy::{ColumnId, Policy};
-pub(super) use values::{bound, is_text_type, strip, strip_text_array_cast, Bound};
+pub(super) use predicates::array_constructor_cast;
+pub(super) use recording::{foreign_cast_refusal, Place};
+pub(super) use values::{
+    bound, bound_for, foreign_cast, is_typed, seen_cast, strip, strip_for, Bound, SeenCast,
+};
 use values::{placeholder, MAX_PARAMS};
 
 mod copy;
@@ -164,7 +168,31 @@ pub(super) fn analyze_statements(sql: &str, statements: &[Statement], policy: &P
         ));
     }
     plan.literals.sort_by_key(|slot| slot.range.start);
+    plan.casts.sort_by_key(|range| (range.start, range.end));
+    plan.casts.dedup();
+    if let Some(refusal) = overlapping_casts(&plan) {
+        return Analysis::Refused(refusal);
+    }
     Analysis::Plan(Arc::new(plan))
+}
+
+/// The rewrite replaces each cast's type name and each literal: they must not overlap
+/// (they cannot when the walk located them right; this keeps a mistake from garbling SQL).
+fn overlapping_casts(plan: &StatementPlan) -> Option<Refusal> {
+    // Both lists are sorted: one merged pass, linear in a bulk INSERT's thousands of slots.
+    let mut ranges: Vec<&std::ops::Range<usize>> = plan
+        .literals
+        .iter()
+        .map(|slot| &slot.range)
+        .chain(&plan.casts)
+        .collect();
+    ranges.sort_by_key(|range| range.start);
+    let overlap = ranges.windows(2).any(|w| w[0].end > w[1].start);
+    overlap.then(|| {
+        Refusal::unsupported(
+            "pgcloak could not tell apart the casts and values bound for encrypted columns in this statement; write each cast as value::type, or bind the values as parameters".into(),
+        )
+    })
 }
 
 pub(super) struct Walk<'a> {

@@ -1,6 +1,8 @@
 //! Predicates: where a PII column may be compared (=, IN, IS NULL, ANY) and with what.
 
+use super::recording::Place;
 use super::*;
+use crate::pgtype::{Kind, PgType};
 
 impl Walk<'_> {
     // ---- predicates ----------------------------------------------------------------
@@ -35,6 +37,7 @@ impl Walk<'_> {
             } => match self.pii(left) {
                 Some(column) => {
                     self.searchable(&column, "IN (...)")?;
+                    self.not_as_text(left, &column)?;
                     self.recognise(left);
                     for item in list {
                         self.bind_search_value(item, &column, Search::ListItem)?;
@@ -53,39 +56,49 @@ impl Walk<'_> {
                 compare_op: BinaryOperator::Eq,
                 right,
                 ..
-            } => match (self.pii(left), strip_text_array_cast(right)) {
-                (Some(column), array @ Expr::Value(_)) => {
-                    self.searchable(&column, "= ANY(...)")?;
-                    match bound(array) {
-                        Bound::Param(n, span) => {
-                            self.bind_param(n, span, &column, true, Some((Search::Equal, None)))?
+            } => {
+                let column = self.pii(left);
+                let ty = column
+                    .as_ref()
+                    .map_or(PgType::new(Kind::Text), |c| self.declared_type(c));
+                match (column, strip_for(right, &ty, true)) {
+                    (Some(column), Expr::Value(_)) => {
+                        self.searchable(&column, "= ANY(...)")?;
+                        self.not_as_text(left, &column)?;
+                        let place = Place::searched(right, true, Search::Equal);
+                        match bound_for(right, &ty, true) {
+                            Bound::Param(n, span) => self.bind_param(n, span, &column, place)?,
+                            Bound::Literal(value, span) => {
+                                self.bind_literal(value, span, &column, place)?
+                            }
+                            Bound::Null => self.casts_around(right, &column, true)?,
+                            _ => return self.other(expr),
                         }
-                        Bound::Literal(value, span) => self.bind_literal(
-                            value,
-                            span,
-                            &column.id,
-                            true,
-                            Some((Search::Equal, None)),
-                        )?,
-                        Bound::Null => {}
-                        _ => return self.other(expr),
+                        self.recognise(left);
+                        Ok(())
                     }
-                    self.recognise(left);
-                    Ok(())
-                }
-                (Some(column), Expr::Array(array)) => {
-                    self.searchable(&column, "= ANY(ARRAY[...])")?;
-                    self.recognise(left);
-                    for item in &array.elem {
-                        self.bind_search_value(item, &column, Search::ListItem)?;
+                    (Some(column), Expr::Array(array)) => {
+                        self.searchable(&column, "= ANY(ARRAY[...])")?;
+                        self.not_as_text(left, &column)?;
+                        if crate::sql::operand::declares(right, &ty, true) {
+                            return Err(array_constructor_cast(&column, &ty));
+                        }
+                        self.recognise(left);
+                        for item in &array.elem {
+                            self.bind_search_value(item, &column, Search::ListItem)?;
+                        }
+                        Ok(())
                     }
-                    Ok(())
+                    (_, Expr::Subquery(subquery)) => {
+                        self.compare_with_query(left, subquery, "= ANY(SELECT ...)")
+                    }
+                    (Some(column), _) => match foreign_cast(right, &ty, true) {
+                        Some(cast) => Err(foreign_cast_refusal(&column, &ty, &cast)),
+                        None => self.other(expr),
+                    },
+                    _ => self.other(expr),
                 }
-                (_, Expr::Subquery(subquery)) => {
-                    self.compare_with_query(left, subquery, "= ANY(SELECT ...)")
-                }
-                _ => self.other(expr),
-            },
+            }
             Expr::AllOp {
                 left,
                 compare_op: BinaryOperator::NotEq,
@@ -115,6 +128,8 @@ impl Walk<'_> {
             (Some(l), Some(r)) => {
                 self.searchable(&l, "=")?;
                 self.searchable(&r, "=")?;
+                self.not_as_text(left, &l)?;
+                self.not_as_text(right, &r)?;
                 if !self.same_key(&l, &r) {
                     return Err(different_keys(&l, &r));
                 }
@@ -126,11 +141,13 @@ impl Walk<'_> {
             }
             (Some(column), None) => {
                 self.searchable(&column, "=")?;
+                self.not_as_text(left, &column)?;
                 self.recognise(left);
                 self.bind_search_value(right, &column, search)
             }
             (None, Some(column)) => {
                 self.searchable(&column, "=")?;
+                self.not_as_text(right, &column)?;
                 self.recognise(right);
                 self.bind_search_value(left, &column, Search::Fixed)
             }
@@ -155,6 +172,7 @@ impl Walk<'_> {
             (Some(column), Output::Pii(selected)) => {
                 self.searchable(&column, operation)?;
                 self.searchable(&selected, operation)?;
+                self.not_as_text(value, &column)?;
                 if !self.same_key(&column, &selected) {
                     return Err(different_keys(&column, &selected));
                 }
@@ -196,6 +214,7 @@ impl Walk<'_> {
         match self.pii(expr) {
             Some(column) => {
                 self.searchable(&column, operation)?;
+                self.not_as_text(expr, &column)?;
                 self.compared_by_ciphertext(&column);
                 Ok(())
             }
@@ -210,17 +229,49 @@ impl Walk<'_> {
         column: &PiiColumn,
         search: Search,
     ) -> Result {
-        let search = Some((search, Some(expr)));
-        match bound(expr) {
-            Bound::Literal(value, span) => {
-                self.bind_literal(value, span, &column.id, false, search)
-            }
-            Bound::Param(n, span) => self.bind_param(n, span, column, false, search),
-            Bound::Null => Ok(()),
-            Bound::Default | Bound::Other(_) => Err(Refusal::unsupported(format!(
-                "{} is encrypted by pgcloak and can only be compared with a literal or a bind parameter, not an expression; compute the value in the application and pass it as a parameter",
+        let place = Place::searched(expr, false, search);
+        let ty = self.declared_type(column);
+        match bound_for(expr, &ty, false) {
+            Bound::Literal(value, span) => self.bind_literal(value, span, column, place),
+            Bound::Param(n, span) => self.bind_param(n, span, column, place),
+            Bound::Null => self.casts_around(expr, column, false),
+            Bound::Default | Bound::Other => match foreign_cast(expr, &ty, false) {
+                Some(cast) => Err(foreign_cast_refusal(column, &ty, &cast)),
+                None => Err(Refusal::unsupported(format!(
+                "{} is encrypted by pgcloak and can only be compared with a literal or a bind parameter (cast, if at all, to text or to its declared type without another modifier), not an expression; compute the value in the application and pass it as a parameter",
                 column.id
             ))),
+            },
         }
     }
+
+    /// A typed PII column cast to text (`dob::text = '...'`): Postgres would compare the
+    /// texts, where pgcloak's ciphertexts compare values of the declared type (`1.50` and
+    /// `1.5` are one numeric but two texts), so the answer could silently differ.
+    pub(in crate::sql) fn not_as_text(&self, expr: &Expr, column: &PiiColumn) -> Result {
+        let mut inner = expr;
+        while let Expr::Nested(next) = inner {
+            inner = next;
+        }
+        let ty = self.declared_type(column);
+        match inner {
+            Expr::Cast { .. } if is_typed(&ty) => Err(Refusal::unsupported(format!(
+                "{} is declared as {} in the pgcloak policy, and pgcloak compares its values as {}, not as text: compare the column itself, without a cast",
+                column.id,
+                ty.name(),
+                ty.name()
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// `col = ANY(ARRAY[...]::date[])`: the array constructor's end is not in the parser's
+/// spans, so the cast's type name cannot be found to be rewritten.
+pub(in crate::sql) fn array_constructor_cast(column: &PiiColumn, ty: &PgType) -> Refusal {
+    let name = ty.name();
+    Refusal::unsupported(format!(
+        "pgcloak cannot rewrite a cast to {name}[] around ARRAY[...] for {}; cast each element (ARRAY['...'::{name}, ...]) or write the array as '{{...}}'::{name}[] or a parameter $1::{name}[]",
+        column.id
+    ))
 }

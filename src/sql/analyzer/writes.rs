@@ -1,5 +1,6 @@
 //! INSERT, UPDATE, DELETE and RETURNING: the values bound for PII columns.
 
+use super::recording::Place;
 use super::*;
 
 impl Walk<'_> {
@@ -113,7 +114,10 @@ impl Walk<'_> {
                 else {
                     continue;
                 };
-                if let Bound::Literal(..) | Bound::Param(..) | Bound::Null = bound(expr) {
+                let ty = self.declared_type(column);
+                if let Bound::Literal(..) | Bound::Param(..) | Bound::Null =
+                    bound_for(expr, &ty, false)
+                {
                     self.bind_write_value(expr, column, false)?;
                     bound_here[i] = true;
                 }
@@ -294,15 +298,23 @@ impl Walk<'_> {
         column: &PiiColumn,
         assignment: bool,
     ) -> Result {
-        match bound(expr) {
-            Bound::Literal(value, span) => self.bind_literal(value, span, &column.id, false, None),
-            Bound::Param(n, span) => self.bind_param(n, span, column, false, None),
-            Bound::Null | Bound::Default => Ok(()),
-            Bound::Other(inner) => {
-                let same_column = self.pii(inner).is_some_and(|c| self.same_key(&c, column));
+        let place = Place::written(expr, false);
+        let ty = self.declared_type(column);
+        match bound_for(expr, &ty, false) {
+            Bound::Literal(value, span) => self.bind_literal(value, span, column, place),
+            Bound::Param(n, span) => self.bind_param(n, span, column, place),
+            Bound::Null => self.casts_around(expr, column, false),
+            Bound::Default => Ok(()),
+            Bound::Other => {
+                // The column itself through text casts only: `dob::date` of a text column
+                // holding ciphertext would fail in Postgres.
+                let same_column = self.pii(expr).is_some_and(|c| self.same_key(&c, column));
                 if assignment && same_column {
-                    self.recognise(inner);
+                    self.recognise(expr);
                     return Ok(());
+                }
+                if let Some(cast) = foreign_cast(expr, &ty, false) {
+                    return Err(foreign_cast_refusal(column, &ty, &cast));
                 }
                 Err(Refusal::unsupported(format!(
                     "pgcloak cannot encrypt the value for {}: it is an expression, not a literal or bind parameter; compute the value in the application and bind it as a parameter",
