@@ -458,6 +458,7 @@ fn pii_plan() -> Arc<StatementPlan> {
         ParamSlot {
             column: Arc::new(column),
             array: false,
+            declared: None,
         },
     );
     Arc::new(StatementPlan {

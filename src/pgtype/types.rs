@@ -153,6 +153,48 @@ impl PgType {
         }
     }
 
+    /// The type with this OID (no modifier), if pgcloak supports it.
+    pub fn from_oid(oid: u32) -> Option<PgType> {
+        use Kind::*;
+        let kinds = [
+            Text,
+            Varchar,
+            Int2,
+            Int4,
+            Int8,
+            Numeric,
+            Float4,
+            Float8,
+            Bool,
+            Date,
+            Time,
+            Timestamp,
+            Timestamptz,
+            Uuid,
+            Json,
+            Jsonb,
+            Bytea,
+        ];
+        kinds
+            .into_iter()
+            .map(PgType::new)
+            .find(|ty| ty.oid() == oid)
+    }
+
+    /// Whether Postgres converts a value of this type to `column` on assignment and in a
+    /// comparison without changing it in a way pgcloak cannot follow: numbers between
+    /// number types, `timestamp` and `date` to `timestamptz` (in the session's TimeZone),
+    /// `date` to `timestamp`.
+    pub fn converts_to(&self, column: &PgType) -> bool {
+        use Kind::*;
+        let number = |k: Kind| matches!(k, Int2 | Int4 | Int8 | Numeric | Float4 | Float8);
+        (number(self.kind) && number(column.kind))
+            || matches!(
+                (self.kind, column.kind),
+                (Timestamp | Date, Timestamptz) | (Date, Timestamp)
+            )
+    }
+
     /// The OID of the type's array type (`typarray`).
     pub fn array_oid(&self) -> u32 {
         match self.kind {

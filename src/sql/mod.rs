@@ -189,6 +189,10 @@ pub struct ParamSlot {
     pub column: Arc<ColumnId>,
     /// `col = ANY($n)`: the parameter is an array whose elements are encrypted.
     pub array: bool,
+    /// The type the client declared the parameter with in Parse, when it is not the
+    /// column's own but one Postgres would convert to it (`smallint` for an `integer`
+    /// column): the value is read as that type, then converted. None: read as the column's.
+    pub declared: Option<crate::pgtype::PgType>,
 }
 
 /// COPY FROM STDIN into a PII table: which fields of each row to encrypt.

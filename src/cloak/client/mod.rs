@@ -102,7 +102,7 @@ impl ClientCloak {
         // Several statements in one Query: an earlier one may change the settings.
         let text = raw_sql.trim_ascii_end();
         let single = !text.strip_suffix(b";").unwrap_or(text).contains(&b';');
-        self.follow_session(&state, single && state.tracker.idle());
+        self.follow_session(&state, single && !state.tracker.settings_may_change());
         let mut planned = None;
         let out = match outcome {
             Outcome::Plain => frame,
@@ -144,7 +144,7 @@ impl ClientCloak {
         })?;
         let shared = Arc::clone(&self.state);
         let mut state = lock(&shared);
-        self.follow_session(&state, state.tracker.idle());
+        self.follow_session(&state, !state.tracker.settings_may_change());
         let (out, plan) = match outcome {
             Outcome::Plain => (frame, None),
             Outcome::Refused(refusal) => (refused_parse(&mut state, name.clone(), refusal), None),
@@ -152,8 +152,9 @@ impl ClientCloak {
                 let Some(mut parse) = decoded else {
                     return Ok(frame); // analyse decoded it, or returned early
                 };
+                let mut plan = plan;
                 let checked = self
-                    .param_types(&mut parse, &plan)
+                    .param_types(&mut parse, &mut plan)
                     .and_then(|()| self.check_session(&state, &plan))
                     .and_then(|()| self.encrypt_literals(&sql, &plan));
                 match checked {
@@ -179,7 +180,7 @@ impl ClientCloak {
         };
         let shared = Arc::clone(&self.state);
         let mut state = lock(&shared);
-        self.follow_session(&state, state.tracker.idle());
+        self.follow_session(&state, !state.tracker.settings_may_change());
         let out = match state.tracker.bind_params(&statement) {
             Ok(Some(plan)) if !plan.params.is_empty() => {
                 let bind = Bind::decode(body).map_err(FilterError::MalformedClient)?;
@@ -233,6 +234,19 @@ impl ClientCloak {
                 [] => false,
                 [one] => *one == 1,
                 formats => formats.get(n - 1) == Some(&1),
+            };
+            // Declared as another type Postgres converts (smallint for integer): from here
+            // on it is the column's canonical text.
+            let converted;
+            let (value, binary) = match slot.declared {
+                None => (&value[..], binary),
+                Some(_) => match self.param_canonical(slot, value, binary) {
+                    Ok(text) => {
+                        converted = text.into_owned();
+                        (&converted[..], false)
+                    }
+                    Err(refusal) => return refused_bind(state, bind, refusal),
+                },
             };
             if typed_searches.contains(&n) && !slot.array {
                 if let Err(refusal) = self.check_search(&slot.column, value, binary, false) {

@@ -2,6 +2,7 @@
 //! column's type, its canonical form, and declared parameter types.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use super::ClientCloak;
 use crate::cloak::typed::{self, Session};
@@ -9,7 +10,7 @@ use crate::cloak::SessionState;
 use crate::pgtype::{Kind, PgType};
 use crate::policy::ColumnId;
 use crate::protocol::messages::Parse;
-use crate::sql::{Refusal, StatementPlan};
+use crate::sql::{ParamSlot, Refusal, StatementPlan};
 
 /// Parameter type OIDs a PII parameter may be declared with: unspecified, text, varchar,
 /// unknown.
@@ -63,15 +64,18 @@ impl ClientCloak {
         )
     }
 
-    /// Declared parameter types of PII parameters: text, unspecified, or a typed column's
-    /// own type (`date`, `date[]` for `= ANY`), which is declared to Postgres as text since
-    /// the ciphertext is text there.
+    /// Declared parameter types of PII parameters: text, unspecified, a typed column's own
+    /// type (`date`, `date[]` for `= ANY`), or one Postgres converts to it (`smallint` for
+    /// `integer`, `timestamp` for `timestamptz`: the value is then read as declared at
+    /// Bind). Each is declared to Postgres as text, since the ciphertext is text there.
     pub(super) fn param_types(
         &self,
         parse: &mut Parse,
-        plan: &StatementPlan,
+        plan: &mut Arc<StatementPlan>,
     ) -> Result<(), Refusal> {
-        for (&n, slot) in &plan.params {
+        let slots: Vec<(usize, ParamSlot)> =
+            plan.params.iter().map(|(&n, s)| (n, s.clone())).collect();
+        for (n, slot) in slots {
             let Some(declared) = parse.param_types.get_mut(n - 1) else {
                 continue;
             };
@@ -80,7 +84,14 @@ impl ClientCloak {
                 true => (&TEXT_ARRAY_OIDS, ty.array_oid(), 1009),
                 false => (&TEXT_OIDS, ty.oid(), 25),
             };
+            let convertible = (PgType::from_oid(*declared))
+                .filter(|d| !slot.array && ty.kind() != Kind::Text && d.converts_to(&ty));
             if *declared == own {
+                *declared = text;
+            } else if let Some(from) = convertible {
+                if let Some(slot) = Arc::make_mut(plan).params.get_mut(&n) {
+                    slot.declared = Some(from);
+                }
                 *declared = text;
             } else if !allowed.contains(declared) {
                 let (name, array) = match ty.kind() {
@@ -98,6 +109,23 @@ impl ClientCloak {
             }
         }
         Ok(())
+    }
+
+    /// [`Self::canonical`] of a parameter: read as the type it was declared with when that
+    /// differs from the column's, then converted as Postgres converts it.
+    pub(super) fn param_canonical<'v>(
+        &self,
+        slot: &ParamSlot,
+        value: &'v [u8],
+        binary: bool,
+    ) -> Result<Cow<'v, [u8]>, Refusal> {
+        let Some(from) = &slot.declared else {
+            return self.canonical(&slot.column, value, binary);
+        };
+        let read = typed::canonical(from, value, binary, &self.session, &slot.column)?;
+        // The canonical text of the declared type is valid input for the column's type.
+        let converted = self.canonical(&slot.column, &read, false)?;
+        Ok(Cow::Owned(converted.into_owned()))
     }
 
     /// Refuses a search value that Postgres would compare otherwise than pgcloak compares

@@ -184,6 +184,19 @@ impl Tracker {
         self.due.is_empty() && !self.skipping
     }
 
+    /// Whether a request still due may change the session's settings (DateStyle, TimeZone)
+    /// before the server reads what is sent next: an Execute, a simple Query or a function
+    /// call (a SET, a function with SET, COMMIT or ROLLBACK). Parse, Bind, Describe, Close,
+    /// Sync and pgcloak's catalog query change none.
+    pub fn settings_may_change(&self) -> bool {
+        self.due.iter().any(|due| {
+            matches!(
+                due,
+                Due::Execute { .. } | Due::Query { .. } | Due::FunctionCall
+            )
+        })
+    }
+
     /// The number of requests whose replies are still due.
     pub fn replies_due(&self) -> usize {
         self.due.len()

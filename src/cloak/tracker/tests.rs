@@ -22,6 +22,7 @@ fn pii_plan() -> Option<Arc<StatementPlan>> {
         ParamSlot {
             column: Arc::new(column),
             array: false,
+            declared: None,
         },
     );
     Some(Arc::new(StatementPlan {
@@ -499,4 +500,26 @@ fn ddl_is_reported_committed_at_the_next_idle_ready_for_query() {
     assert!(t.take_ddl_committed());
     assert!(!t.take_ddl_committed(), "reported once");
     assert!(!t.awaits_commit());
+}
+
+#[test]
+fn only_executed_requests_may_change_settings() {
+    let mut t = with_pii_statement();
+    t.sent_parse("", pii_plan());
+    t.sent_bind("", "");
+    t.sent_describe(false, "");
+    assert!(
+        !t.settings_may_change(),
+        "Parse, Bind, Describe change no setting"
+    );
+    t.sent_execute("");
+    assert!(t.settings_may_change(), "the Execute may run a SET");
+    t.sent_sync();
+    server(&mut t, b"12TCZ");
+    assert!(!t.settings_may_change());
+    t.sent_query();
+    assert!(t.settings_may_change());
+    server(&mut t, b"CZ");
+    t.sent_function_call();
+    assert!(t.settings_may_change());
 }

@@ -111,6 +111,7 @@ impl Walk<'_> {
         let slot = ParamSlot {
             column: self.plan.intern(&column.id),
             array: place.array,
+            declared: None,
         };
         self.bound_params.insert(span_of(span));
         let range = self.index.range(span).ok_or_else(|| {
