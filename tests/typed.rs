@@ -531,16 +531,39 @@ async fn casts_drivers_add_are_read_through() {
             .unwrap();
         assert_eq!(rows.len(), 2, "{table}");
     }
-    // A search value a numeric(10,2) column cannot hold equals nothing in Postgres; an
-    // unquoted number compared with a real column is compared in double precision there:
-    // both are refused rather than answered differently.
-    for sql in [
-        "SELECT id FROM pii WHERE n2 = '1.505'",
-        "SELECT id FROM pii WHERE f4 = 1.1",
+    // A search value a numeric(10,2) column cannot hold (or an int8 for an integer column)
+    // equals nothing, in Postgres as through pgcloak; `<>` then matches every value.
+    for (sql, n) in [
+        ("SELECT id FROM {t} WHERE n2 = '1.505'", 0),
+        ("SELECT id FROM {t} WHERE n2 = '123456789012.5'", 0),
+        ("SELECT id FROM {t} WHERE n2 <> '1.505'", 2),
+        ("SELECT id FROM {t} WHERE n2 IN ('1.505', '1.50')", 1),
     ] {
-        let error = client.query(sql, &[]).await.unwrap_err();
-        assert_eq!(error.as_db_error().unwrap().code().code(), "0A000", "{sql}");
+        for table in ["pii", "real"] {
+            let sql = sql.replace("{t}", table);
+            let rows = client
+                .query(&sql, &[])
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            assert_eq!(rows.len(), n, "{sql}");
+        }
     }
+    for table in ["pii", "real"] {
+        // Declared bigint in Parse, as psycopg declares a Python int.
+        let sql = format!("SELECT id FROM {table} WHERE i4 = $1");
+        let statement = client.prepare_typed(&sql, &[Type::INT8]).await.unwrap();
+        let rows = client.query(&statement, &[&(1i64 << 40)]).await.unwrap();
+        assert!(rows.is_empty(), "{sql}");
+        let rows = client.query(&statement, &[&-5i64]).await.unwrap();
+        assert_eq!(rows.len(), 1, "{sql}");
+    }
+    // An unquoted number compared with a real column is compared in double precision by
+    // Postgres: refused rather than answered differently.
+    let error = client
+        .query("SELECT id FROM pii WHERE f4 = 1.1", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(error.as_db_error().unwrap().code().code(), "0A000");
     let rows = client
         .query(
             "SELECT id FROM pii WHERE n2 = $1::numeric",

@@ -125,7 +125,12 @@ impl ServerCloak {
             for (&n, slot) in plan.map(|p| &p.params).into_iter().flatten() {
                 let ty = policy.column_type(&slot.column.to_string());
                 if ty.kind() != Kind::Text {
-                    let oid = if slot.array { ty.array_oid() } else { ty.oid() };
+                    // As the client declared it, when it declared a type Postgres converts.
+                    let oid = match (slot.array, slot.declared) {
+                        (true, _) => ty.array_oid(),
+                        (false, Some(declared)) => declared.oid(),
+                        (false, None) => ty.oid(),
+                    };
                     set_parameter_type(&mut body, n - 1, oid);
                     changed = true;
                 }

@@ -9,6 +9,10 @@ mod copy_in;
 mod search;
 mod typed_values;
 
+use std::collections::BTreeSet;
+
+use typed_values::SearchValue;
+
 use super::tracker::AmbiguousStatement;
 use super::typed::Session;
 use super::{lock, Cloak, SessionState};
@@ -218,14 +222,16 @@ impl ClientCloak {
         plan: &StatementPlan,
     ) -> Bytes {
         let searched = self.searched_params(plan);
-        let typed_searches: std::collections::BTreeSet<usize> =
-            match self.cloak.policy().has_typed() {
-                true => (plan.param_uses.iter())
-                    .filter(|u| u.search.is_some())
-                    .map(|u| u.n)
-                    .collect(),
-                false => Default::default(),
-            };
+        // Typed parameters used as search values, and those also written.
+        let (mut typed_searches, mut written) = (BTreeSet::new(), BTreeSet::new());
+        if self.cloak.policy().has_typed() {
+            for usage in &plan.param_uses {
+                match usage.search {
+                    Some(_) => typed_searches.insert(usage.n),
+                    None => written.insert(usage.n),
+                };
+            }
+        }
         for (&n, slot) in &plan.params {
             let Some(Some(value)) = n.checked_sub(1).and_then(|i| bind.params.get(i)) else {
                 continue; // NULL stays NULL; a missing parameter is the server's error
@@ -237,7 +243,9 @@ impl ClientCloak {
             };
             // Declared as another type Postgres converts (smallint for integer): from here
             // on it is the column's canonical text.
+            let search_only = typed_searches.contains(&n) && !written.contains(&n);
             let converted;
+            let mut nothing = false;
             let (value, binary) = match slot.declared {
                 None => (&value[..], binary),
                 Some(_) => match self.param_canonical(slot, value, binary) {
@@ -245,13 +253,32 @@ impl ClientCloak {
                         converted = text.into_owned();
                         (&converted[..], false)
                     }
+                    // int8 compared with an integer column: Postgres finds nothing.
+                    Err(refusal) if search_only && typed_values::out_of_range(&refusal) => {
+                        nothing = true;
+                        (&value[..], binary)
+                    }
                     Err(refusal) => return refused_bind(state, bind, refusal),
                 },
             };
-            if typed_searches.contains(&n) && !slot.array {
-                if let Err(refusal) = self.check_search(&slot.column, value, binary, false) {
-                    return refused_bind(state, bind, refusal);
+            if search_only && !slot.array && !nothing {
+                match self.check_search(&slot.column, value, binary, false) {
+                    Ok(found) => nothing = found == SearchValue::MatchesNothing,
+                    Err(refusal) => return refused_bind(state, bind, refusal),
                 }
+            }
+            if nothing {
+                let form =
+                    self.matching_nothing(&slot.column)
+                        .map(|c| match searched.contains(&n) {
+                            true => Bytes::from(super::array::text_array(&[c])),
+                            false => c,
+                        });
+                match form {
+                    Ok(form) => bind.params[n - 1] = Some(form),
+                    Err(refusal) => return refused_bind(state, bind, refusal),
+                }
+                continue;
             }
             let encrypted = match self.search_param(&searched, n, slot, value, binary) {
                 Ok(Some(forms)) => Ok(forms),
@@ -372,9 +399,15 @@ impl ClientCloak {
         let typed = self.cloak.policy().has_typed();
         for slot in &plan.literals {
             let value = literal_value(sql, slot)?;
-            if typed && slot.search.is_some() {
+            if typed && slot.search.is_some() && !slot.array {
                 let number = matches!(slot.kind, LiteralKind::Number | LiteralKind::NegativeNumber);
-                self.check_search(&slot.column, value.as_bytes(), false, number)?;
+                let found = self.check_search(&slot.column, value.as_bytes(), false, number)?;
+                if found == SearchValue::MatchesNothing {
+                    let nothing = self.matching_nothing(&slot.column)?;
+                    let text = String::from_utf8_lossy(&nothing);
+                    replacements.push((slot.range.clone(), format!("'{text}'")));
+                    continue;
+                }
             }
             if let Some(replaced) = self.search_literal(slot, &value)? {
                 replacements.push(replaced);

@@ -2,6 +2,8 @@
 //! column's type, its canonical form, and declared parameter types.
 
 use std::borrow::Cow;
+
+use bytes::Bytes;
 use std::sync::Arc;
 
 use super::ClientCloak;
@@ -128,17 +130,18 @@ impl ClientCloak {
         Ok(Cow::Owned(converted.into_owned()))
     }
 
-    /// Refuses a search value that Postgres would compare otherwise than pgcloak compares
-    /// canonical forms: one a `numeric(p,s)` column cannot hold exactly (Postgres compares
-    /// it unrounded and finds nothing; rounded, it would find values), and an unquoted
-    /// number compared with a `real` column (Postgres compares in double precision).
+    /// How a search value compares where Postgres compares it otherwise than pgcloak
+    /// compares canonical forms: a value a `numeric(p,s)` column cannot hold exactly equals
+    /// none of its values (Postgres compares it unrounded; rounded, it would match), and an
+    /// unquoted number compared with a `real` column is refused (Postgres compares it in
+    /// double precision).
     pub(super) fn check_search(
         &self,
         column: &ColumnId,
         value: &[u8],
         binary: bool,
         unquoted_number: bool,
-    ) -> Result<(), Refusal> {
+    ) -> Result<SearchValue, Refusal> {
         let ty = self.column_type(column);
         match ty.kind() {
             Kind::Float4 if unquoted_number => Err(Refusal::unsupported(format!(
@@ -147,18 +150,43 @@ impl ClientCloak {
             Kind::Numeric if ty.typmod() >= 0 => {
                 let unrounded = PgType::new(Kind::Numeric);
                 let exact = typed::canonical(&unrounded, value, binary, &self.session, column)?;
-                let rounded = self.canonical(column, value, binary)?;
-                match same_number(&exact, &rounded) {
-                    true => Ok(()),
-                    false => Err(Refusal::unsupported(format!(
-                        "the value compared with {column} has more digits than {} holds, so Postgres would find no row equal to it, while its rounded form would match; round it to the column's scale",
-                        ty.name()
-                    ))),
-                }
+                Ok(match self.canonical(column, value, binary) {
+                    Ok(rounded) if same_number(&exact, &rounded) => SearchValue::AsIs,
+                    Ok(_) => SearchValue::MatchesNothing,
+                    Err(refusal) if out_of_range(&refusal) => SearchValue::MatchesNothing,
+                    Err(refusal) => return Err(refusal),
+                })
             }
-            _ => Ok(()),
+            _ => Ok(SearchValue::AsIs),
         }
     }
+
+    /// A ciphertext of `column` that equals no stored value: what a search for a value the
+    /// column cannot hold compares with (`<>` then matches every value, as in Postgres).
+    pub(super) fn matching_nothing(&self, column: &ColumnId) -> Result<Bytes, Refusal> {
+        // No canonical form holds a NUL byte (Postgres text cannot).
+        (self.cloak.keyring)
+            .encrypt(&column.to_string(), b"\0pgcloak: equals no value")
+            .map(Bytes::from)
+            .map_err(|e| Refusal {
+                code: "XX000",
+                message: format!("pgcloak could not encrypt the value for {column}: {e}"),
+            })
+    }
+}
+
+/// What a search value is compared as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SearchValue {
+    AsIs,
+    /// The column cannot hold it, so no value equals it.
+    MatchesNothing,
+}
+
+/// A value out of the column type's range (22003): Postgres compares across types without
+/// converting, so in a search it equals nothing.
+pub(super) fn out_of_range(refusal: &Refusal) -> bool {
+    refusal.code == crate::pgtype::sqlstate::NUMERIC_VALUE_OUT_OF_RANGE
 }
 
 /// Whether a canonical numeric without typmod (no trailing fractional zeros) and one with a
