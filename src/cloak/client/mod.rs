@@ -5,13 +5,15 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 
+mod checks;
 mod copy_in;
 mod search;
 mod typed_values;
 
 use std::collections::BTreeSet;
 
-use typed_values::SearchValue;
+use checks::TextCheck;
+use typed_values::{SearchValue, TypedParam};
 
 use super::tracker::AmbiguousStatement;
 use super::typed::Session;
@@ -241,45 +243,27 @@ impl ClientCloak {
                 [one] => *one == 1,
                 formats => formats.get(n - 1) == Some(&1),
             };
-            // Declared as another type Postgres converts (smallint for integer): from here
-            // on it is the column's canonical text.
             let search_only = typed_searches.contains(&n) && !written.contains(&n);
-            let converted;
-            let mut nothing = false;
-            let (value, binary) = match slot.declared {
-                None => (&value[..], binary),
-                Some(_) => match self.param_canonical(slot, value, binary) {
-                    Ok(text) => {
-                        converted = text.into_owned();
-                        (&converted[..], false)
-                    }
-                    // int8 compared with an integer column: Postgres finds nothing.
-                    Err(refusal) if search_only && typed_values::out_of_range(&refusal) => {
-                        nothing = true;
-                        (&value[..], binary)
-                    }
-                    Err(refusal) => return refused_bind(state, bind, refusal),
-                },
+            let typed = match self.typed_param(slot, value, binary, search_only) {
+                Ok(typed) => typed,
+                Err(refusal) => return refused_bind(state, bind, refusal),
             };
-            if search_only && !slot.array && !nothing {
-                match self.check_search(&slot.column, value, binary, false) {
-                    Ok(found) => nothing = found == SearchValue::MatchesNothing,
-                    Err(refusal) => return refused_bind(state, bind, refusal),
+            let (value, binary) = match &typed {
+                TypedParam::As(value, binary) => (&value[..], *binary),
+                TypedParam::MatchesNothing => {
+                    let form =
+                        self.matching_nothing(&slot.column)
+                            .map(|c| match searched.contains(&n) {
+                                true => Bytes::from(super::array::text_array(&[c])),
+                                false => c,
+                            });
+                    match form {
+                        Ok(form) => bind.params[n - 1] = Some(form),
+                        Err(refusal) => return refused_bind(state, bind, refusal),
+                    }
+                    continue;
                 }
-            }
-            if nothing {
-                let form =
-                    self.matching_nothing(&slot.column)
-                        .map(|c| match searched.contains(&n) {
-                            true => Bytes::from(super::array::text_array(&[c])),
-                            false => c,
-                        });
-                match form {
-                    Ok(form) => bind.params[n - 1] = Some(form),
-                    Err(refusal) => return refused_bind(state, bind, refusal),
-                }
-                continue;
-            }
+            };
             let encrypted = match self.search_param(&searched, n, slot, value, binary) {
                 Ok(Some(forms)) => Ok(forms),
                 Err(refusal) => Err(refusal),
@@ -322,70 +306,6 @@ impl ClientCloak {
             )))?;
         lock(&self.state).tracker.sent_execute(portal);
         Ok(frame)
-    }
-
-    /// Statement text pgcloak cannot read as UTF-8 (a session whose client_encoding is not
-    /// UTF8, or invalid bytes): passed on untouched when it cannot concern a PII table
-    /// (Postgres decodes it as usual), refused when it may, since PII values in it, in its
-    /// parameters or in its results would be encrypted or returned in the wrong encoding.
-    fn check_text(&self, raw_sql: &[u8]) -> TextCheck {
-        let encoding = lock(&self.state).tracker.params.foreign_encoding.clone();
-        let utf8 = std::str::from_utf8(raw_sql).is_ok();
-        if encoding.is_none() && utf8 {
-            return TextCheck::Analyse;
-        }
-        // Table names are ASCII, which every client encoding Postgres accepts keeps as is.
-        if !self
-            .cloak
-            .cache
-            .policy()
-            .may_touch(&String::from_utf8_lossy(raw_sql))
-        {
-            return TextCheck::PassOn;
-        }
-        TextCheck::Refuse(Refusal {
-            code: "22021",
-            message: match encoding {
-                Some(encoding) => format!(
-                    "this session's client_encoding is {encoding}, and pgcloak encrypts and decrypts PII values as UTF-8, so statements on tables with encrypted columns need client_encoding UTF8: SET client_encoding = 'UTF8' (or PGCLIENTENCODING=UTF8)"
-                ),
-                None => "this statement names a table with encrypted columns and is not valid UTF-8".into(),
-            },
-        })
-    }
-
-    /// What the session must allow for a statement that touches a PII table.
-    ///
-    /// SQL `EXECUTE name(args)` passes its arguments as SQL values, not through Bind: refused
-    /// when `name` was prepared (with Parse) with a parameter bound for a PII column. (SQL
-    /// PREPARE of such a statement is refused by the analysis.)
-    ///
-    /// A backslash in an ordinary '...' literal is read by the server according to
-    /// standard_conforming_strings, which a request still in flight may change: such a
-    /// statement is analysed only while the server reported the setting on and has answered
-    /// everything (otherwise what pgcloak takes for a string may not be one for Postgres).
-    fn check_session(&self, state: &SessionState, plan: &StatementPlan) -> Result<(), Refusal> {
-        let tracker = &state.tracker;
-        if plan.lexing_depends_on_scs
-            && !(tracker.params.standard_conforming_strings && tracker.idle())
-        {
-            return Err(Refusal::unsupported(
-                "this statement touches a table with encrypted columns and has a backslash in a '...' string, which Postgres reads differently when standard_conforming_strings is off; pgcloak analyses such statements only while standard_conforming_strings is on and no other request is in flight: SET standard_conforming_strings = on, send the statement on its own, or pass the value as a parameter".into(),
-            ));
-        }
-        for name in &plan.executes {
-            if let Some(slot) = tracker
-                .statement(name)
-                .and_then(|s| s.plan.as_ref())
-                .and_then(|p| p.params.values().next())
-            {
-                return Err(Refusal::unsupported(format!(
-                    "EXECUTE {name}(...) would pass its arguments to {} unencrypted: pgcloak encrypts a prepared statement's parameters only when they come with Bind; execute it through your driver (the extended protocol)",
-                    slot.column
-                )));
-            }
-        }
-        Ok(())
     }
 
     /// The SQL with each PII literal replaced by its ciphertext.
@@ -588,13 +508,6 @@ fn refused_bind(state: &mut SessionState, mut bind: Bind, refusal: Refusal) -> B
     bind.params.clear();
     bind.param_formats.clear();
     encode(|out| bind.encode(out))
-}
-
-/// What to do with a statement's text, before analysis.
-enum TextCheck {
-    Analyse,
-    PassOn,
-    Refuse(Refusal),
 }
 
 /// A Close or Describe body: the kind byte and the name (names in another client encoding

@@ -161,6 +161,36 @@ impl ClientCloak {
         }
     }
 
+    /// A parameter of a typed column before encryption: as sent, or (declared as another
+    /// type Postgres converts, `smallint` for `integer`) the column's canonical text, or a
+    /// search value the column cannot hold, which equals nothing.
+    pub(super) fn typed_param<'v>(
+        &self,
+        slot: &ParamSlot,
+        value: &'v [u8],
+        binary: bool,
+        search_only: bool,
+    ) -> Result<TypedParam<'v>, Refusal> {
+        let (value, binary) = match slot.declared {
+            None => (Cow::Borrowed(value), binary),
+            Some(_) => match self.param_canonical(slot, value, binary) {
+                Ok(text) => (text, false),
+                // An int8 compared with an integer column: Postgres finds nothing.
+                Err(refusal) if search_only && out_of_range(&refusal) => {
+                    return Ok(TypedParam::MatchesNothing)
+                }
+                Err(refusal) => return Err(refusal),
+            },
+        };
+        if search_only && !slot.array {
+            let found = self.check_search(&slot.column, &value, binary, false)?;
+            if found == SearchValue::MatchesNothing {
+                return Ok(TypedParam::MatchesNothing);
+            }
+        }
+        Ok(TypedParam::As(value, binary))
+    }
+
     /// A ciphertext of `column` that equals no stored value: what a search for a value the
     /// column cannot hold compares with (`<>` then matches every value, as in Postgres).
     pub(super) fn matching_nothing(&self, column: &ColumnId) -> Result<Bytes, Refusal> {
@@ -173,6 +203,13 @@ impl ClientCloak {
                 message: format!("pgcloak could not encrypt the value for {column}: {e}"),
             })
     }
+}
+
+/// What a typed parameter is encrypted as (see [`ClientCloak::typed_param`]).
+pub(super) enum TypedParam<'v> {
+    /// These bytes, in text (false) or binary format.
+    As(Cow<'v, [u8]>, bool),
+    MatchesNothing,
 }
 
 /// What a search value is compared as.
