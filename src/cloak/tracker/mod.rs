@@ -11,16 +11,18 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 mod bind;
+mod completion;
 mod names;
+mod params;
 
 use super::catalog::{self, CatalogState, ColumnMap};
 pub use super::catalog::{Catalog, Generation, ATTEMPTS as CATALOG_ATTEMPTS};
-use crate::pgtype::{Settings, Unsupported};
 use crate::protocol::messages::RowDescription;
 use crate::protocol::tags::Backend;
 use crate::sql::StatementPlan;
 pub use bind::AmbiguousStatement;
 use names::Names;
+pub use params::ServerParams;
 
 /// Where a result field comes from, as the RowDescription and the column map say.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,31 +118,6 @@ impl Due {
             self,
             Due::Sync { .. } | Due::Query { .. } | Due::FunctionCall | Due::Catalog
         )
-    }
-}
-
-/// Settings the server reports in ParameterStatus that change how pgcloak reads statements.
-#[derive(Debug, Clone)]
-pub struct ServerParams {
-    /// `client_encoding`, when it is not UTF8.
-    pub foreign_encoding: Option<String>,
-    /// `standard_conforming_strings`: backslashes in '...' are literal when on.
-    pub standard_conforming_strings: bool,
-    /// DateStyle, TimeZone, IntervalStyle: how values of typed PII columns are read and
-    /// printed.
-    pub settings: Settings,
-    /// A setting pgcloak cannot follow: typed PII values are refused until it changes.
-    pub unsupported: Option<Unsupported>,
-}
-
-impl Default for ServerParams {
-    fn default() -> Self {
-        ServerParams {
-            foreign_encoding: None,
-            standard_conforming_strings: true,
-            settings: Settings::default(),
-            unsupported: None,
-        }
     }
 }
 
@@ -550,52 +527,6 @@ impl Tracker {
         }
     }
 
-    fn command_complete(&mut self, tag: &[u8]) {
-        let tag = tag.strip_suffix(b"\0").unwrap_or(tag);
-        // DDL may drop and re-create tables or columns: their OIDs must be read anew.
-        if [&b"CREATE "[..], b"DROP ", b"ALTER ", b"IMPORT FOREIGN"]
-            .iter()
-            .any(|prefix| tag.starts_with(prefix))
-        {
-            self.catalog.ddl();
-        }
-        // SQL DEALLOCATE / DISCARD share the namespace of protocol-level statements.
-        match tag {
-            b"DEALLOCATE ALL" | b"DISCARD ALL" => {
-                self.statements.clear();
-                self.portals.clear();
-            }
-            b"DEALLOCATE" => self
-                .statements
-                .values_mut()
-                .for_each(|s| s.maybe_gone = true),
-            _ => {}
-        }
-    }
-
-    /// CopyInResponse: the server ignores Sync (and Flush) until the client's CopyDone or
-    /// CopyFail, so a Sync sent in between gets no ReadyForQuery (tokio-postgres sends
-    /// Bind, Execute, Sync before the COPY data).
-    /// The COPY ends at the first copy end the client sent after the request that started it
-    /// (the server drops those it reads outside a COPY, e.g. after a COPY that failed).
-    fn copy_in_started(&mut self) {
-        let end = match self.due.front_mut() {
-            Some(Due::Query { copy_ends, .. } | Due::Execute { copy_ends, .. }) => {
-                let end = *copy_ends;
-                *copy_ends += 1; // a later COPY of the same Query ends at the next one
-                end
-            }
-            _ => return,
-        };
-        self.copy_in = Some(end);
-        let mut front = true;
-        self.due.retain(|due| {
-            let ignored = !front && matches!(due, Due::Sync { copy_ends } if *copy_ends == end);
-            front = false;
-            !ignored
-        });
-    }
-
     /// ErrorResponse: a simple Query or FunctionCall is still answered by ReadyForQuery;
     /// after an extended-protocol request the server skips everything until Sync.
     fn error(&mut self) {
@@ -643,37 +574,6 @@ impl Tracker {
         if self.catalog.reply(message, body) {
             self.due.pop_front();
             self.start_front();
-        }
-    }
-
-    fn parameter_status(&mut self, body: &[u8]) {
-        let mut fields = body.split(|&b| b == 0);
-        let (Some(name), Some(value)) = (fields.next(), fields.next()) else {
-            return;
-        };
-        let value = String::from_utf8_lossy(value);
-        match name {
-            b"client_encoding" => {
-                self.params.foreign_encoding =
-                    (!value.eq_ignore_ascii_case("UTF8")).then(|| value.into_owned());
-            }
-            b"standard_conforming_strings" => {
-                self.params.standard_conforming_strings = value.eq_ignore_ascii_case("on");
-            }
-            b"DateStyle" | b"TimeZone" | b"IntervalStyle" => {
-                let name = String::from_utf8_lossy(name);
-                let params = &mut self.params;
-                // A setting that cannot be followed holds until the server reports one that
-                // can (for the same name).
-                match params.settings.set(&name, &value) {
-                    Ok(()) if params.unsupported.as_ref().is_some_and(|u| u.name == name) => {
-                        params.unsupported = None;
-                    }
-                    Ok(()) => {}
-                    Err(unsupported) => params.unsupported = Some(unsupported),
-                }
-            }
-            _ => {}
         }
     }
 }
