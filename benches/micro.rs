@@ -6,6 +6,9 @@
 //! - `sql_long/*`: analysis of a 30,000-item `IN` list on a PII column and of an 8,000-row
 //!   VALUES insert into a PII table (target: linear in size, within 3× of what Postgres
 //!   takes to run the statement directly, about 40 ms for each here);
+//! - `pgtype/*`: a typed column's value read into its canonical form (text and binary) and
+//!   printed back (text and binary), per value, for date, numeric and timestamptz (what
+//!   typed columns add to the crypto cost);
 //! - `datarow/*`: the server-side filter on a DataRow with two envelopes and on one with none
 //!   (the pass-through cost), and `DataRow::{decode, encode}` alone.
 //!
@@ -228,9 +231,37 @@ fn config() -> Criterion {
         .without_plots()
 }
 
+fn pgtype(c: &mut Criterion) {
+    use pgcloak::pgtype::{from_binary, from_text, to_binary, to_text, PgType, Settings};
+    let settings = Settings::default();
+    let mut group = c.benchmark_group("pgtype");
+    for (name, ty, text) in [
+        ("date", "date", "2020-01-02"),
+        ("numeric", "numeric(10,2)", "12345.67"),
+        ("timestamptz", "timestamptz", "2020-01-02 03:04:05.123456+02"),
+    ] {
+        let ty = PgType::parse(ty).unwrap();
+        let canonical = from_text(&ty, text, &settings).unwrap();
+        let binary = to_binary(&ty, &canonical).unwrap();
+        group.bench_function(format!("from_text/{name}"), |b| {
+            b.iter(|| from_text(&ty, black_box(text), &settings).unwrap())
+        });
+        group.bench_function(format!("from_binary/{name}"), |b| {
+            b.iter(|| from_binary(&ty, black_box(&binary)).unwrap())
+        });
+        group.bench_function(format!("to_text/{name}"), |b| {
+            b.iter(|| to_text(&ty, black_box(&canonical), &settings).unwrap())
+        });
+        group.bench_function(format!("to_binary/{name}"), |b| {
+            b.iter(|| to_binary(&ty, black_box(&canonical)).unwrap())
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = config();
-    targets = crypto, sql, sql_long, datarow
+    targets = crypto, sql, sql_long, datarow, pgtype
 }
 criterion_main!(benches);
