@@ -238,7 +238,11 @@ fn pgtype(c: &mut Criterion) {
     for (name, ty, text) in [
         ("date", "date", "2020-01-02"),
         ("numeric", "numeric(10,2)", "12345.67"),
-        ("timestamptz", "timestamptz", "2020-01-02 03:04:05.123456+02"),
+        (
+            "timestamptz",
+            "timestamptz",
+            "2020-01-02 03:04:05.123456+02",
+        ),
     ] {
         let ty = PgType::parse(ty).unwrap();
         let canonical = from_text(&ty, text, &settings).unwrap();

@@ -5,7 +5,7 @@
 set -u
 cd "$(dirname "$0")"
 SECS=${SECS:-600}
-TARGETS=${*:-frame_scanner frontend_messages backend_messages startup_packet envelope copy_in sql_analysis session_tracker}
+TARGETS=${*:-frame_scanner frontend_messages backend_messages startup_packet envelope copy_in sql_analysis session_tracker pgtype_values}
 mkdir -p logs
 for t in $TARGETS; do
   extra=""

@@ -131,7 +131,7 @@ async fn insert_literals(client: &Client) {
 }
 
 /// Any value, as the raw bytes of its binary (or text) format.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 struct Raw(Vec<u8>);
 
 impl<'a> FromSql<'a> for Raw {
@@ -571,4 +571,55 @@ async fn casts_drivers_add_are_read_through() {
         )
         .await;
     assert!(rows.is_ok(), "{rows:?}");
+}
+
+#[tokio::test]
+async fn a_migrating_typed_column_reads_its_plaintext_as_the_type() {
+    let stack =
+        Stack::start_cloaked("m:\n  dob: { mode: deterministic, type: date, migrating: true }\n")
+            .await;
+    let direct = stack.connect_direct().await;
+    // Rows written before the column joined the policy, as `ALTER ... TYPE text USING
+    // dob::text` leaves them (ISO).
+    direct
+        .batch_execute(
+            "CREATE TABLE m (id int PRIMARY KEY, dob text); \
+             INSERT INTO m VALUES (1, '2020-01-02'), (2, NULL)",
+        )
+        .await
+        .unwrap();
+    let client = stack.connect().await;
+    client
+        .execute(
+            "INSERT INTO m (id, dob) VALUES (3, $1)",
+            &[&Raw(7306i32.to_be_bytes().to_vec())],
+        )
+        .await
+        .unwrap();
+    let rows = client
+        .query("SELECT dob FROM m ORDER BY id", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows[0].columns()[0].type_(), &Type::DATE);
+    let days: Vec<Option<Raw>> = rows.iter().map(|r| r.get(0)).collect();
+    let day = Some(Raw(7306i32.to_be_bytes().to_vec()));
+    assert_eq!(days, [day.clone(), None, day]);
+    // A search matches the plaintext row and the encrypted one.
+    let rows = client
+        .query("SELECT id FROM m WHERE dob = '2020-1-2' ORDER BY id", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        rows.iter().map(|r| r.get::<_, i32>(0)).collect::<Vec<_>>(),
+        [1, 3]
+    );
+    // A stored plaintext that is no date fails the query, naming the column.
+    direct
+        .batch_execute("INSERT INTO m VALUES (4, 'soon')")
+        .await
+        .unwrap();
+    let error = client.query("SELECT dob FROM m", &[]).await.unwrap_err();
+    let error = error.as_db_error().unwrap();
+    assert_eq!(error.code().code(), "22007", "{}", error.message());
+    assert!(error.message().contains("m.dob") && !error.message().contains("soon"));
 }
