@@ -155,6 +155,7 @@ impl ServerCloak {
             row,
             &copy.dialect,
             keyring,
+            self.cloak.policy(),
             &copy.pii,
             &mut copy.fields,
             &self.session,

@@ -86,11 +86,14 @@ pub struct PiiField {
 /// stands whole as a field. `pii` lists the fields that hold PII columns, in position order:
 /// each must be NULL or an envelope of that column, or plaintext where the column is
 /// `migrating`. `fields` is scratch space, reused across rows. Values of typed columns are
-/// printed as their type under `session`'s settings.
+/// printed as their type under `session`'s settings (an envelope in a field of no known
+/// column, as in `COPY (query) TO`, as the type of the column its key names).
+#[allow(clippy::too_many_arguments)]
 pub fn decrypt_row(
     row: &[u8],
     dialect: &Dialect,
     keyring: &Keyring,
+    policy: &crate::policy::Policy,
     pii: &[PiiField],
     fields: &mut Vec<Range<usize>>,
     session: &Session,
@@ -117,7 +120,8 @@ pub fn decrypt_row(
                 Ok(plaintext) => {
                     let ty = match column {
                         Some(c) => c.ty,
-                        None => PgType::new(Kind::Text),
+                        None => (keyring.column_of(&value))
+                            .map_or(PgType::new(Kind::Text), |c| policy.column_type(c)),
                     };
                     let name = column.map_or("a typed PII column", |c| c.column.as_str());
                     let printed = typed::render(&ty, &plaintext, false, session, &name)
@@ -173,12 +177,14 @@ mod tests {
             ty: PgType::new(Kind::Text),
         }];
         let session = Session::default();
+        let policy = crate::policy::Policy::default();
         let decrypt_row = |row: &[u8], dialect: &Dialect| {
             let mut out = Vec::new();
             decrypt_row(
                 row,
                 dialect,
                 &keyring,
+                &policy,
                 &pii,
                 &mut Vec::new(),
                 &session,
