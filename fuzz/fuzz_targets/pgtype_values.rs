@@ -9,7 +9,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pgcloak::pgtype::{from_binary, from_text, to_binary, to_text, PgType, Settings};
+use pgcloak::pgtype::{
+    from_binary, from_text, prints_canonical, to_binary, to_text, PgType, Settings,
+};
 
 const TYPES: [&str; 18] = [
     "text", "varchar(8)", "smallint", "integer", "bigint", "numeric", "numeric(6,2)", "real",
@@ -45,6 +47,9 @@ fuzz_target!(|data: &[u8]| {
         let again = from_text(&ty, &text, &iso).expect("printed text reads back");
         assert_eq!(again, canonical, "{ty:?}: {text:?}");
         let shown = to_text(&ty, &canonical, &settings).expect("prints under the settings");
+        if prints_canonical(&ty, &settings) {
+            assert_eq!(shown.as_bytes(), canonical, "{ty:?} prints canonical under {name}");
+        }
         // Not every printed form is read back (a zone abbreviation may be refused), but
         // one that is read must give the same value.
         if let Ok(read) = from_text(&ty, &shown, &settings) {

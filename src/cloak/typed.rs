@@ -115,7 +115,11 @@ pub fn render<'v>(
     session: &Session,
     column: &dyn Display,
 ) -> Result<Cow<'v, [u8]>, Refusal> {
-    if ty.kind() == Kind::Text {
+    if ty.kind() == Kind::Text || (!binary && pgtype::prints_canonical(ty, &session.settings)) {
+        // Still refused under a setting pgcloak does not follow.
+        if ty.kind() != Kind::Text {
+            session.check(ty, column)?;
+        }
         return Ok(Cow::Borrowed(canonical));
     }
     let printed = if binary {

@@ -199,6 +199,23 @@ pub fn to_text(ty: &PgType, canonical: &[u8], settings: &Settings) -> Result<Str
     }
 }
 
+/// Whether [`to_text`] under `settings` gives the canonical bytes themselves (the common
+/// case: ISO DateStyle, UTC for timestamptz, `extra_float_digits` >= 1), so a printed value
+/// needs no conversion.
+pub fn prints_canonical(ty: &PgType, settings: &Settings) -> bool {
+    use settings::{DateStyle, Zone};
+    use Kind::*;
+    let utc = matches!(&settings.zone, Zone::Iana(tz) if *tz == chrono_tz::Tz::UTC || *tz == chrono_tz::Tz::Etc__UTC)
+        || matches!(&settings.zone, Zone::Fixed { east: 0, .. });
+    match ty.kind() {
+        Bytea => false,
+        Float4 | Float8 => settings.extra_float_digits > 0,
+        Date | Time | Timestamp => settings.date_style == DateStyle::Iso,
+        Timestamptz => settings.date_style == DateStyle::Iso && utc,
+        Text | Varchar | Int2 | Int4 | Int8 | Numeric | Bool | Uuid | Json | Jsonb => true,
+    }
+}
+
 /// The type's send format of a canonical value (DataRow binary).
 pub fn to_binary(ty: &PgType, canonical: &[u8]) -> Result<Vec<u8>, ValueError> {
     use Kind::*;
@@ -275,5 +292,40 @@ mod tests {
         for (message, cut) in cases {
             assert_eq!(ValueError::new("22P02", message).without_value(), cut);
         }
+    }
+
+    #[test]
+    fn printing_the_canonical_form_is_recognised() {
+        use super::*;
+        let mut sql = Settings::default();
+        sql.set("DateStyle", "SQL, DMY").unwrap();
+        let mut tokyo = Settings::default();
+        tokyo.set("TimeZone", "Asia/Tokyo").unwrap();
+        for (name, text) in [
+            ("date", "2020-01-02"),
+            ("timestamptz", "2020-01-02 03:04:05+02"),
+            ("double precision", "0.1"),
+            ("numeric(10,2)", "1.5"),
+            ("bytea", "\\x00ff"),
+            ("time", "04:05:06"),
+        ] {
+            let ty = PgType::parse(name).unwrap();
+            for settings in [Settings::default(), sql.clone(), tokyo.clone()] {
+                let canonical = from_text(&ty, text, &settings).unwrap();
+                let printed = to_text(&ty, &canonical, &settings).unwrap();
+                if prints_canonical(&ty, &settings) {
+                    assert_eq!(printed.as_bytes(), canonical, "{name}");
+                }
+            }
+        }
+        assert!(prints_canonical(
+            &PgType::parse("date").unwrap(),
+            &Settings::default()
+        ));
+        assert!(!prints_canonical(&PgType::parse("date").unwrap(), &sql));
+        assert!(!prints_canonical(
+            &PgType::parse("timestamptz").unwrap(),
+            &tokyo
+        ));
     }
 }
