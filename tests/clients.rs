@@ -5,13 +5,9 @@
 
 mod common;
 
-use common::{client_program, clients_dir};
+use common::client_program;
 
 use std::path::Path;
-use std::time::Duration;
-
-/// A script that has not finished by then has hung (they take a few seconds).
-const SCRIPT_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// Runs `program script URL ARGS...` in tests/clients against the stack's proxy, asserts
 /// that it exits 0 and prints `ok_line`, and returns its stdout.
@@ -22,26 +18,7 @@ async fn run_script(
     args: &[&str],
     ok_line: &str,
 ) -> String {
-    let child = tokio::process::Command::new(program)
-        .arg(script)
-        .arg(stack.proxy_url())
-        .args(args)
-        .current_dir(clients_dir())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(SCRIPT_TIMEOUT, child)
-        .await
-        .unwrap_or_else(|_| panic!("{script} did not finish within {SCRIPT_TIMEOUT:?}"))
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    eprintln!("{script} stderr:\n{stderr}");
-    assert!(
-        output.status.success() && stdout.lines().any(|line| line == ok_line),
-        "{script} failed ({}).\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        output.status
-    );
-    stdout
+    common::run_client_script(stack, program.as_os_str(), &[script], args, ok_line).await
 }
 
 /// Runs `program script URL` against a fresh Postgres behind a proxy without a policy.

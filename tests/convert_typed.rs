@@ -38,12 +38,7 @@ impl Setup {
             .superuser_password(PASSWORD)
             .start()
             .unwrap();
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let name = format!("pgcloak-convert-typed-{}-{n}", std::process::id());
-        let dir = std::env::temp_dir().join(name);
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = common::fresh_dir("convert-typed");
         std::fs::write(dir.join("k1"), MasterKey::generate().to_base64()).unwrap();
         let dsn = format!(
             "postgresql://postgres:{PASSWORD}@127.0.0.1:{}/postgres",

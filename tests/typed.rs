@@ -6,8 +6,8 @@
 
 mod common;
 
-use common::Stack;
-use tokio_postgres::types::{FromSql, IsNull, ToSql, Type};
+use common::{Raw, Stack};
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 /// (column, type, mode) of both tables.
@@ -128,37 +128,6 @@ async fn insert_literals(client: &Client) {
                 .unwrap_or_else(|e| panic!("{table}: {e}"));
         }
     }
-}
-
-/// Any value, as the raw bytes of its binary (or text) format.
-#[derive(Debug, Clone, PartialEq)]
-struct Raw(Vec<u8>);
-
-impl<'a> FromSql<'a> for Raw {
-    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Raw, Box<dyn std::error::Error + Sync + Send>> {
-        Ok(Raw(raw.to_vec()))
-    }
-
-    fn accepts(_: &Type) -> bool {
-        true
-    }
-}
-
-impl ToSql for Raw {
-    fn to_sql(
-        &self,
-        _: &Type,
-        out: &mut bytes::BytesMut,
-    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        out.extend_from_slice(&self.0);
-        Ok(IsNull::No)
-    }
-
-    fn accepts(_: &Type) -> bool {
-        true
-    }
-
-    tokio_postgres::types::to_sql_checked!();
 }
 
 /// Every row of `table` in binary format: the types and the raw values.

@@ -14,13 +14,9 @@
 
 mod common;
 
-use common::{client_program, clients_dir, jdbc_classpath, Stack};
+use common::{client_program, jdbc_classpath, Stack};
 
 use std::ffi::OsStr;
-use std::time::Duration;
-
-/// A script that has not finished by then has hung (they take a few seconds).
-const SCRIPT_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// (column, type, mode) of the tables the driver scripts share (`ps_`, `asy_`, `node_`,
 /// `jdbc_`).
@@ -84,38 +80,6 @@ async fn typed_stack(prefix: &str) -> (Stack, tokio_postgres::Client) {
     (stack, direct)
 }
 
-/// Runs `program args... URL extra...` in tests/clients, asserts that it exits 0 and prints
-/// `ok_line`.
-async fn run_script(
-    stack: &Stack,
-    program: &OsStr,
-    args: &[&str],
-    extra: &[&str],
-    ok_line: &str,
-) -> String {
-    let child = tokio::process::Command::new(program)
-        .args(args)
-        .arg(stack.proxy_url())
-        .args(extra)
-        .current_dir(clients_dir())
-        .kill_on_drop(true)
-        .output();
-    let script = args.last().copied().unwrap_or_default();
-    let output = tokio::time::timeout(SCRIPT_TIMEOUT, child)
-        .await
-        .unwrap_or_else(|_| panic!("{script} did not finish within {SCRIPT_TIMEOUT:?}"))
-        .unwrap_or_else(|e| panic!("cannot run {program:?}: {e}"));
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    eprintln!("{script} stderr:\n{stderr}");
-    assert!(
-        output.status.success() && stdout.lines().any(|line| line == ok_line),
-        "{script} failed ({}).\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        output.status
-    );
-    stdout
-}
-
 /// Straight from Postgres: `table` has at least `rows` rows with a value in every PII
 /// column, and every value stored in those columns is an envelope of the column's mode.
 async fn assert_envelopes(
@@ -156,7 +120,7 @@ async fn psycopg_checks(checks: &[&str]) {
         return;
     };
     let (stack, direct) = typed_stack("ps").await;
-    run_script(
+    common::run_client_script(
         &stack,
         program.as_os_str(),
         &["psycopg_typed.py"],
@@ -240,7 +204,7 @@ async fn asyncpg_checks(checks: &[&str]) {
     };
     let (stack, direct) = typed_stack("asy").await;
     let script = ["asyncpg_typed.py"];
-    run_script(
+    common::run_client_script(
         &stack,
         program.as_os_str(),
         &script,
@@ -262,7 +226,7 @@ async fn node_postgres_typed() {
     };
     let (stack, direct) = typed_stack("node").await;
     let script = ["node_pg_typed.js"];
-    run_script(
+    common::run_client_script(
         &stack,
         program.as_os_str(),
         &script,
@@ -283,7 +247,7 @@ async fn jdbc_typed() {
     };
     let (stack, direct) = typed_stack("jdbc").await;
     let args = ["-cp", jar, "java/JdbcTyped.java"];
-    run_script(&stack, OsStr::new("java"), &args, &[], "jdbc_typed OK").await;
+    common::run_client_script(&stack, OsStr::new("java"), &args, &[], "jdbc_typed OK").await;
     assert_envelopes(&direct, "jdbc_pii", TYPED_COLUMNS, 2).await;
 }
 
@@ -312,7 +276,7 @@ async fn django_checks(alias: &str) {
     };
     let stack = Stack::start_cloaked(&policy()).await;
     let script = ["django_typed.py"];
-    run_script(
+    common::run_client_script(
         &stack,
         program.as_os_str(),
         &script,

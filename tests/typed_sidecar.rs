@@ -67,11 +67,7 @@ impl Setup {
             .superuser_password(PASSWORD)
             .start()
             .unwrap();
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let name = format!("pgcloak-typed-sidecar-{}-{n}", std::process::id());
-        let dir = std::env::temp_dir().join(name);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = common::fresh_dir("typed-sidecar");
         write_key_pair(&dir, "sidecar", KeyKind::Rsa);
         write_key_pair(&dir, "partner-a", KeyKind::Rsa);
         let policy = Policy::from_yaml(&serde_yaml::from_str(POLICY).unwrap()).unwrap();

@@ -23,6 +23,18 @@ pub enum Kind {
     Bytea,
 }
 
+impl Kind {
+    /// Every kind, in declaration order.
+    #[rustfmt::skip]
+    pub const ALL: [Kind; 17] = {
+        use Kind::*;
+        [
+            Text, Varchar, Int2, Int4, Int8, Numeric, Float4, Float8, Bool, Date, Time,
+            Timestamp, Timestamptz, Uuid, Json, Jsonb, Bytea,
+        ]
+    };
+}
+
 /// A declared type with its modifier (`varchar(40)`, `numeric(10,2)`), as Postgres holds
 /// it: `typmod` is `atttypmod` (-1 when there is none).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -155,30 +167,7 @@ impl PgType {
 
     /// The type with this OID (no modifier), if pgcloak supports it.
     pub fn from_oid(oid: u32) -> Option<PgType> {
-        use Kind::*;
-        let kinds = [
-            Text,
-            Varchar,
-            Int2,
-            Int4,
-            Int8,
-            Numeric,
-            Float4,
-            Float8,
-            Bool,
-            Date,
-            Time,
-            Timestamp,
-            Timestamptz,
-            Uuid,
-            Json,
-            Jsonb,
-            Bytea,
-        ];
-        kinds
-            .into_iter()
-            .map(PgType::new)
-            .find(|ty| ty.oid() == oid)
+        (Kind::ALL.into_iter().map(PgType::new)).find(|ty| ty.oid() == oid)
     }
 
     /// Whether Postgres converts a value of this type to `column` on assignment and in a
@@ -352,6 +341,15 @@ mod tests {
             let err = PgType::parse(bad).unwrap_err();
             assert!(err.contains(bad.trim_end_matches('(')), "{err}");
         }
+    }
+
+    #[test]
+    fn every_kind_is_found_by_its_oid() {
+        for kind in Kind::ALL {
+            let ty = PgType::new(kind);
+            assert_eq!(PgType::from_oid(ty.oid()), Some(ty));
+        }
+        assert_eq!(PgType::from_oid(1186), None); // interval
     }
 
     #[test]

@@ -320,11 +320,7 @@ pub struct SidecarStack {
 impl SidecarStack {
     /// `server_key`: the type of the sidecar's own key (RSA or EC).
     pub async fn start(server_key: KeyKind) -> SidecarStack {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("pgcloak-sidecar-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = fresh_dir("sidecar");
         write_key_pair(&dir, "sidecar", server_key);
         write_key_pair(&dir, "partner-a", KeyKind::Rsa);
         write_key_pair(&dir, "partner-b", KeyKind::Ec);
@@ -435,4 +431,86 @@ pub fn jdbc_classpath() -> Option<&'static str> {
 
 pub fn clients_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
+}
+
+/// A client script that has not finished by then has hung (they take a few seconds).
+pub const SCRIPT_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Runs `program args... URL extra...` in tests/clients against the stack's proxy, asserts
+/// that it exits 0 within [`SCRIPT_TIMEOUT`] and prints `ok_line`, and returns its stdout.
+pub async fn run_client_script(
+    stack: &Stack,
+    program: &std::ffi::OsStr,
+    args: &[&str],
+    extra: &[&str],
+    ok_line: &str,
+) -> String {
+    let child = tokio::process::Command::new(program)
+        .args(args)
+        .arg(stack.proxy_url())
+        .args(extra)
+        .current_dir(clients_dir())
+        .kill_on_drop(true)
+        .output();
+    let script = args.last().copied().unwrap_or_default();
+    let output = tokio::time::timeout(SCRIPT_TIMEOUT, child)
+        .await
+        .unwrap_or_else(|_| panic!("{script} did not finish within {SCRIPT_TIMEOUT:?}"))
+        .unwrap_or_else(|e| panic!("cannot run {program:?}: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprintln!("{script} stderr:\n{stderr}");
+    assert!(
+        output.status.success() && stdout.lines().any(|line| line == ok_line),
+        "{script} failed ({}).\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        output.status
+    );
+    stdout
+}
+
+/// A new empty directory under the system's temporary one, unique to this process and call
+/// (`pgcloak-<what>-<pid>-<n>`).
+pub fn fresh_dir(what: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("pgcloak-{what}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Any value, as the raw bytes of its text or binary format: read from any column, and sent
+/// as any parameter type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Raw(pub Vec<u8>);
+
+impl<'a> tokio_postgres::types::FromSql<'a> for Raw {
+    fn from_sql(
+        _: &tokio_postgres::types::Type,
+        raw: &'a [u8],
+    ) -> Result<Raw, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Raw(raw.to_vec()))
+    }
+
+    fn accepts(_: &tokio_postgres::types::Type) -> bool {
+        true
+    }
+}
+
+impl tokio_postgres::types::ToSql for Raw {
+    fn to_sql(
+        &self,
+        _: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.extend_from_slice(&self.0);
+        Ok(tokio_postgres::types::IsNull::No)
+    }
+
+    fn accepts(_: &tokio_postgres::types::Type) -> bool {
+        true
+    }
+
+    tokio_postgres::types::to_sql_checked!();
 }

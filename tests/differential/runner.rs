@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::{SinkExt, TryStreamExt};
-use tokio_postgres::types::{FromSql, IsNull, ToSql, Type};
+use tokio_postgres::types::{IsNull, ToSql, Type};
 use tokio_postgres::{Client, SimpleQueryMessage};
+
+use crate::common::Raw;
 
 use super::generator::{Kind, Mode, Stmt, Val};
 use super::schema::Ty;
@@ -269,19 +271,6 @@ async fn copy_out(client: &Client, sql: &str) -> Result<Vec<ResultSet>, tokio_po
         rows,
         affected: None,
     }])
-}
-
-/// Any column value, as the raw bytes the server sent (text or binary format).
-struct Raw(Vec<u8>);
-
-impl<'a> FromSql<'a> for Raw {
-    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Raw, Box<dyn std::error::Error + Sync + Send>> {
-        Ok(Raw(raw.to_vec()))
-    }
-
-    fn accepts(_: &Type) -> bool {
-        true
-    }
 }
 
 /// A parameter: binary where its type and the server's inferred type allow, else text.
