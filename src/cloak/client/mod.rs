@@ -40,6 +40,8 @@ pub struct ClientCloak {
     /// The settings values of typed PII columns are read with, as of the message now
     /// being rewritten (followed only when the policy has typed columns).
     session: Session,
+    /// The `ServerParams::version` `session` was copied at.
+    session_version: u64,
 }
 
 /// Statements longer than this are analysed off the session's thread, so that the other
@@ -55,6 +57,7 @@ impl ClientCloak {
             copy_failed: false,
             offloaded: Arc::default(),
             session: Session::default(),
+            session_version: 0,
         }
     }
 
@@ -401,8 +404,9 @@ impl ClientCloak {
                 ))),
             };
         }
-        let value = self.canonical(column, value, binary)?;
-        if std::str::from_utf8(&value).is_err() && self.column_type(column).kind() == Kind::Text {
+        let ty = self.column_type(column);
+        let value = super::typed::canonical(&ty, value, binary, &self.session, column)?;
+        if ty.kind() == Kind::Text && std::str::from_utf8(&value).is_err() {
             return Err(not_utf8(column));
         }
         self.cloak

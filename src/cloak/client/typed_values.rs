@@ -7,7 +7,7 @@ use bytes::Bytes;
 use std::sync::Arc;
 
 use super::ClientCloak;
-use crate::cloak::typed::{self, Session};
+use crate::cloak::typed;
 use crate::cloak::SessionState;
 use crate::pgtype::{Kind, PgType};
 use crate::policy::ColumnId;
@@ -26,11 +26,13 @@ impl ClientCloak {
     pub(super) fn follow_session(&mut self, state: &SessionState, settled: bool) {
         if self.cloak.policy().has_typed() {
             let params = &state.tracker.params;
-            self.session = Session {
-                settings: params.settings.clone(),
-                unsupported: params.unsupported.clone(),
-                settled,
-            };
+            // Copied only when the server reported a change since.
+            if self.session_version != params.version {
+                self.session_version = params.version;
+                self.session.settings = params.settings.clone();
+                self.session.unsupported = params.unsupported.clone();
+            }
+            self.session.settled = settled;
         }
     }
 

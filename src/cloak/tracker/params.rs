@@ -16,6 +16,8 @@ pub struct ServerParams {
     pub settings: Settings,
     /// A setting pgcloak cannot follow: typed PII values are refused until it changes.
     pub unsupported: Option<Unsupported>,
+    /// Counts the reports of `settings` (the client side copies them only when it moved).
+    pub version: u64,
 }
 
 impl Default for ServerParams {
@@ -25,6 +27,7 @@ impl Default for ServerParams {
             standard_conforming_strings: true,
             settings: Settings::default(),
             unsupported: None,
+            version: 0,
         }
     }
 }
@@ -47,6 +50,7 @@ impl Tracker {
             b"DateStyle" | b"TimeZone" | b"IntervalStyle" => {
                 let name = String::from_utf8_lossy(name);
                 let params = &mut self.params;
+                params.version += 1;
                 // A setting that cannot be followed holds until the server reports one that
                 // can (for the same name).
                 match params.settings.set(&name, &value) {
