@@ -110,11 +110,40 @@ pub(crate) fn from_text(
     input: &str,
     settings: &Settings,
 ) -> Result<Vec<u8>, ValueError> {
+    // The common case, read the same under every setting: already canonical.
+    if kind == Kind::Date && iso_date(input).is_some() {
+        return Ok(input.as_bytes().to_vec());
+    }
     let value = parse::parse(kind, input, settings)?;
     Ok(format::canonical(kind, value).into_bytes())
 }
 
+/// A date written exactly `YYYY-MM-DD` (year 0001 to 9999, a valid day): the canonical form
+/// of every such date. Its days since 2000-01-01.
+fn iso_date(text: &str) -> Option<i32> {
+    let b = text.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| {
+        (b[range.clone()].iter().all(u8::is_ascii_digit)).then(|| {
+            b[range]
+                .iter()
+                .fold(0i64, |n, d| n * 10 + i64::from(d - b'0'))
+        })
+    };
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let valid =
+        year >= 1 && (1..=12).contains(&month) && (1..=days_in_month(year, month)).contains(&day);
+    valid.then(|| (date2j(year, month, day) - POSTGRES_EPOCH_JDATE) as i32)
+}
+
 fn decode_canonical(kind: Kind, canonical: &[u8]) -> Result<Value, ValueError> {
+    if kind == Kind::Date {
+        if let Some(days) = std::str::from_utf8(canonical).ok().and_then(iso_date) {
+            return Ok(Value::Date(days));
+        }
+    }
     std::str::from_utf8(canonical)
         .ok()
         .and_then(|s| parse::parse(kind, s, &Settings::default()).ok())
@@ -180,6 +209,33 @@ mod tests {
     #[test]
     fn calendar_matches_postgres() {
         assert_eq!(date2j(2000, 1, 1), POSTGRES_EPOCH_JDATE);
+        // The ISO fast path agrees with the parser on every day of several centuries, and
+        // leaves everything else to it.
+        let settings = Settings::default();
+        for days in (-800_000..800_000).step_by(7) {
+            let text = format::canonical(Kind::Date, Value::Date(days));
+            match iso_date(&text) {
+                Some(fast) => assert_eq!(fast, days, "{text}"),
+                None => assert!(text.ends_with(" BC") || text.len() != 10, "{text}"),
+            }
+            let parsed = parse::parse(Kind::Date, &text, &settings).ok();
+            assert!(
+                matches!(parsed, Some(Value::Date(d)) if d == days),
+                "{text}"
+            );
+        }
+        for text in [
+            "2020-02-30",
+            "2021-02-29",
+            "0000-01-01",
+            "2020-13-01",
+            "2020-1-02",
+            " 2020-01-02",
+        ] {
+            assert_eq!(iso_date(text), None, "{text}");
+        }
+        assert_eq!(iso_date("2000-01-01"), Some(0));
+        assert_eq!(iso_date("2020-02-29"), Some(7364));
         assert_eq!(date2j(294_277, 1, 1), 109_203_528);
         assert_eq!(date2j(5_874_898, 1, 1), DATE_END_JULIAN);
         assert_eq!(date2j(-4713, 11, 24), 0);
