@@ -76,25 +76,7 @@ impl Setup {
         direct.batch_execute(SCHEMA).await.unwrap();
         // SAFETY of set_var: the only test of this binary that reads it sets it.
         std::env::set_var(PASSWORD_ENV, PASSWORD);
-        let yaml = format!(
-            "listen: \"127.0.0.1:0\"\nupstream:\n  host: {}\n  port: {}\nsidecar:\n  listen: \"127.0.0.1:0\"\n  \
-             database: postgres\n  user: postgres\n  password_env: {PASSWORD_ENV}\n  \
-             private_key_file: sidecar.pem\n{PARTIES}",
-            pg.host(),
-            pg.port()
-        );
-        let path = dir.join("pgcloak.yaml");
-        std::fs::write(&path, &yaml).unwrap();
-        let config = pgcloak::config::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-        let settings = config
-            .sidecar(&path)
-            .unwrap_or_else(|e| panic!("{e}"))
-            .unwrap();
-        let sidecar = pgcloak::sidecar::Sidecar::bind(settings, cloak.clone())
-            .await
-            .unwrap()
-            .spawn()
-            .unwrap();
+        let sidecar = common::spawn_sidecar(&dir, &pg, PASSWORD_ENV, PARTIES, cloak.clone()).await;
         Setup {
             pg,
             cloak,

@@ -340,25 +340,14 @@ impl SidecarStack {
 
         // SAFETY of set_var: every test sets the same value.
         std::env::set_var(SIDECAR_PASSWORD_ENV, PASSWORD);
-        let yaml = format!(
-            "listen: \"127.0.0.1:0\"\nupstream:\n  host: {}\n  port: {}\nsidecar:\n  listen: \"127.0.0.1:0\"\n  \
-             database: postgres\n  user: postgres\n  password_env: {SIDECAR_PASSWORD_ENV}\n  \
-             private_key_file: sidecar.pem\n{SIDECAR_PARTIES}",
-            stack.pg.host(),
-            stack.pg.port()
-        );
-        let path = dir.join("pgcloak.yaml");
-        std::fs::write(&path, &yaml).unwrap();
-        let config = pgcloak::config::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-        let settings = config
-            .sidecar(&path)
-            .unwrap_or_else(|e| panic!("{e}"))
-            .unwrap();
-        let sidecar = pgcloak::sidecar::Sidecar::bind(settings, cloak.clone())
-            .await
-            .unwrap()
-            .spawn()
-            .unwrap();
+        let sidecar = spawn_sidecar(
+            &dir,
+            &stack.pg,
+            SIDECAR_PASSWORD_ENV,
+            SIDECAR_PARTIES,
+            cloak.clone(),
+        )
+        .await;
         SidecarStack {
             stack,
             sidecar,
@@ -513,4 +502,35 @@ impl tokio_postgres::types::ToSql for Raw {
     }
 
     tokio_postgres::types::to_sql_checked!();
+}
+
+/// The JWE sidecar on a free port in front of `pg`, with the config it reads from `dir`
+/// (`sidecar.pem` there, the database password in `password_env`, the `parties` section
+/// as YAML) and `cloak`'s keys.
+pub async fn spawn_sidecar(
+    dir: &Path,
+    pg: &PgTemp,
+    password_env: &str,
+    parties: &str,
+    cloak: Arc<Cloak>,
+) -> pgcloak::sidecar::SidecarHandle {
+    let yaml = format!(
+        "listen: \"127.0.0.1:0\"\nupstream:\n  host: {}\n  port: {}\nsidecar:\n  listen: \"127.0.0.1:0\"\n  \
+         database: postgres\n  user: postgres\n  password_env: {password_env}\n  \
+         private_key_file: sidecar.pem\n{parties}",
+        pg.host(),
+        pg.port()
+    );
+    let path = dir.join("pgcloak.yaml");
+    std::fs::write(&path, &yaml).unwrap();
+    let config = pgcloak::config::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let settings = config
+        .sidecar(&path)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap();
+    pgcloak::sidecar::Sidecar::bind(settings, cloak)
+        .await
+        .unwrap()
+        .spawn()
+        .unwrap()
 }
