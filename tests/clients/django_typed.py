@@ -22,32 +22,22 @@ SQL Django sent. Prints "django_typed OK" on stdout and exits 0 only if all pass
 import os
 import sys
 import traceback
-import urllib.parse
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import django  # noqa: E402
+from django_db import database  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-URL = urllib.parse.urlsplit(sys.argv[1])
-
-
-def database(**options):
-    return {
-        "ENGINE": "django.db.backends.postgresql",
-        "NAME": URL.path.lstrip("/"),
-        "USER": urllib.parse.unquote(URL.username or ""),
-        "PASSWORD": urllib.parse.unquote(URL.password or ""),
-        "HOST": URL.hostname,
-        "PORT": str(URL.port),
-        "OPTIONS": {"connect_timeout": 10, **options},
-    }
 
 
 settings.configure(
-    DATABASES={"default": database(), "server": database(server_side_binding=True)},
+    DATABASES={
+        "default": database(sys.argv[1]),
+        "server": database(sys.argv[1], server_side_binding=True),
+    },
     INSTALLED_APPS=["django_typed_app"],
     DEFAULT_AUTO_FIELD="django.db.models.AutoField",
     USE_TZ=True,
