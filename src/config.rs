@@ -16,6 +16,9 @@ use crate::keys::MasterKeys;
 use crate::policy::Policy;
 use crate::sidecar::SidecarConfig;
 
+mod listen;
+pub use listen::listen_addr;
+
 /// A configuration error, always naming the file it came from.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -39,7 +42,8 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Address the proxy listens on, e.g. "127.0.0.1:6432".
+    /// Address the proxy listens on, e.g. "127.0.0.1:6432" or "localhost:6432" (see
+    /// [`listen_addr`]).
     pub listen: String,
     pub upstream: UpstreamConfig,
     /// TLS towards clients; absent: plaintext only (SSLRequest answered N).
@@ -233,15 +237,7 @@ impl Config {
             key: key.to_owned(),
             message,
         };
-        let listen: SocketAddr = self.listen.parse().map_err(|_| {
-            invalid(
-                "listen",
-                format!(
-                    "{:?} is not an address:port such as \"127.0.0.1:6432\"",
-                    self.listen
-                ),
-            )
-        })?;
+        let listen = listen_addr(&self.listen, "listen", path)?;
         if self.upstream.host.trim().is_empty() {
             return Err(invalid("upstream.host", "must not be empty".into()));
         }
@@ -463,11 +459,18 @@ mod tests {
     }
 
     #[test]
-    fn bad_listen_address_names_the_key() {
+    fn listen_takes_a_host_name_and_names_the_key_when_bad() {
         let err = parse("listen: localhost\nupstream: {host: h}\n").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "pgcloak.yaml: `listen`: \"localhost\" is not an address:port such as \"127.0.0.1:6432\""
+        assert!(
+            err.to_string()
+                .starts_with("pgcloak.yaml: `listen`: \"localhost\" is not an address:port"),
+            "{err}"
+        );
+        let config = parse("listen: \"localhost:6432\"\nupstream: {host: h}\n").unwrap();
+        let listen = config.settings(Path::new("x")).unwrap().listen;
+        assert!(
+            listen.ip().is_loopback() && listen.port() == 6432,
+            "{listen}"
         );
     }
 

@@ -19,7 +19,7 @@ use crate::config::{Config, ConfigError, ProxySettings};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SidecarConfig {
-    /// Address the HTTP API listens on, e.g. "127.0.0.1:8080".
+    /// Address the HTTP API listens on, e.g. "127.0.0.1:8080" or "localhost:8080".
     pub listen: String,
     /// Upstream database, user and password for the sidecar's own connections.
     pub database: String,
@@ -170,13 +170,7 @@ impl Config {
             key: format!("sidecar.{key}"),
             message,
         };
-        let listen: SocketAddr = section.listen.parse().map_err(|_| {
-            let listen = &section.listen;
-            invalid(
-                "listen",
-                format!("{listen:?} is not an address:port such as \"127.0.0.1:8080\""),
-            )
-        })?;
+        let listen = crate::config::listen_addr(&section.listen, "sidecar.listen", path)?;
         if listen == proxy.listen && listen.port() != 0 {
             return Err(invalid(
                 "listen",
@@ -363,6 +357,26 @@ mod tests {
         assert_eq!(
             settings.server_key.algorithms(),
             ["RSA-OAEP", "RSA-OAEP-256"]
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn listen_takes_a_host_name_and_names_the_key_when_bad() {
+        let dir = key_dir("listen");
+        let path = dir.join("pgcloak.yaml");
+        let load = |listen: &str| {
+            let text = HEAD.replace("127.0.0.1:8080", listen) + "  private_key_file: server.pem\n";
+            std::fs::write(&path, text).unwrap();
+            let config = Config::load(&path).map_err(|e| e.to_string())?;
+            config.sidecar(&path).map_err(|e| e.to_string())
+        };
+        let settings = load("localhost:8080").unwrap().unwrap();
+        assert!(settings.listen.ip().is_loopback() && settings.listen.port() == 8080);
+        let err = load("localhost").unwrap_err();
+        assert!(
+            err.contains("`sidecar.listen`: \"localhost\" is not an address:port"),
+            "{err}"
         );
         let _ = std::fs::remove_dir_all(dir);
     }
