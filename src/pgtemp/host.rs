@@ -115,6 +115,81 @@ pub(super) fn create_base_dir(owner: Option<Owner>) -> Result<PathBuf, PgTempErr
     }
 }
 
+/// Removes the `<temp>/pgtemp-<pid>-...` directories that a process killed before its
+/// cleanup left behind (a demo or test killed with SIGKILL: about 40 MB each), and returns
+/// them. A directory is stale when it belongs to the server's owner, the process `<pid>`
+/// that made it is gone, and so is the server named in its `data/postmaster.pid`; a
+/// directory of a running demo or test (another pid namespace's aside) is never touched.
+pub(super) fn remove_stale_dirs(owner: Option<Owner>) -> Vec<PathBuf> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = owner.map_or_else(|| unsafe { libc::geteuid() }, |o| o.uid);
+    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(creator_pid) else {
+            continue;
+        };
+        let path = entry.path();
+        // symlink_metadata: a link named like our directories is not followed.
+        let ours = fs::symlink_metadata(&path)
+            .is_ok_and(|m| m.is_dir() && std::os::unix::fs::MetadataExt::uid(&m) == uid);
+        if !ours || pid == std::process::id() || process_alive(pid) {
+            continue;
+        }
+        let server = fs::read_to_string(path.join("data/postmaster.pid")).ok();
+        let server = server
+            .as_deref()
+            .and_then(|t| t.lines().next()?.trim().parse().ok());
+        if server.is_some_and(process_alive) {
+            continue;
+        }
+        // Backends of a killed server may still be writing for a moment: one more try.
+        let gone = fs::remove_dir_all(&path).is_ok() || {
+            std::thread::sleep(Duration::from_millis(200));
+            fs::remove_dir_all(&path).is_ok()
+        };
+        if gone {
+            removed.push(path);
+        }
+    }
+    removed
+}
+
+/// The pid in a directory name made by [`create_base_dir`] (`pgtemp-<pid>-<n>-<nanos>`).
+pub(super) fn creator_pid(name: &str) -> Option<u32> {
+    let mut parts = name.strip_prefix("pgtemp-")?.split('-');
+    let pid = parts.next()?.parse().ok()?;
+    let rest: Vec<&str> = parts.collect();
+    let digits = |part: &&str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    (rest.len() == 2 && rest.iter().all(digits)).then_some(pid)
+}
+
+/// Whether a process with this pid exists (EPERM: it does, as another user's).
+fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return true;
+    };
+    if pid <= 0 {
+        return true; // 0 and -1 would address process groups: never "gone"
+    }
+    // SAFETY: signal 0 sends nothing; kill only checks that the process exists.
+    let exists = unsafe { libc::kill(pid, 0) == 0 }
+        || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    // A zombie (a killed demo's postmaster, not yet reaped by its new parent) is gone.
+    exists && !is_zombie(pid)
+}
+
+/// Whether /proc says the process has exited but is not reaped yet (state `Z`).
+fn is_zombie(pid: libc::pid_t) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| Some(stat.rsplit_once(") ")?.1.starts_with('Z')))
+        .unwrap_or(false)
+}
+
 /// A new mode-0700 directory owned by `owner` (PostgreSQL insists on 0700 for its data dir).
 pub(super) fn create_owned_dir(path: &Path, owner: Option<Owner>) -> Result<(), PgTempError> {
     fs::create_dir(path).map_err(io_err("create directory", path))?;

@@ -2,7 +2,8 @@
 //!
 //! [`PgTemp::start`] runs `initdb` into a fresh temporary directory, starts `postgres` as a
 //! direct child process on a free loopback port and waits until it accepts connections.
-//! Dropping the [`PgTemp`] stops the server and deletes the directory. Durability is switched
+//! Dropping the [`PgTemp`] stops the server and deletes the directory; the directories of
+//! processes killed before that (SIGKILL) are deleted by the next start. Durability is switched
 //! off throughout (`initdb --no-sync`, `fsync=off`, ...): the data is meant to be thrown away,
 //! and several clusters start in parallel on small CI machines.
 //!
@@ -25,8 +26,8 @@ mod host;
 
 pub use host::free_port;
 use host::{
-    create_base_dir, create_owned_dir, find_binaries, percent_encode, server_owner,
-    write_owned_file, Owner,
+    create_base_dir, create_owned_dir, find_binaries, percent_encode, remove_stale_dirs,
+    server_owner, write_owned_file, Owner,
 };
 
 const HOST: &str = "127.0.0.1";
@@ -148,6 +149,9 @@ impl PgTempBuilder {
     pub fn start(self) -> Result<PgTemp, PgTempError> {
         let binaries = find_binaries()?;
         let owner = server_owner()?;
+        for dir in remove_stale_dirs(owner) {
+            tracing::info!(dir = %dir.display(), "removed a stale throwaway PostgreSQL directory");
+        }
         let base = create_base_dir(owner)?;
         // Built before anything can fail, so that Drop removes the directory on every error.
         let mut pg = PgTemp {

@@ -161,3 +161,42 @@ fn percent_encodes_userinfo() {
     assert_eq!(percent_encode("a-Z_0.~"), "a-Z_0.~");
     assert_eq!(percent_encode("p@ss/w:rd %"), "p%40ss%2Fw%3Ard%20%25");
 }
+
+#[test]
+fn stale_directories_are_removed_and_live_ones_kept() {
+    use super::host::{creator_pid, remove_stale_dirs};
+    assert_eq!(creator_pid("pgtemp-4242-0-733958591"), Some(4242));
+    for name in [
+        "pgtemp-4242",
+        "pgtemp-x-0-1",
+        "pgtemp-4242-0-1-2",
+        "pgcloak-4242-0-1",
+    ] {
+        assert_eq!(creator_pid(name), None, "{name}");
+    }
+    // A pid that is gone: a child that has exited and been reaped.
+    let mut gone = Command::new("true").spawn().unwrap();
+    gone.wait().unwrap();
+    let dead = gone.id();
+    let owner = server_owner().unwrap();
+    let make = |name: String, server_pid: Option<u32>| {
+        let dir = std::env::temp_dir().join(name);
+        create_owned_dir(&dir, owner).unwrap();
+        create_owned_dir(&dir.join("data"), owner).unwrap();
+        if let Some(pid) = server_pid {
+            fs::write(dir.join("data/postmaster.pid"), format!("{pid}\n/x\n")).unwrap();
+        }
+        dir
+    };
+    let stale = make(format!("pgtemp-{dead}-900001-1"), Some(dead));
+    let ours = make(format!("pgtemp-{}-900002-1", std::process::id()), None);
+    // Its maker is gone but its server (here: this process) still runs.
+    let serving = make(format!("pgtemp-{dead}-900003-1"), Some(std::process::id()));
+    let removed = remove_stale_dirs(owner);
+    // Another test's start may have removed it first.
+    assert!(!stale.exists(), "{removed:?}");
+    assert!(ours.exists() && serving.exists(), "{removed:?}");
+    for dir in [ours, serving] {
+        fs::remove_dir_all(dir).unwrap();
+    }
+}
