@@ -1,7 +1,9 @@
 //! `pgcloak demo`: a throwaway local Postgres with pgcloak in front of it, for trying the
-//! proxy with psql in one command. Everything is removed on Ctrl-C.
+//! proxy with psql in one command. Everything is removed on Ctrl-C (and what a killed demo
+//! left behind, by the next start: see [`pgcloak::pgtemp`]).
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 
@@ -16,11 +18,30 @@ const DEMO_PASSWORD: &str = "pgcloak";
 /// The table config/demo.yaml protects, created before the proxy starts.
 const DEMO_SCHEMA: &str = "CREATE TABLE users (id serial PRIMARY KEY, email text UNIQUE, first_name text, last_name text, plan text)";
 
-pub fn run(config_path: PathBuf) -> Result<(), String> {
-    let config = Config::load(&config_path).map_err(|e| e.to_string())?;
+/// The default config, built in so that an installed `pgcloak demo` runs from any directory.
+const BUILT_IN_CONFIG: &str = include_str!("../config/demo.yaml");
+
+/// Runs the demo with `config_path` (None: [`BUILT_IN_CONFIG`]), listening on `port` when
+/// given instead of the config's port.
+pub fn run(config_path: Option<PathBuf>, port: Option<u16>) -> Result<(), String> {
+    let (config, config_path) = match config_path {
+        Some(path) => (Config::load(&path), path),
+        None => {
+            let path = PathBuf::from("config/demo.yaml (built in)");
+            (Config::parse(BUILT_IN_CONFIG, &path), path)
+        }
+    };
+    let config = config.map_err(|e| e.to_string())?;
     let mut settings = config.settings(&config_path).map_err(|e| e.to_string())?;
+    if let Some(port) = port {
+        settings.listen.set_port(port);
+    }
     let policy = config.policy(&config_path).map_err(|e| e.to_string())?;
     let cloak = Arc::new(Cloak::with_key(policy, &MasterKey::generate()));
+    // Checked before the throwaway Postgres takes seconds to start; the bind below reports
+    // the same way should the port be taken in between.
+    std::net::TcpListener::bind(settings.listen)
+        .map_err(|e| cannot_listen(settings.listen, &e, &config_path))?;
 
     eprintln!("starting a throwaway PostgreSQL…");
     // Started on this thread, so the server also dies if pgcloak is killed.
@@ -37,9 +58,12 @@ pub fn run(config_path: PathBuf) -> Result<(), String> {
         create_demo_schema(&postgres).await?;
         let proxy = Proxy::bind(settings.clone())
             .await
-            .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?
+            .map_err(|e| cannot_listen(settings.listen, &e, &config_path))?
             .with_cloak(cloak);
         let addr = proxy.local_addr().map_err(|e| e.to_string())?;
+        // Before the banner: a Ctrl-C right after it must stop the demo in order.
+        let shutdown = CancellationToken::new();
+        tokio::spawn(crate::cancel_on_signal(shutdown.clone()));
         println!();
         println!("PostgreSQL (direct):  {}", postgres.url("postgres"));
         println!(
@@ -60,8 +84,6 @@ pub fn run(config_path: PathBuf) -> Result<(), String> {
         println!("and the same SELECT directly against PostgreSQL to see what it stores.");
         println!();
         println!("Press Ctrl-C to stop; the demo database is deleted on exit.");
-        let shutdown = CancellationToken::new();
-        tokio::spawn(crate::cancel_on_signal(shutdown.clone()));
         proxy.run(shutdown).await;
         Ok(())
     });
@@ -69,6 +91,22 @@ pub fn run(config_path: PathBuf) -> Result<(), String> {
     drop(postgres);
     eprintln!("demo stopped; throwaway PostgreSQL removed");
     result
+}
+
+/// The error for a listen address the demo cannot bind, naming the port and the flag.
+fn cannot_listen(addr: SocketAddr, error: &std::io::Error, config: &Path) -> String {
+    if error.kind() == std::io::ErrorKind::AddrInUse {
+        format!(
+            "cannot listen on {addr}: port {} is already in use (another pgcloak demo?); \
+             choose another with `pgcloak demo --port N` (--port 0 picks a free one)",
+            addr.port()
+        )
+    } else {
+        format!(
+            "cannot listen on {addr} (`listen` in {}, port from --port if given): {error}",
+            config.display()
+        )
+    }
 }
 
 async fn create_demo_schema(postgres: &PgTemp) -> Result<(), String> {

@@ -70,9 +70,14 @@ enum Command {
     },
     /// Start a throwaway local Postgres and pgcloak in front of it, until Ctrl-C.
     Demo {
-        /// The demo's config; its upstream is replaced by the throwaway Postgres.
-        #[arg(long, short, default_value = "config/demo.yaml")]
-        config: PathBuf,
+        /// The demo's config (default: config/demo.yaml, built into the binary); its
+        /// upstream is replaced by the throwaway Postgres.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The port pgcloak listens on (default: the config's `listen`, 6432); 0 picks a
+        /// free one.
+        #[arg(long, short)]
+        port: Option<u16>,
     },
 }
 
@@ -91,7 +96,7 @@ fn main() -> ExitCode {
         } => check(config, upstream_dsn, sample),
         Command::Keygen(args) => keygen::run(args),
         Command::Jwe { command } => jwe_cli::run(command),
-        Command::Demo { config } => demo::run(config),
+        Command::Demo { config, port } => demo::run(config, port),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -181,19 +186,24 @@ fn serve(path: PathBuf) -> Result<(), String> {
     })
 }
 
-/// Cancels `token` on the first SIGTERM or SIGINT.
-pub(crate) async fn cancel_on_signal(token: CancellationToken) {
+/// Cancels `token` on the first SIGTERM or SIGINT. The handlers are installed when this is
+/// called (inside a runtime), not when the future is first polled, so a signal sent right
+/// after, e.g. once the demo has printed its banner, is not lost.
+pub(crate) fn cancel_on_signal(token: CancellationToken) -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let signals = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = signals else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+        token.cancel();
     }
-    token.cancel();
 }

@@ -212,19 +212,49 @@ async fn serve_shuts_down_gracefully_and_logs_no_content() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `listen: "localhost:PORT"` is resolved (as `upstream.host: localhost` always was) and
+/// serves clients that connect to localhost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn demo_serves_until_interrupted_and_cleans_up() {
-    let dir = scratch_dir("demo");
+async fn serve_listens_on_a_host_name() {
+    let pg = PgTemp::builder()
+        .superuser_password(PASSWORD)
+        .start()
+        .unwrap();
+    let dir = scratch_dir("serve-localhost");
     let port = free_port().unwrap();
-    let config = dir.join("demo.yaml");
-    std::fs::write(
-        &config,
-        format!("listen: \"127.0.0.1:{port}\"\nupstream:\n  host: 127.0.0.1\n"),
-    )
-    .unwrap();
-    let mut child = Command::new(pgcloak_bin())
-        .args(["demo", "--config"])
+    let config = dir.join("pgcloak.yaml");
+    let yaml = format!(
+        "listen: \"localhost:{port}\"\nupstream:\n  host: localhost\n  port: {}\n",
+        pg.port()
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let check = Command::new(pgcloak_bin())
+        .args(["check", "--config"])
         .arg(&config)
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{check:?}");
+    let mut child = common::spawn_serve(&config, &dir.join("pgcloak.log"), &[]);
+    let url = format!("postgresql://postgres:{PASSWORD}@localhost:{port}/postgres");
+    let served = eventually(Duration::from_secs(20), || async {
+        try_connect(&url).await.is_ok()
+    })
+    .await;
+    assert!(served, "no pgcloak on localhost:{port}");
+    signal(&child, libc::SIGTERM);
+    wait_exit(&mut child, Duration::from_secs(30))
+        .await
+        .expect("serve exits on SIGTERM");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `pgcloak demo ARGS...` run outside the repository, once it has printed its banner: the
+/// child, the psql URL through pgcloak and the throwaway Postgres's data directory.
+async fn start_demo(args: &[&str]) -> (Child, String, PathBuf) {
+    let mut child = Command::new(pgcloak_bin())
+        .arg("demo")
+        .args(args)
+        .current_dir(std::env::temp_dir())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -255,17 +285,17 @@ async fn demo_serves_until_interrupted_and_cleans_up() {
         .trim_start_matches("psql ")
         .trim_matches('"')
         .to_owned();
-    assert!(url.contains(&format!("127.0.0.1:{port}")), "{url}");
     let data_dir = lines
         .iter()
         .find_map(|l| l.strip_prefix("PostgreSQL data directory: "))
         .map(PathBuf::from)
         .expect("the demo names its data directory");
     assert!(data_dir.exists());
+    (child, url, data_dir)
+}
 
-    let out = common::psql(&url, &["-At", "-c", "SELECT 'through the demo'"]);
-    assert_eq!(common::stdout(&out).trim(), "through the demo");
-
+/// Ctrl-C: the demo exits 0 and removes its throwaway Postgres.
+async fn interrupt_demo(mut child: Child, data_dir: &Path) {
     signal(&child, libc::SIGINT);
     let status = wait_exit(&mut child, Duration::from_secs(30))
         .await
@@ -276,7 +306,82 @@ async fn demo_serves_until_interrupted_and_cleans_up() {
         "demo left {} behind",
         data_dir.display()
     );
-    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The built-in config/demo.yaml (no --config, run outside the repository: an installed
+/// binary runs from anywhere) on the port given with --port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serves_until_interrupted_and_cleans_up() {
+    let port = free_port().unwrap();
+    let (child, url, data_dir) = start_demo(&["--port", &port.to_string()]).await;
+    assert!(url.contains(&format!("127.0.0.1:{port}")), "{url}");
+
+    let out = common::psql(&url, &["-At", "-c", "SELECT 'through the demo'"]);
+    assert_eq!(common::stdout(&out).trim(), "through the demo");
+    // The built-in policy is on: config/demo.yaml's users.email is encrypted.
+    let insert = "INSERT INTO users (email) VALUES ('ann@example.com')";
+    common::stdout(&common::psql(&url, &["-At", "-c", insert]));
+    interrupt_demo(child, &data_dir).await;
+}
+
+/// A taken port fails at once (before Postgres starts), naming the port and --port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_on_a_busy_port_names_the_port_and_the_flag() {
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = squatter.local_addr().unwrap().port();
+    let mut child = Command::new(pgcloak_bin())
+        .args(["demo", "--port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_exit(&mut child, Duration::from_secs(10))
+        .await
+        .expect("demo gives up on a busy port");
+    assert!(!status.success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{port}: port {port} is already in use"))
+            && stderr.contains("pgcloak demo --port N"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("starting a throwaway PostgreSQL"),
+        "{stderr}"
+    );
+}
+
+/// A demo killed with SIGKILL cannot clean up; the next demo removes what it left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_demo_leaves_a_directory_the_next_start_removes() {
+    let (mut killed, _, killed_data) = start_demo(&["--port", "0"]).await;
+    signal(&killed, libc::SIGKILL);
+    wait_exit(&mut killed, Duration::from_secs(10))
+        .await
+        .expect("SIGKILL ends the demo");
+    // What it leaves (no assertion that it is there: a PgTemp that another test of this
+    // process starts meanwhile may already have removed it).
+    let left = killed_data.parent().unwrap().to_owned();
+    // Its postmaster dies with it (PDEATHSIG); wait for that, as the next start checks.
+    let pid_file = killed_data.join("postmaster.pid");
+    let pid: i32 = std::fs::read_to_string(&pid_file).map_or(0, |t| {
+        t.lines().next().unwrap_or("0").trim().parse().unwrap_or(0)
+    });
+    let gone = eventually(Duration::from_secs(10), || async {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        pid == 0
+            || stat.is_empty()
+            || stat
+                .rsplit_once(") ")
+                .is_some_and(|(_, s)| s.starts_with('Z'))
+    })
+    .await;
+    assert!(gone, "the killed demo's postgres (pid {pid}) still runs");
+
+    let (next, _, next_data) = start_demo(&["--port", "0"]).await;
+    assert!(!left.exists(), "{} was not removed", left.display());
+    interrupt_demo(next, &next_data).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
