@@ -36,48 +36,51 @@ struct Hsm {
     keygen_stdout: String,
 }
 
+/// The shared token store, or None (each calling test recorded as skipped) without SoftHSM2.
 fn hsm() -> Option<&'static Hsm> {
     static HSM: OnceLock<Option<Hsm>> = OnceLock::new();
-    HSM.get_or_init(|| {
-        let util = Command::new("softhsm2-util").arg("--version").output();
-        if !Path::new(MODULE).exists() || !util.is_ok_and(|o| o.status.success()) {
-            if std::env::var("PGCLOAK_REQUIRE_CLIENTS").as_deref() == Ok("1") {
-                panic!("SoftHSM2 is missing ({MODULE}, softhsm2-util): apt-get install softhsm2");
-            }
-            eprintln!("skipping: SoftHSM2 is not installed (apt-get install softhsm2)");
-            return None;
-        }
-        let dir = std::env::temp_dir().join(format!("pgcloak-hsm-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("tokens")).unwrap();
-        let conf = dir.join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                dir.join("tokens").display()
-            ),
-        )
+    let hsm = HSM.get_or_init(start_hsm).as_ref();
+    if hsm.is_none() {
+        let what = format!("SoftHSM2 ({MODULE}, softhsm2-util)");
+        common::skip::missing_client(&what, "apt-get install softhsm2");
+    }
+    hsm
+}
+
+fn start_hsm() -> Option<Hsm> {
+    let util = Command::new("softhsm2-util").arg("--version").output();
+    if !Path::new(MODULE).exists() || !util.is_ok_and(|o| o.status.success()) {
+        return None;
+    }
+    let dir = std::env::temp_dir().join(format!("pgcloak-hsm-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("tokens")).unwrap();
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            dir.join("tokens").display()
+        ),
+    )
+    .unwrap();
+    let init = Command::new("softhsm2-util")
+        .args(["--init-token", "--free", "--label", TOKEN])
+        .args(["--pin", PIN, "--so-pin", "5678"])
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
         .unwrap();
-        let init = Command::new("softhsm2-util")
-            .args(["--init-token", "--free", "--label", TOKEN])
-            .args(["--pin", PIN, "--so-pin", "5678"])
-            .env("SOFTHSM2_CONF", &conf)
-            .output()
-            .unwrap();
-        assert!(init.status.success(), "softhsm2-util: {init:?}");
-        let wrapped = dir.join("k3.wrapped");
-        let out = keygen(&conf, &wrapped, KEK, PIN, &["--create-kek"]);
-        let keygen_stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(out.status.success(), "keygen: {out:?}");
-        Some(Hsm {
-            dir,
-            conf,
-            wrapped,
-            keygen_stdout,
-        })
+    assert!(init.status.success(), "softhsm2-util: {init:?}");
+    let wrapped = dir.join("k3.wrapped");
+    let out = keygen(&conf, &wrapped, KEK, PIN, &["--create-kek"]);
+    let keygen_stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "keygen: {out:?}");
+    Some(Hsm {
+        dir,
+        conf,
+        wrapped,
+        keygen_stdout,
     })
-    .as_ref()
 }
 
 /// Held around every use of the token store: SoftHSM2's file store rewrites the token file

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod certs;
+pub mod skip;
 pub mod tls;
 pub mod wire;
 
@@ -207,7 +208,7 @@ pub fn spawn_serve(config: &Path, log: &Path, env: &[(&str, &str)]) -> std::proc
 /// Runs tests/sidecar/jwcrypto_party.py (an independent JOSE implementation) against the
 /// sidecar at `url` with the key files in `dir` (and `ca` to verify an https:// URL); its
 /// report `{"ids": [...], "records": [...]}`. None when setup.sh has not installed Python's
-/// clients (the test skips), unless PGCLOAK_REQUIRE_CLIENTS=1.
+/// clients (the test skips: see [`skip`]).
 pub async fn jwcrypto_party(url: &str, dir: &Path, ca: Option<&Path>) -> Option<serde_json::Value> {
     let python = client_program(".venv/bin/python", ".venv/bin/python")?;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sidecar/jwcrypto_party.py");
@@ -384,15 +385,14 @@ impl Drop for SidecarStack {
 }
 
 /// The client program (`program` under tests/clients when it contains a slash, else looked
-/// up on PATH), or None when setup.sh has not installed it and the test should skip.
-/// `installed` is the path under tests/clients that setup.sh creates for this client.
+/// up on PATH), or None when setup.sh has not installed it and the test should skip (see
+/// [`skip`]). `installed` is the path under tests/clients that setup.sh creates for this
+/// client.
 pub fn client_program(program: &str, installed: &str) -> Option<PathBuf> {
     let dir = clients_dir();
     if !dir.join(installed).exists() {
-        if std::env::var("PGCLOAK_REQUIRE_CLIENTS").as_deref() == Ok("1") {
-            panic!("tests/clients/{installed} is missing: run tests/clients/setup.sh");
-        }
-        eprintln!("skipping: run tests/clients/setup.sh to test Python/Node clients");
+        let what = format!("tests/clients/{installed}");
+        skip::missing_client(&what, "run tests/clients/setup.sh");
         return None;
     }
     Some(if program.contains('/') {
@@ -403,18 +403,18 @@ pub fn client_program(program: &str, installed: &str) -> Option<PathBuf> {
 }
 
 /// PgJDBC's jar (Debian's libpostgresql-jdbc-java, which .ci/run installs) when it and a
-/// `java` are installed; otherwise None and the JDBC part of a test is skipped, unless
-/// PGCLOAK_REQUIRE_CLIENTS=1.
+/// `java` are installed; otherwise None and the JDBC part of a test is skipped (see
+/// [`skip`]).
 pub fn jdbc_classpath() -> Option<&'static str> {
     const JAR: &str = "/usr/share/java/postgresql.jar";
     let java = std::process::Command::new("java").arg("-version").output();
     if Path::new(JAR).exists() && java.is_ok_and(|o| o.status.success()) {
         return Some(JAR);
     }
-    if std::env::var("PGCLOAK_REQUIRE_CLIENTS").as_deref() == Ok("1") {
-        panic!("{JAR} or java is missing: apt-get install libpostgresql-jdbc-java default-jdk-headless");
-    }
-    eprintln!("skipping JDBC: apt-get install libpostgresql-jdbc-java");
+    skip::missing_client(
+        &format!("{JAR} or java"),
+        "apt-get install libpostgresql-jdbc-java default-jdk-headless",
+    );
     None
 }
 
