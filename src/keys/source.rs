@@ -39,11 +39,24 @@ pub struct FileKey {
 impl KeySource for FileKey {
     fn load(&self) -> Result<MasterKey, String> {
         let text = zeroize::Zeroizing::new(
-            std::fs::read_to_string(&self.path)
-                .map_err(|e| format!("cannot read {}: {e}", self.path.display()))?,
+            std::fs::read_to_string(&self.path).map_err(|e| read_error(&self.path, &e))?,
         );
         MasterKey::from_base64(&text).map_err(|e| format!("{}: {e}", self.path.display()))
     }
+}
+
+/// "cannot read PATH: ERROR", and for a permission error the uid and gid pgcloak runs as
+/// (a container's user is often not the owner of a mounted key file).
+fn read_error(path: &std::path::Path, error: &std::io::Error) -> String {
+    let mut message = format!("cannot read {}: {error}", path.display());
+    if error.kind() == std::io::ErrorKind::PermissionDenied {
+        // SAFETY: geteuid and getegid have no preconditions and cannot fail.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        message.push_str(&format!(
+            "; pgcloak runs as uid {uid}, gid {gid}: make the file readable by it"
+        ));
+    }
+    message
 }
 
 #[cfg(test)]
@@ -77,5 +90,20 @@ mod tests {
             err.contains("base64") && !err.contains("not a key"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_permission_error_names_the_uid_pgcloak_runs_as() {
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let err = read_error(std::path::Path::new("/run/secrets/k"), &denied);
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let uid = unsafe { libc::geteuid() };
+        assert!(
+            err.starts_with("cannot read /run/secrets/k: ")
+                && err.contains(&format!("pgcloak runs as uid {uid}, gid ")),
+            "{err}"
+        );
+        let missing = std::io::Error::from(std::io::ErrorKind::NotFound);
+        assert!(!read_error(std::path::Path::new("k"), &missing).contains("uid"));
     }
 }
