@@ -4,6 +4,7 @@
 //! and the server's error for it is swapped back for pgcloak's message, so the server
 //! itself keeps the protocol order and transaction state right.
 
+mod access;
 pub mod array;
 mod catalog;
 mod client;

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 
+use super::access::{Denial, Unreadable, INSUFFICIENT_PRIVILEGE};
 use super::catalog::ColumnMap;
 use super::copy::{decrypt_row, CopyOutError, Dialect, PiiField};
 use super::tracker::{Owner, Source};
@@ -53,12 +54,15 @@ pub struct ServerCloak {
     result: ResultTypes,
     /// Scratch: a typed value's canonical form, between decryption and printing.
     canonical: Vec<u8>,
+    /// The columns the session's user may not read (None: it reads them all).
+    unreadable: Option<Unreadable>,
+    /// The user `unreadable` was worked out for.
+    reader: Option<String>,
 }
 
 impl ServerCloak {
     pub(super) fn new(cloak: Arc<Cloak>, state: Arc<Mutex<SessionState>>) -> ServerCloak {
         ServerCloak {
-            cloak,
             state,
             finder: memchr::memmem::Finder::new(ENVELOPE_PREFIX),
             discarding: false,
@@ -67,6 +71,9 @@ impl ServerCloak {
             session: Session::default(),
             result: ResultTypes::default(),
             canonical: Vec::new(),
+            unreadable: Unreadable::for_role(cloak.policy(), None),
+            reader: None,
+            cloak,
         }
     }
 
@@ -99,6 +106,10 @@ impl ServerCloak {
                 unsupported: params.unsupported.clone(),
                 settled: true,
             };
+        }
+        if message == Backend::ParameterStatus && state.tracker.params.session_user != self.reader {
+            self.reader = state.tracker.params.session_user.clone();
+            self.unreadable = Unreadable::for_role(self.cloak.policy(), self.reader.as_deref());
         }
         if owner == Owner::Client {
             match message {
@@ -159,6 +170,7 @@ impl ServerCloak {
             &copy.pii,
             &mut copy.fields,
             &self.session,
+            self.unreadable.as_ref(),
             &mut out,
         ) {
             Ok(()) => framed(out),
@@ -166,6 +178,7 @@ impl ServerCloak {
                 self.fail(&undecryptable(&error, column.as_deref()))
             }
             Err(CopyOutError::NotEncrypted(column)) => self.fail(&not_encrypted(&column)),
+            Err(CopyOutError::Denied(message)) => self.fail_with(INSUFFICIENT_PRIVILEGE, &message),
             Err(CopyOutError::Value(refusal)) => self.fail_with(refusal.code, &refusal.message),
         }
     }
@@ -239,6 +252,9 @@ impl ServerCloak {
                 Err(Failure::Value(refusal)) => {
                     return Ok(self.fail_with(refusal.code, &refusal.message))
                 }
+                Err(Failure::Denied(message)) => {
+                    return Ok(self.fail_with(INSUFFICIENT_PRIVILEGE, &message))
+                }
             }
             let len = (out.len() - at - 4) as u32;
             out[at..at + 4].copy_from_slice(&len.to_be_bytes());
@@ -246,8 +262,29 @@ impl ServerCloak {
         Ok(if changed { framed(out) } else { frame })
     }
 
+    /// What a value becomes for a user who may not read its column: an envelope by the
+    /// column whose key it is under, plaintext by the PII column the result names. None: it
+    /// is returned (decrypted) as usual.
+    pub(super) fn denial(&self, value: &[u8], source: &Source) -> Option<Denial<'_>> {
+        let unreadable = self.unreadable.as_ref()?;
+        let column = match source {
+            _ if is_envelope(value) => self.cloak.keyring.column_of(value)?,
+            Source::Pii(column) => column.as_str(),
+            _ => return None,
+        };
+        unreadable.denial(column)
+    }
+
     /// Appends one field's value as the client gets it; true when it was decrypted.
     fn field(&self, value: &[u8], source: &Source, out: &mut Vec<u8>) -> Result<bool, Failure> {
+        match self.denial(value, source) {
+            None => {}
+            Some(Denial::Mask(mask)) => {
+                out.extend_from_slice(mask.as_bytes());
+                return Ok(true);
+            }
+            Some(Denial::Refused(message)) => return Err(Failure::Denied(message)),
+        }
         let column = match source {
             Source::Pii(column) => Some(column.as_str()),
             _ => None,
@@ -313,6 +350,19 @@ impl ServerCloak {
                 .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '$' | '-' | '_')))
                 .unwrap_or(tail.len());
             let envelope = &tail.as_bytes()[..end];
+            match self.denial(envelope, &Source::Unknown) {
+                None => {}
+                Some(Denial::Mask(mask)) => {
+                    out.push_str(mask);
+                    rest = &tail[end..];
+                    continue;
+                }
+                Some(Denial::Refused(_)) => {
+                    out.push_str("(a value encrypted by pgcloak that this role may not read)");
+                    rest = &tail[end..];
+                    continue;
+                }
+            }
             let ty = (self.cloak.keyring.column_of(envelope))
                 .map_or(PgType::new(Kind::Text), |c| {
                     self.cloak.policy().column_type(c)
@@ -352,6 +402,8 @@ enum Failure {
     NotEncrypted,
     Crypto(CryptoError),
     Value(crate::sql::Refusal),
+    /// The session's user may not read the value's column (the message says so).
+    Denied(String),
 }
 
 /// A COPY TO STDOUT whose rows pgcloak decrypts.

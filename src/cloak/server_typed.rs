@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::{Failure, ServerCloak};
+use crate::cloak::access::Denial;
 use crate::cloak::lock;
 use crate::cloak::tracker::{is_binary, Columns, Formats, Source};
 use crate::cloak::typed::{self, Session};
@@ -44,6 +45,13 @@ impl ServerCloak {
         .unwrap_or((PgType::new(Kind::Text), false));
         if ty.kind() == Kind::Text {
             return self.field(value, source, out);
+        }
+        // A typed column has no mask (the policy refuses one): its values are refused.
+        if let Some(denial) = self.denial(value, source) {
+            return Err(Failure::Denied(match denial {
+                Denial::Refused(message) => message,
+                Denial::Mask(_) => "a masked value of a typed column".into(),
+            }));
         }
         let column = match source {
             Source::Pii(column) => Some(column.as_str()),

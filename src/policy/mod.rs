@@ -13,7 +13,9 @@ use serde_yaml::Value;
 use crate::crypto::Mode;
 use crate::pgtype::PgType;
 
+mod access;
 mod spec;
+pub use access::Access;
 use spec::parse_column_spec;
 
 /// The identity of a PII column, as bound into its keys and ciphertexts.
@@ -53,6 +55,8 @@ pub struct Policy {
     changing_mode: std::collections::BTreeSet<String>,
     /// Identities of columns declared with a type other than `text`, with that type.
     types: BTreeMap<String, PgType>,
+    /// Identities of columns with `readers` or `writers`, with their rules.
+    access: BTreeMap<String, Access>,
 }
 
 /// The lower-cased table names with their searchers, built once: the check runs for every
@@ -154,6 +158,11 @@ impl Policy {
                         .types
                         .insert(format!("{schema}.{table}.{column}"), spec.ty);
                 }
+                if !spec.access.is_open() {
+                    policy
+                        .access
+                        .insert(format!("{schema}.{table}.{column}"), spec.access);
+                }
                 if spec.migrating {
                     policy
                         .migrating
@@ -208,6 +217,12 @@ impl Policy {
                 return Err(err(
                     key,
                     "names a column of another type; columns sharing a key must have the same type",
+                ));
+            }
+            if policy.access(&owner.to_string()) != policy.access(&id.to_string()) {
+                return Err(err(
+                    key,
+                    "names a column with other `readers`, `writers` or `mask`; the envelopes of columns sharing a key cannot be told apart, so they must have the same rules",
                 ));
             }
             policy.shared_keys.insert(id, owner);
@@ -294,6 +309,21 @@ impl Policy {
     /// `text` unless the policy declares another.
     pub fn column_type(&self, column: &str) -> PgType {
         (self.types.get(column).copied()).unwrap_or(PgType::new(crate::pgtype::Kind::Text))
+    }
+
+    /// Who may read and write `column` (its identity); None: every role.
+    pub fn access(&self, column: &str) -> Option<&Access> {
+        self.access.get(column)
+    }
+
+    /// Columns with `readers` or `writers`, by identity.
+    pub fn restricted(&self) -> impl Iterator<Item = (&str, &Access)> + '_ {
+        self.access.iter().map(|(c, a)| (c.as_str(), a))
+    }
+
+    /// Whether any column has `writers`.
+    pub fn has_writers(&self) -> bool {
+        self.access.values().any(|a| a.writers.is_some())
     }
 
     /// Whether any column is declared with a type other than `text`.
@@ -438,6 +468,7 @@ billing.cards:
             ("users:\n  a: { mode: deterministic, type: date }\n  b: { mode: deterministic, same_key_as: users.a }\n", "another type"),
             ("users:\n  a: deterministic\n  b: { mode: deterministic, same_key_as: users.a }\n  c: { mode: deterministic, same_key_as: public.users.b }\n", "has its own key"),
             ("users:\n  a: { mode: deterministic, same_key_as: users.a }\n", "has its own key"),
+            ("users:\n  a: { mode: deterministic, readers: [x] }\n  b: { mode: deterministic, same_key_as: users.a }\n", "other `readers`"),
             ("users:\n  a: deterministic\n  b: { mode: deterministic, same_key_as: [a] }\n", "expected a column name"),
         ] {
             let e = policy(yaml).unwrap_err();

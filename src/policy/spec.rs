@@ -1,9 +1,10 @@
 //! One column's entry in `tables`: `email: deterministic`, or the long form
 //! `email: { mode: deterministic, type: date, same_key_as: table.column, migrating: true,
-//! previous_mode: randomized }`.
+//! previous_mode: randomized, readers: [app], writers: [app], mask: "•••" }`.
 
 use serde_yaml::{Mapping, Value};
 
+use super::access::{parse_access, Access};
 use super::PolicyError;
 use crate::crypto::Mode;
 use crate::pgtype::{Kind, PgType};
@@ -17,9 +18,20 @@ pub(super) struct ColumnSpec {
     pub same_key_as: Option<String>,
     pub migrating: bool,
     pub previous_mode: Option<Mode>,
+    /// Who may read and write it through pgcloak.
+    pub access: Access,
 }
 
-const KEYS: [&str; 5] = ["mode", "type", "same_key_as", "migrating", "previous_mode"];
+const KEYS: [&str; 8] = [
+    "mode",
+    "type",
+    "same_key_as",
+    "migrating",
+    "previous_mode",
+    "readers",
+    "writers",
+    "mask",
+];
 
 pub(super) fn parse_column_spec(spec: &Value, key: &str) -> Result<ColumnSpec, PolicyError> {
     let err = |at: &str, message: String| PolicyError {
@@ -38,6 +50,7 @@ pub(super) fn parse_column_spec(spec: &Value, key: &str) -> Result<ColumnSpec, P
                 same_key_as: None,
                 migrating: false,
                 previous_mode: None,
+                access: Access::default(),
             })
         }
         Value::Mapping(map) => map,
@@ -53,7 +66,7 @@ pub(super) fn parse_column_spec(spec: &Value, key: &str) -> Result<ColumnSpec, P
         if !KEYS.contains(&name) {
             return Err(err(
                 name,
-                "unknown key (expected `mode`, `type`, `same_key_as`, `migrating` or `previous_mode`)"
+                "unknown key (expected `mode`, `type`, `same_key_as`, `migrating`, `previous_mode`, `readers`, `writers` or `mask`)"
                     .into(),
             ));
         }
@@ -100,12 +113,14 @@ pub(super) fn parse_column_spec(spec: &Value, key: &str) -> Result<ColumnSpec, P
             ))
         }
     };
+    let access = parse_access(map, &ty).map_err(|(at, message)| err(at, message))?;
     Ok(ColumnSpec {
         mode,
         ty,
         same_key_as,
         migrating,
         previous_mode,
+        access,
     })
 }
 

@@ -2,6 +2,7 @@
 //! (UTF-8), and settings and prepared statements under which its analysis holds.
 
 use super::ClientCloak;
+use crate::cloak::access::check_writers;
 use crate::cloak::{lock, SessionState};
 use crate::sql::{Refusal, StatementPlan};
 
@@ -71,7 +72,8 @@ impl ClientCloak {
                 )));
             }
         }
-        Ok(())
+        let role = tracker.params.session_user.as_deref();
+        check_writers(self.cloak.policy(), plan, role)
     }
 }
 

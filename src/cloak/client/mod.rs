@@ -15,6 +15,7 @@ use std::collections::BTreeSet;
 use checks::TextCheck;
 use typed_values::{SearchValue, TypedParam};
 
+use super::access::check_writers;
 use super::tracker::AmbiguousStatement;
 use super::typed::Session;
 use super::{lock, Cloak, SessionState};
@@ -193,7 +194,12 @@ impl ClientCloak {
         let out = match state.tracker.bind_params(&statement) {
             Ok(Some(plan)) if !plan.params.is_empty() => {
                 let bind = Bind::decode(body).map_err(FilterError::MalformedClient)?;
-                self.encrypt_params(&mut state, bind, &plan)
+                // The user may have changed since Parse (SET SESSION AUTHORIZATION).
+                let role = state.tracker.params.session_user.as_deref();
+                match check_writers(self.cloak.policy(), &plan, role) {
+                    Ok(()) => self.encrypt_params(&mut state, bind, &plan),
+                    Err(refusal) => refused_bind(&mut state, bind, refusal),
+                }
             }
             Ok(_) => frame,
             Err(AmbiguousStatement) => {

@@ -10,6 +10,7 @@ use std::ops::Range;
 
 use bytes::{BufMut, BytesMut};
 
+use super::access::{Denial, Unreadable};
 use super::typed::{self, Session};
 use crate::crypto::{is_envelope, CryptoError, Keyring};
 use crate::pgtype::{Kind, PgType};
@@ -68,6 +69,8 @@ pub enum CopyOutError {
     NotEncrypted(String),
     /// A typed value that cannot be printed (a setting pgcloak does not follow).
     Value(crate::sql::Refusal),
+    /// A value of a column the session's user may not read (the message says so).
+    Denied(String),
 }
 
 /// A field of COPY TO rows that holds a PII column.
@@ -97,6 +100,7 @@ pub fn decrypt_row(
     pii: &[PiiField],
     fields: &mut Vec<Range<usize>>,
     session: &Session,
+    unreadable: Option<&Unreadable>,
     out: &mut Vec<u8>,
 ) -> Result<(), CopyOutError> {
     let body = row.strip_suffix(b"\n").unwrap_or(row);
@@ -115,6 +119,20 @@ pub fn decrypt_row(
         // FORCE_QUOTE quotes an envelope; nothing else does.
         let quoted = dialect.csv && field.first() == Some(&dialect.quote);
         let value = dialect.value(field);
+        // By the column whose key an envelope is under; plaintext by its PII field.
+        let denial = unreadable.and_then(|unreadable| match is_envelope(&value) {
+            true => unreadable.denial(keyring.column_of(&value)?),
+            false if quoted || *field != *dialect.null => unreadable.denial(&column?.column),
+            false => None,
+        });
+        match denial {
+            None => {}
+            Some(Denial::Mask(mask)) => {
+                dialect.write_field(mask.as_bytes(), quoted, out);
+                continue;
+            }
+            Some(Denial::Refused(message)) => return Err(CopyOutError::Denied(message)),
+        }
         if is_envelope(&value) {
             match keyring.decrypt(&value, column.map(|c| c.column.as_str())) {
                 Ok(plaintext) => {
@@ -188,6 +206,7 @@ mod tests {
                 &pii,
                 &mut Vec::new(),
                 &session,
+                None,
                 &mut out,
             )
             .map(|()| out)

@@ -18,6 +18,9 @@ pub struct ServerParams {
     pub unsupported: Option<Unsupported>,
     /// Counts the reports of `settings` (the client side copies them only when it moved).
     pub version: u64,
+    /// `session_authorization`: the session's user, as the server reported it (the login
+    /// role, or the one `SET SESSION AUTHORIZATION` chose). None until it is reported.
+    pub session_user: Option<String>,
 }
 
 impl Default for ServerParams {
@@ -28,6 +31,7 @@ impl Default for ServerParams {
             settings: Settings::default(),
             unsupported: None,
             version: 0,
+            session_user: None,
         }
     }
 }
@@ -47,6 +51,7 @@ impl Tracker {
             b"standard_conforming_strings" => {
                 self.params.standard_conforming_strings = value.eq_ignore_ascii_case("on");
             }
+            b"session_authorization" => self.params.session_user = Some(value.into_owned()),
             b"DateStyle" | b"TimeZone" | b"IntervalStyle" => {
                 let name = String::from_utf8_lossy(name);
                 let params = &mut self.params;
